@@ -1,0 +1,1 @@
+"""The command layer: Typer + Rich over the pure core. Nothing here computes."""

@@ -1,0 +1,54 @@
+"""Terminal output shared by the commands, and the CitabError -> exit 1 rule."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from typer.core import TyperGroup
+
+from citab_cli.core.errors import CitabError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def fail(message: str) -> None:
+    """Print one red line on stderr."""
+    err_console.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+
+
+class CitabGroup(TyperGroup):
+    """Turns a CitabError raised anywhere below into one red line and exit status 1."""
+
+    def invoke(self, ctx):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CitabError as exc:
+            fail(_escape(str(exc)))
+            raise typer.Exit(1) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@contextmanager
+def progress_bar(description: str, total: int):
+    """A Rich progress bar; yields a function that advances it by one."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)

@@ -1,0 +1,89 @@
+"""`citab ingest`: validate a cohort and store it in the project."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from citab_cli.commands.console import console, progress_bar
+from citab_cli.commands.options import ProjectOption, parse_triple
+
+
+class OnMissingImage(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def ingest(
+    csv_path: Path = typer.Argument(..., metavar="CSV", help="The cohort's table, one row per visit."),
+    images: Path = typer.Option(..., "--images", help="Folder holding the cohort's NIfTI files."),
+    cohort: str = typer.Option(None, "--cohort", help="Cohort name [default: the CSV file name]."),
+    schema: Path = typer.Option(None, "--schema",
+                                help="Schema YAML [default: <project>/schemas/<cohort>.yaml, then "
+                                     "the shipped schemas/<cohort>.yaml]."),
+    workers: int = typer.Option(_default_workers(), "--workers", min=1,
+                                help="Processes preprocessing images in parallel."),
+    on_missing_image: OnMissingImage = typer.Option(
+        OnMissingImage.error, "--on-missing-image",
+        help="Stop on rows without an image, or skip them."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Validate the table and find the images; write nothing."),
+    shape: str = typer.Option(None, "--shape",
+                              help="Image grid of a NEW project: S or D,H,W voxels [default: 128]."),
+    spacing: str = typer.Option(None, "--spacing",
+                                help="Voxel size of a NEW project in mm: one or three numbers "
+                                     "[default: 192 mm / largest axis of --shape]."),
+    project: Path = ProjectOption,
+) -> None:
+    """Validate a cohort's CSV and images against its schema and store it in the project."""
+    from citab_cli.core import ingest as core
+
+    plan = core.plan(csv_path, images, project, cohort=cohort, schema_file=schema,
+                     on_missing_image=on_missing_image.value,  # type: ignore[arg-type]
+                     shape=parse_triple(shape, "shape", int),
+                     spacing=parse_triple(spacing, "spacing", float))
+    console.print(f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
+                  f"{len(plan.images)} image(s) under {plan.images_root}")
+    if dry_run:
+        summary = core.summarize(plan, core.split_plan(plan), written=None)
+    else:
+        with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
+            summary = core.execute(plan, workers=workers, progress=advance)
+    _render(summary, plan.settings.image.shape)
+
+
+def _render(summary, shape) -> None:
+    rows = Table(title=f"{summary.cohort}: rows", title_justify="left")
+    rows.add_column("rows")
+    rows.add_column("count", justify="right")
+    rows.add_row("read from the CSV", str(summary.rows_read))
+    for reason, count in summary.dropped.items():
+        rows.add_row(f"dropped: {reason}", str(count))
+    rows.add_row("[bold]kept (one per subject)[/]", f"[bold]{summary.kept}[/]")
+    console.print(rows)
+
+    labels = sorted({label for counts in summary.counts.values() for label in counts})
+    table = Table(title=f"{summary.cohort}: subjects per split and label", title_justify="left")
+    table.add_column("split")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("total", justify="right")
+    for split, counts in summary.counts.items():
+        table.add_row(split, *(str(counts.get(label, 0)) for label in labels),
+                      str(sum(counts.values())))
+    console.print(table)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    if summary.written is None:
+        console.print("[bold]Dry run:[/] nothing was written.")
+    else:
+        grid = "x".join(str(s) for s in shape)
+        console.print(f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}")

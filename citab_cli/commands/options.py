@@ -1,0 +1,30 @@
+"""Options and option parsers shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from citab_cli.core.errors import CitabError
+
+ProjectOption = typer.Option(Path("."), "--project", "-p", help="Project directory.",
+                             show_default=True)
+
+
+def parse_triple(text: str | None, what: str, cast: type) -> tuple | None:
+    """'S' -> (S, S, S); 'A,B,C' -> (A, B, C); None -> None."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(cast(p) for p in parts)
+    except ValueError:
+        raise CitabError(f"--{what} '{text}' is not a number or three numbers "
+                         f"(e.g. 128 or 160,208,176)") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) <= 0:
+        raise CitabError(f"--{what} '{text}' must be one positive number or three (e.g. 128 or "
+                         "160,208,176)")
+    return values

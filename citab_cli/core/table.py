@@ -1,0 +1,272 @@
+"""Reading a cohort's raw CSV and validating every row against its schema."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from citab_cli.core.errors import CitabError
+from citab_cli.core.schema import CategoricalColumn, CohortSchema, NumericColumn, token
+
+#: CSV line of the first data row (line 1 is the header).
+FIRST_DATA_LINE = 2
+
+
+@dataclass
+class RawTable:
+    """A CSV read as text, cell for cell: nothing converted, nothing guessed."""
+
+    path: Path
+    columns: list[str]
+    rows: dict[str, list[str]]  # column -> cells, one per data row
+    sha256: str
+
+    @property
+    def n_rows(self) -> int:
+        return len(next(iter(self.rows.values()))) if self.rows else 0
+
+
+@dataclass
+class ValidatedTable:
+    """The rows kept from a cohort's CSV, converted to citab's columns."""
+
+    subjects: list[str]
+    lines: list[int]                       # CSV line of each kept row
+    columns: list[str]                     # feature columns, schema order
+    values: np.ndarray                     # (N, C) float32, NaN = missing, categorical = level index
+    labels: list[str | None]               # canonical class or None (unlabelled)
+    image_keys: list[dict[str, str]]       # per row: the cells image resolution needs
+    rows_read: int
+    dropped: Counter = field(default_factory=Counter)   # reason -> rows
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_csv(path: Path) -> RawTable:
+    """Read `path` as a UTF-8 CSV of text cells; refuse anything that is not one."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise CitabError(f"{path}: CSV file not found; check the path")
+    data = path.read_bytes()
+    if not data.strip():
+        raise CitabError(f"{path}: the CSV file is empty; export the table with a header row "
+                         "and one row per visit")
+    if b"\x00" in data[:65536]:
+        raise CitabError(f"{path}: this is a binary file, not a CSV; export the table as "
+                         "comma-separated text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CitabError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                         "re-save the CSV as UTF-8") from None
+    header = next(csv.reader(io.StringIO(text)), [])
+    names = [h.strip() for h in header]
+    if not any(names):
+        raise CitabError(f"{path}: line 1 is not a header row; the first line must name the columns")
+    dupes = [n for n, k in Counter(names).items() if k > 1]
+    if dupes:
+        raise CitabError(f"{path}: line 1: column '{dupes[0]}' appears twice in the header; "
+                         "rename or remove one")
+    if "" in names:
+        raise CitabError(f"{path}: line 1: column {names.index('') + 1} has no name; "
+                         "name it or remove it")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
+                            skip_blank_lines=False, engine="c")
+    except pd.errors.ParserError as exc:
+        raise CitabError(f"{path}: malformed CSV ({str(exc).strip()}); check quoting and the "
+                         "number of fields on that line") from None
+    except pd.errors.EmptyDataError:
+        raise CitabError(f"{path}: the CSV file has no header row; add one") from None
+    if len(frame) == 0:
+        raise CitabError(f"{path}: the CSV has a header but no data rows; export the rows too")
+    frame.columns = names
+    return RawTable(
+        path=path,
+        columns=names,
+        rows={c: [str(v) for v in frame[c].tolist()] for c in names},
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _where(table: RawTable, row: int, column: str) -> str:
+    return f"{table.path}: line {row + FIRST_DATA_LINE}, column '{column}'"
+
+
+def _require_columns(table: RawTable, schema: CohortSchema, schema_path: Path) -> None:
+    needed: dict[str, str] = {}
+    for role, name in schema.role_columns().items():
+        needed[name] = f"the {role} column"
+    for name in schema.image_fields():
+        needed.setdefault(name, "a field of the image pattern")
+    for name, col in schema.columns.items():
+        if col.required:
+            needed.setdefault(name, "a feature column")
+    have = set(table.columns)
+    for name, role in needed.items():
+        if name not in have:
+            close = difflib.get_close_matches(name, table.columns, n=1)
+            hint = f" (the CSV has '{close[0]}')" if close else ""
+            raise CitabError(
+                f"{table.path}: missing required column '{name}', {role} in {schema_path}{hint}; "
+                "add it to the CSV or fix the schema"
+            )
+
+
+def _numeric(raw: str, spec: NumericColumn, missing: set[str]) -> float | str:
+    """A number, NaN for missing, or the reason the cell is invalid."""
+    tok = token(raw)
+    if tok in missing:
+        return math.nan
+    text = raw.strip()
+    if text in spec.parse:
+        return float(spec.parse[text])
+    try:
+        value = float(text)
+    except ValueError:
+        return "is text, expected a number"
+    if not math.isfinite(value):
+        return "is not a finite number"
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        lo, hi = (token(b) for b in spec.range)
+        return f"is outside the range [{lo}, {hi}]"
+    return value
+
+
+def _convert_column(table: RawTable, name: str, spec: NumericColumn | CategoricalColumn,
+                    rows: list[int], cohort_missing: set[str], schema_path: Path) -> np.ndarray:
+    cells = table.rows.get(name)
+    out = np.full(len(rows), np.nan, dtype=np.float32)
+    if cells is None:
+        return out
+    missing = cohort_missing | {token(m) for m in spec.missing}
+    lookup = spec.level_lookup if isinstance(spec, CategoricalColumn) else None
+    cache: dict[str, float | str] = {}
+    for i, row in enumerate(rows):
+        raw = cells[row]
+        if raw not in cache:
+            if lookup is None:
+                cache[raw] = _numeric(raw, spec, missing)  # type: ignore[arg-type]
+            else:
+                tok = token(raw)
+                if tok in missing:
+                    cache[raw] = math.nan
+                elif tok in lookup:
+                    cache[raw] = float(lookup[tok])
+                else:
+                    known = ", ".join(str(k) for k in spec.levels)
+                    cache[raw] = f"is not a known level (known: {known})"
+        result = cache[raw]
+        if isinstance(result, str):
+            if lookup is None:
+                fix = (f"fix the cell, or list the code under this column's missing: "
+                       f"(or parse:{' / range:' if 'range' in result else ''}) in {schema_path}")
+            else:
+                fix = f"fix the cell, or add it to this column's levels: or missing: in {schema_path}"
+            raise CitabError(f"{_where(table, row, name)}: value '{raw.strip()}' {result}; {fix}")
+        out[i] = result
+    return out
+
+
+def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> ValidatedTable:
+    """Check every row of `table` against `schema`; raise on the first bad cell."""
+    _require_columns(table, schema, schema_path)
+    cohort_missing = {token(m) for m in schema.missing}
+    dropped: Counter = Counter()
+    warnings: list[str] = []
+    subject_cells = table.rows[schema.subject]
+
+    rows: list[int] = []
+    for row in range(table.n_rows):
+        if all(not table.rows[c][row].strip() for c in table.columns):
+            dropped["blank line"] += 1
+            continue
+        rows.append(row)
+
+    if schema.visit is not None:
+        visit_cells = table.rows[schema.visit.column]
+        baseline = token(schema.visit.baseline)
+        kept = [r for r in rows if token(visit_cells[r]) == baseline]
+        if len(rows) - len(kept):
+            dropped[f"not the baseline visit ({schema.visit.column} != {baseline})"] += (
+                len(rows) - len(kept))
+        rows = kept
+        if not rows:
+            raise CitabError(f"{table.path}: no row has {schema.visit.column} = '{baseline}' "
+                             f"(the baseline visit); fix visit.baseline in {schema_path}")
+
+    first_line: dict[str, int] = {}
+    for row in rows:
+        subject = subject_cells[row].strip()
+        if not subject or token(subject) in cohort_missing:
+            raise CitabError(f"{_where(table, row, schema.subject)}: the subject ID is empty; "
+                             "fill it in or remove the row")
+        if subject in first_line:
+            raise CitabError(
+                f"{_where(table, row, schema.subject)}: subject '{subject}' appears again "
+                f"(first on line {first_line[subject] + FIRST_DATA_LINE}); keep one row per "
+                "subject, or set visit: {column, baseline} in the schema to pick the baseline"
+            )
+        first_line[subject] = row
+
+    labels: list[str | None] = [None] * len(rows)
+    if schema.label is not None:
+        lookup = schema.label.lookup
+        unmapped: Counter = Counter()
+        label_cells = table.rows[schema.label.column]
+        for i, row in enumerate(rows):
+            tok = token(label_cells[row])
+            if tok in cohort_missing or tok not in lookup:
+                if tok not in cohort_missing:
+                    unmapped[label_cells[row].strip()] += 1
+                continue
+            labels[i] = lookup[tok]
+        for raw, count in unmapped.most_common():
+            warnings.append(f"{count} row(s) with {schema.label.column} = '{raw}' have no class "
+                            "in the schema and are kept unlabelled")
+
+    columns = list(schema.columns)
+    values = np.stack(
+        [_convert_column(table, name, spec, rows, cohort_missing, schema_path)
+         for name, spec in schema.columns.items()],
+        axis=1,
+    ).astype(np.float32)
+    for j, name in enumerate(columns):
+        if name not in table.rows:
+            warnings.append(f"column '{name}' is not in the CSV (optional): all missing")
+            continue
+        rate = float(np.isnan(values[:, j]).mean()) if len(rows) else 0.0
+        if rate > 0.5:
+            warnings.append(f"column '{name}' is missing in {rate:.0%} of kept rows")
+
+    used = set(columns) | set(schema.role_columns().values()) | set(schema.image_fields())
+    unused = [c for c in table.columns if c not in used and c not in schema.drop]
+    if unused:
+        shown = ", ".join(unused[:6]) + (", ..." if len(unused) > 6 else "")
+        warnings.append(f"{len(unused)} CSV column(s) not in the schema were ignored: {shown}")
+
+    key_columns = schema.image_fields()
+    if not key_columns and schema.role_columns().get("image"):
+        key_columns = [schema.role_columns()["image"]]
+    image_keys = [{c: table.rows[c][row].strip() for c in key_columns} for row in rows]
+
+    return ValidatedTable(
+        subjects=[subject_cells[r].strip() for r in rows],
+        lines=[r + FIRST_DATA_LINE for r in rows],
+        columns=columns,
+        values=values if len(rows) else np.zeros((0, len(columns)), np.float32),
+        labels=labels,
+        image_keys=image_keys,
+        rows_read=table.n_rows,
+        dropped=dropped,
+        warnings=warnings,
+    )

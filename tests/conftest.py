@@ -1,0 +1,89 @@
+"""Shared fixtures: small synthetic cohorts, a project built from them, CLI helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from citab_cli.app import app
+
+SHAPE = 24
+SUBJECTS = 16
+
+
+def run(*args: str):
+    """Invoke the CLI in-process; returns click's Result."""
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+def tree_hash(root: Path) -> str:
+    """A digest of every path, file mode and file content under `root` ("" if absent)."""
+    if not root.exists():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) * [4, 4, 4, 1] if affine is None else affine), path)
+    return path
+
+
+def assert_user_error(result, *fragments: str) -> str:
+    """Exit 1, a one-line 'Error:' message (no traceback) containing every fragment."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    text = result.stderr if result.stderr else result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in text.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, text
+    message = errors[0]
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory) -> Path:
+    """Three synthetic cohorts written once per test session (read-only for tests)."""
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    result = run("synth", out, "--subjects", SUBJECTS, "--shape", SHAPE, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture()
+def raw(raw_dir: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the synthetic cohorts."""
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_dir, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def ingested_dir(raw_dir: Path, tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("proj") / "p"
+    for cohort in ("adni", "nacc", "aibl"):
+        result = run("ingest", raw_dir / f"{cohort}.csv", "--images", raw_dir / f"{cohort}_mri",
+                     "--project", project, "--shape", SHAPE, "--workers", 1)
+        assert result.exit_code == 0, result.output
+    return project
+
+
+@pytest.fixture()
+def project(ingested_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of a project holding adni, nacc and aibl."""
+    copy = tmp_path / "project"
+    shutil.copytree(ingested_dir, copy)
+    return copy
