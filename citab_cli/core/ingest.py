@@ -183,6 +183,7 @@ def preprocess_all(paths: list[Path], settings: ImageSettings, workers: int,
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
@@ -191,6 +192,9 @@ def preprocess_all(paths: list[Path], settings: ImageSettings, workers: int,
             try:
                 for future in as_completed(futures):
                     accept(future.result())
+            except BrokenProcessPool:
+                raise CitabError("an image preprocessing worker died (out of memory?); retry with "
+                                 "fewer --workers, e.g. --workers 1") from None
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -9,7 +9,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from citab_cli.core import yaml_io
 from citab_cli.core.errors import CitabError
@@ -47,12 +54,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _token_keys(value: object) -> object:
+    """Mapping keys as tokens, so YAML's `1:` and `"1":` are one code."""
+    return {token(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _token_list(value: object) -> object:
+    return [token(v) for v in value] if isinstance(value, list) else value
+
+
+CodeMap = Annotated[dict[str, str], BeforeValidator(_token_keys)]
+Codes = Annotated[list[str], BeforeValidator(_token_list)]
+
+
 class NumericColumn(_Strict):
     type: Literal["numeric"]
     description: str = Field(min_length=3)
     unit: str | None = None
     range: tuple[float, float] | None = None
-    missing: list[RawValue] = []
+    missing: Codes = []
     parse: dict[str, float] = {}
     normalize: Literal["range", "zscore"] | None = None
     required: bool = True
@@ -78,8 +98,8 @@ class NumericColumn(_Strict):
 class CategoricalColumn(_Strict):
     type: Literal["categorical"]
     description: str = Field(min_length=3)
-    levels: dict[RawValue, str] = Field(min_length=1)
-    missing: list[RawValue] = []
+    levels: CodeMap = Field(min_length=1)
+    missing: Codes = []
     required: bool = True
 
     @property
@@ -90,7 +110,7 @@ class CategoricalColumn(_Strict):
     @property
     def level_lookup(self) -> dict[str, int]:
         names = self.level_names
-        return {token(raw): names.index(label) for raw, label in self.levels.items()}
+        return {raw: names.index(label) for raw, label in self.levels.items()}
 
 
 Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type")]
@@ -98,7 +118,7 @@ Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type"
 
 class VisitSpec(_Strict):
     column: str
-    baseline: RawValue
+    baseline: Annotated[str, BeforeValidator(token)]
 
 
 class ImageByColumn(_Strict):
@@ -112,7 +132,7 @@ class ImageByBids(_Strict):
 
 class LabelSpec(_Strict):
     column: str
-    classes: dict[RawValue, str | None] = Field(min_length=1)
+    classes: Annotated[dict[str, str | None], BeforeValidator(_token_keys)] = Field(min_length=1)
 
     @property
     def class_names(self) -> list[str]:
@@ -120,7 +140,7 @@ class LabelSpec(_Strict):
 
     @property
     def lookup(self) -> dict[str, str | None]:
-        return {token(raw): name for raw, name in self.classes.items()}
+        return dict(self.classes)
 
 
 class CohortSchema(_Strict):
@@ -130,7 +150,7 @@ class CohortSchema(_Strict):
     visit: VisitSpec | None = None
     image: str | ImageByColumn | ImageByBids
     label: LabelSpec | None = None
-    missing: list[RawValue] = ["", "NA"]
+    missing: Codes = ["", "NA"]
     drop: list[str] = []
     columns: dict[str, Column] = Field(min_length=1)
 
@@ -155,11 +175,10 @@ class CohortSchema(_Strict):
     @model_validator(mode="after")
     def _column_roles(self) -> CohortSchema:
         features = set(self.columns)
-        if self.subject in features:
-            raise ValueError(f"the subject column '{self.subject}' cannot also be a feature column")
-        if self.label is not None and self.label.column in features:
-            raise ValueError(f"the label column '{self.label.column}' cannot also be a feature "
-                             "column (it would leak the diagnosis)")
+        for role, name in self.role_columns().items():
+            if role != "visit" and name in features:
+                leak = " (it would leak the diagnosis)" if role == "label" else ""
+                raise ValueError(f"the {role} column '{name}' cannot also be a feature column{leak}")
         clash = sorted(features & set(self.drop))
         if clash:
             raise ValueError(f"column '{clash[0]}' is both in drop and in columns; keep one")

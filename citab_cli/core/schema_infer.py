@@ -61,7 +61,7 @@ def _column(cells: list[str], cohort_missing: set[str]) -> tuple[str, dict] | No
                      and (v > max(top * 1.5, top + 5) or (v < 0 <= bottom))]
         kept = [v for v in values if v not in codes] or values
         spec: dict = {}
-        if len(kept) <= 3 and all(float(v).is_integer() for v in kept):
+        if len(kept) <= 3 and all(float(v).is_integer() and 0 <= v <= 9 for v in kept):
             spec = {"type": "categorical",
                     "levels": {_yaml_scalar(token(v)): f"TODO name of {token(v)}" for v in kept}}
         else:

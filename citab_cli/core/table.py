@@ -148,7 +148,7 @@ def _convert_column(table: RawTable, name: str, spec: NumericColumn | Categorica
     out = np.full(len(rows), np.nan, dtype=np.float32)
     if cells is None:
         return out
-    missing = cohort_missing | {token(m) for m in spec.missing}
+    missing = cohort_missing | set(spec.missing)
     lookup = spec.level_lookup if isinstance(spec, CategoricalColumn) else None
     cache: dict[str, float | str] = {}
     for i, row in enumerate(rows):
@@ -180,7 +180,7 @@ def _convert_column(table: RawTable, name: str, spec: NumericColumn | Categorica
 def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> ValidatedTable:
     """Check every row of `table` against `schema`; raise on the first bad cell."""
     _require_columns(table, schema, schema_path)
-    cohort_missing = {token(m) for m in schema.missing}
+    cohort_missing = set(schema.missing)
     dropped: Counter = Counter()
     warnings: list[str] = []
     subject_cells = table.rows[schema.subject]
@@ -194,7 +194,7 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
 
     if schema.visit is not None:
         visit_cells = table.rows[schema.visit.column]
-        baseline = token(schema.visit.baseline)
+        baseline = schema.visit.baseline
         kept = [r for r in rows if token(visit_cells[r]) == baseline]
         if len(rows) - len(kept):
             dropped[f"not the baseline visit ({schema.visit.column} != {baseline})"] += (

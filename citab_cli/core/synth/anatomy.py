@@ -65,6 +65,20 @@ def _template() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.get_fdata(), dtype=np.float32), np.asarray(image.affine)
 
 
+@lru_cache(maxsize=1)
+def _ventricle_distance() -> np.ndarray:
+    """Distance (mm) from every template voxel to the lateral ventricles (dark, near the centre)."""
+    from scipy.ndimage import distance_transform_edt
+
+    data, affine = _template()
+    ijk = np.indices(data.shape, dtype=np.float32)
+    world = np.tensordot(affine[:3, :3], ijk, axes=1) + affine[:3, 3, None, None, None]
+    near = ((np.abs(world[0]) < 22) & (world[1] > -45) & (world[1] < 25)
+            & (world[2] > -5) & (world[2] < 35))
+    ventricles = near & (data > 0.02) & (data < 0.35)
+    return distance_transform_edt(~ventricles).astype(np.float32)
+
+
 def _sample(data: np.ndarray, affine: np.ndarray, world: np.ndarray, order: int = 1) -> np.ndarray:
     """Values of `data` at `world` points (3, ...), by interpolation; 0 outside."""
     from scipy.ndimage import map_coordinates
@@ -105,7 +119,11 @@ def brain(grid: Grid, rng: np.random.Generator, atrophy: float, age: float, fema
         shrink = np.clip(0.10 * atrophy + 0.03 * ageing, 0.0, 0.5)
         points = points + shrink * offset * weight
         darken += np.clip(0.12 * atrophy, 0.0, 0.4) * weight
-    out = _sample(data, affine, points) * (1.0 - darken)
+    # CSF spreads from the ventricles into the surrounding tissue as severity and age grow.
+    spread = 0.5 + 2.0 * float(np.clip(atrophy + 0.3 * ageing, 0.0, 4.0))
+    distance = _sample(_ventricle_distance(), affine, points)
+    darken += 0.55 * np.exp(-distance / spread)
+    out = _sample(data, affine, points) * np.clip(1.0 - darken, 0.05, 1.0)
     return out.astype(np.float32)
 
 

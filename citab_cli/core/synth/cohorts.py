@@ -155,12 +155,12 @@ def _aibl_rows(lat: CohortLatents, i: int, rng: np.random.Generator) -> tuple[st
 
 COHORTS: dict[str, CohortSpec] = {
     "adni": CohortSpec("adni", (0.32, 0.48, 0.20), 73.5, 16.0,
-                       Scanner(intensity=900.0, bias=0.25, noise=0.03, blur=0.0,
+                       Scanner(intensity=900.0, bias=0.1, noise=0.03, blur=0.0,
                                flip=(False, False, False), dtype="int16"), _adni_rows),
     "nacc": CohortSpec("nacc", (0.50, 0.20, 0.30), 71.0, 15.5,
-                       Scanner(intensity=250.0, bias=0.4, noise=0.05, blur=0.6,
+                       Scanner(intensity=250.0, bias=0.2, noise=0.05, blur=0.6,
                                flip=(True, False, False), dtype="float32"), _nacc_rows),
     "aibl": CohortSpec("aibl", (0.65, 0.20, 0.15), 72.5, 13.0,
-                       Scanner(intensity=1.0, bias=0.15, noise=0.02, blur=0.3,
+                       Scanner(intensity=1.0, bias=0.12, noise=0.04, blur=0.5,
                                flip=(True, True, False), dtype="float32"), _aibl_rows),
 }

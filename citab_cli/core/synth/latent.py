@@ -15,8 +15,8 @@ import numpy as np
 CLASSES = ("CN", "MCI", "AD")
 #: Class means of the latent severity, and its spread within a class.
 SEVERITY_MEANS = np.array([0.0, 1.0, 2.0])
-SEVERITY_SPREAD = 0.4
-TABULAR_NOISE = 0.45
+SEVERITY_SPREAD = 0.3
+TABULAR_NOISE = 0.55
 IMAGE_NOISE = 0.45
 #: Probability of 0/1/2 APOE e4 alleles per class.
 APOE4_BY_CLASS = np.array([[0.72, 0.25, 0.03], [0.50, 0.40, 0.10], [0.35, 0.48, 0.17]])

@@ -1,0 +1,85 @@
+"""`citab synth`: realistic raw files, deterministic per seed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from tests.conftest import SHAPE, SUBJECTS, assert_user_error, run, tree_hash
+
+
+def test_layout_and_truth(raw_dir: Path):
+    for cohort in ("adni", "nacc", "aibl"):
+        assert (raw_dir / f"{cohort}.csv").is_file()
+        assert len(list((raw_dir / f"{cohort}_mri").rglob("*.nii.gz"))) == SUBJECTS
+    truth = json.loads((raw_dir / "truth.json").read_text())
+    for cohort, entry in truth["cohorts"].items():
+        assert 0.5 < entry["ceiling_accuracy"] <= 1.0
+        assert sum(entry["class_counts"].values()) == SUBJECTS
+    rows = list(csv.DictReader(open(raw_dir / "truth.csv")))
+    assert len(rows) == 3 * SUBJECTS
+    assert {"severity", "diagnosis", "severity_image", "severity_tabular"} <= set(rows[0])
+
+
+def test_each_cohort_speaks_its_own_dialect(raw_dir: Path):
+    headers = {c: next(csv.reader(open(raw_dir / f"{c}.csv"))) for c in ("adni", "nacc", "aibl")}
+    assert {"PTID", "VISCODE", "DX", "MMSE", "IMAGEUID"} <= set(headers["adni"])
+    assert {"NACCID", "NACCVNUM", "NACCUDSD", "NACCMMSE"} <= set(headers["nacc"])
+    assert {"RID", "DXCURREN", "MMSCORE", "APGEN1", "APGEN2", "PTDOB"} <= set(headers["aibl"])
+    adni = list(csv.DictReader(open(raw_dir / "adni.csv")))
+    assert {r["PTGENDER"] for r in adni} == {"Male", "Female"}
+    nacc = list(csv.DictReader(open(raw_dir / "nacc.csv")))
+    assert {r["SEX"] for r in nacc} == {"1", "2"}
+    assert "-4" in {r["NACCMMSE"] for r in nacc} | {r["MOCATOTS"] for r in nacc}
+    assert len(adni) > SUBJECTS  # follow-up visits too
+
+
+def test_scans_differ_in_orientation_and_storage(raw_dir: Path):
+    adni = nib.load(next((raw_dir / "adni_mri").rglob("*.nii.gz")))
+    nacc = nib.load(next((raw_dir / "nacc_mri").rglob("*.nii.gz")))
+    assert adni.shape == (SHAPE, SHAPE, SHAPE)
+    assert nib.aff2axcodes(adni.affine) == ("R", "A", "S")
+    assert nib.aff2axcodes(nacc.affine) == ("L", "A", "S")
+    assert adni.get_data_dtype() == np.int16
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path):
+    args = ("--cohorts", "aibl", "--subjects", 6, "--shape", 16)
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert run("synth", tmp_path / name, *args, "--seed", seed).exit_code == 0
+    assert tree_hash(tmp_path / "a") == tree_hash(tmp_path / "b")
+    assert tree_hash(tmp_path / "a") != tree_hash(tmp_path / "c")
+
+
+def test_choosing_fewer_cohorts_keeps_the_others_identical(tmp_path: Path):
+    run("synth", tmp_path / "one", "--cohorts", "nacc", "--subjects", 6, "--shape", 16)
+    run("synth", tmp_path / "two", "--cohorts", "adni,nacc", "--subjects", 6, "--shape", 16)
+    assert (tmp_path / "one/nacc.csv").read_bytes() == (tmp_path / "two/nacc.csv").read_bytes()
+
+
+def test_atrophy_grows_with_severity():
+    """More image-visible severity: more dark (CSF-like) voxels around the ventricles and a
+    darker centre, monotonically."""
+    from citab_cli.core.synth import anatomy
+
+    grid = anatomy.Grid(32)
+    centre = (slice(10, 22),) * 3
+    dark, mean = [], []
+    for atrophy in (0.0, 1.0, 2.0, 3.0):
+        volume = anatomy.brain(grid, np.random.default_rng(0), atrophy=atrophy, age=70, female=False)
+        dark.append(int((volume[centre] < 0.45).sum()))
+        mean.append(float(volume[centre].mean()))
+    assert dark == sorted(dark) and dark[-1] > 1.5 * dark[0]
+    assert mean == sorted(mean, reverse=True)
+
+
+def test_refuses_to_overwrite(tmp_path: Path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    assert_user_error(run("synth", tmp_path / "busy"), "not empty")
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    assert_user_error(run("synth", tmp_path / "x", "--cohorts", "oasis"), "unknown synthetic cohort")
