@@ -1,9 +1,9 @@
 """How hard are the synthetic cohorts? Prints JSON.
 
 Synthesises cohorts, ingests them, then scores per-cohort logistic regression (5-fold stratified
-cross-validation over the labelled subjects) on the table alone, on simple image features alone
-(mean intensity of the 8 octants of the central half of the preprocessed volume), and on both, next to the ceiling
-accuracy recorded in truth.json.
+cross-validation over the labelled subjects) on the table alone, on simple image features
+alone (mean intensity of the 8 octants of the central half of the preprocessed volume), and on
+both, next to the ceiling accuracy recorded in truth.json.
 
     python benchmarks/synth_difficulty.py --subjects 300 --shape 32
 """
@@ -38,31 +38,39 @@ def _tabular_features(values: np.ndarray, categorical: list[bool]) -> np.ndarray
 def _image_features(images: np.ndarray) -> np.ndarray:
     """Mean intensity of the 8 octants of each volume's central half (ventricles, hippocampi)."""
     n, d, h, w = images.shape
-    centre = images[:, d // 4: d - d // 4, h // 4: h - h // 4, w // 4: w - w // 4]
+    centre = images[:, d // 4 : d - d // 4, h // 4 : h - h // 4, w // 4 : w - w // 4]
     centre = centre.astype(np.float32)
     cd, ch, cw = (s // 2 for s in centre.shape[1:])
-    octants = [centre[:, i * cd:(i + 1) * cd, j * ch:(j + 1) * ch, k * cw:(k + 1) * cw]
-               for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    octants = [
+        centre[:, i * cd : (i + 1) * cd, j * ch : (j + 1) * ch, k * cw : (k + 1) * cw]
+        for i in (0, 1)
+        for j in (0, 1)
+        for k in (0, 1)
+    ]
     return np.stack([o.mean(axis=(1, 2, 3)) for o in octants], axis=1)
 
 
 def _cv_scores(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float]:
     """Mean test scores over 5-fold stratified cross-validation repeated 4 times."""
+    import warnings
+
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    import warnings
-
     warnings.filterwarnings("ignore", category=FutureWarning)
-    model = make_pipeline(StandardScaler(),
-                          LogisticRegressionCV(Cs=6, max_iter=2000, class_weight="balanced"))
+    model = make_pipeline(
+        StandardScaler(), LogisticRegressionCV(Cs=6, max_iter=2000, class_weight="balanced")
+    )
     folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=4, random_state=seed)
-    scores = cross_validate(model, features, labels, cv=folds, n_jobs=2,
-                            scoring=("accuracy", "balanced_accuracy"))
-    return {"accuracy": round(float(scores["test_accuracy"].mean()), 3),
-            "balanced_accuracy": round(float(scores["test_balanced_accuracy"].mean()), 3)}
+    scores = cross_validate(
+        model, features, labels, cv=folds, n_jobs=2, scoring=("accuracy", "balanced_accuracy")
+    )
+    return {
+        "accuracy": round(float(scores["test_accuracy"].mean()), 3),
+        "balanced_accuracy": round(float(scores["test_balanced_accuracy"].mean()), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,11 +91,17 @@ def main(argv: list[str] | None = None) -> dict:
         raw, project = Path(tmp) / "raw", Path(tmp) / "project"
         synth.generate(raw, cohorts, args.subjects, args.shape, args.seed)
         truth = json.loads((raw / "truth.json").read_text())
-        report = {"subjects_per_cohort": args.subjects, "shape": args.shape, "seed": args.seed,
-                  "cv": "5-fold stratified, repeated 4 times, labelled baseline subjects", "cohorts": {}}
+        report = {
+            "subjects_per_cohort": args.subjects,
+            "shape": args.shape,
+            "seed": args.seed,
+            "cv": "5-fold stratified, repeated 4 times, labelled baseline subjects",
+            "cohorts": {},
+        }
         for name in cohorts:
-            plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", project,
-                               shape=(args.shape,) * 3)
+            plan = ingest.plan(
+                raw / f"{name}.csv", raw / f"{name}_mri", project, shape=(args.shape,) * 3
+            )
             ingest.execute(plan, workers=args.workers)
             store = Project(project)
             manifest = store.manifest(name)
@@ -95,8 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
             images = np.load(store.cohort_file(name, "images.npy"))
             labels = np.array([lab or "" for lab in plan.table.labels])
             keep = labels != ""
-            tab = _tabular_features(values, [c["type"] == "categorical"
-                                             for c in manifest["columns"]])[keep]
+            tab = _tabular_features(
+                values, [c["type"] == "categorical" for c in manifest["columns"]]
+            )[keep]
             img = _image_features(images)[keep]
             y = labels[keep]
             report["cohorts"][name] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 from pathlib import Path
@@ -32,6 +33,11 @@ def tree_hash(root: Path) -> str:
         if path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -75,8 +81,18 @@ def raw(raw_dir: Path, tmp_path: Path) -> Path:
 def ingested_dir(raw_dir: Path, tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("proj") / "p"
     for cohort in ("adni", "nacc", "aibl"):
-        result = run("ingest", raw_dir / f"{cohort}.csv", "--images", raw_dir / f"{cohort}_mri",
-                     "--project", project, "--shape", SHAPE, "--workers", 1)
+        result = run(
+            "ingest",
+            raw_dir / f"{cohort}.csv",
+            "--images",
+            raw_dir / f"{cohort}_mri",
+            "--project",
+            project,
+            "--shape",
+            SHAPE,
+            "--workers",
+            1,
+        )
         assert result.exit_code == 0, result.output
     return project
 

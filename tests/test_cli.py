@@ -10,9 +10,11 @@ from tests.conftest import run
 
 
 def test_help_imports_no_heavy_library():
-    code = ("import sys; from citab_cli.app import app; "
-            "heavy = {'torch', 'torchio', 'sentence_transformers', 'pandas', 'nibabel', 'sklearn'}; "
-            "print(sorted(heavy & set(sys.modules)))")
+    code = (
+        "import sys; from citab_cli.app import app; "
+        "heavy = {'torch', 'torchio', 'sentence_transformers', 'pandas', 'nibabel', 'sklearn'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

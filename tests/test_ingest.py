@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import SHAPE, SUBJECTS, assert_user_error, run, tree_hash, write_nifti
+from tests.conftest import (
+    SHAPE,
+    SUBJECTS,
+    assert_user_error,
+    read_rows,
+    run,
+    tree_hash,
+    write_nifti,
+)
 
 
 def subjects_of(project: Path, cohort: str) -> list[dict[str, str]]:
@@ -34,7 +42,11 @@ def test_three_cohorts_listed_by_info(ingested_dir: Path):
 def test_layout_and_contents(ingested_dir: Path):
     cohort = ingested_dir / "cohorts" / "nacc"
     assert sorted(p.name for p in cohort.iterdir()) == [
-        "images.npy", "manifest.json", "subjects.csv", "tabular.safetensors"]
+        "images.npy",
+        "manifest.json",
+        "subjects.csv",
+        "tabular.safetensors",
+    ]
     images = np.load(cohort / "images.npy", mmap_mode="r")
     assert images.shape == (SUBJECTS, SHAPE, SHAPE, SHAPE) and images.dtype == np.float16
     assert np.isfinite(images).all()
@@ -65,9 +77,11 @@ def test_column_statistics_use_the_train_split_only(ingested_dir: Path):
     assert stats["n"] == int(train.sum())
 
 
-def test_test_split_values_do_not_move_the_statistics(raw: Path, ingested_dir: Path, tmp_path: Path):
+def test_test_split_values_do_not_move_the_statistics(
+    raw: Path, ingested_dir: Path, tmp_path: Path
+):
     held_out = {s["subject"] for s in subjects_of(ingested_dir, "adni") if s["split"] != "train"}
-    rows = list(csv.DictReader(open(raw / "adni.csv")))
+    rows = read_rows(raw / "adni.csv")
     for r in rows:
         if r["PTID"] in held_out:
             r["MMSE"] = "0"
@@ -75,8 +89,18 @@ def test_test_split_values_do_not_move_the_statistics(raw: Path, ingested_dir: P
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = run("ingest", raw / "adni.csv", "--images", raw / "adni_mri", "--project",
-                 tmp_path / "p", "--shape", SHAPE, "--workers", 1)
+    result = run(
+        "ingest",
+        raw / "adni.csv",
+        "--images",
+        raw / "adni_mri",
+        "--project",
+        tmp_path / "p",
+        "--shape",
+        SHAPE,
+        "--workers",
+        1,
+    )
     assert result.exit_code == 0, result.output
 
     def mmse_stats(project: Path) -> dict:
@@ -87,18 +111,18 @@ def test_test_split_values_do_not_move_the_statistics(raw: Path, ingested_dir: P
 
 
 def test_drop_columns_never_reach_the_project(ingested_dir: Path, raw_dir: Path):
-    dates = {r["EXAMDATE"] for r in csv.DictReader(open(raw_dir / "adni.csv"))}
-    births = {"/" + r["PTDOB"].lstrip("/") for r in csv.DictReader(open(raw_dir / "aibl.csv"))}
-    blob = b"".join(p.read_bytes() for p in ingested_dir.rglob("*") if p.is_file()
-                    and p.suffix != ".npy")
+    dates = {r["EXAMDATE"] for r in read_rows(raw_dir / "adni.csv")}
+    births = {"/" + r["PTDOB"].lstrip("/") for r in read_rows(raw_dir / "aibl.csv")}
+    blob = b"".join(
+        p.read_bytes() for p in ingested_dir.rglob("*") if p.is_file() and p.suffix != ".npy"
+    )
     assert not any(d.encode() in blob for d in dates)
     assert not any(b.encode() in blob for b in births)
-    assert b"EXAMDATE" not in b"".join(
-        p.read_bytes() for p in ingested_dir.rglob("*.json"))
+    assert b"EXAMDATE" not in b"".join(p.read_bytes() for p in ingested_dir.rglob("*.json"))
 
 
 def test_baseline_visit_and_labels(ingested_dir: Path, raw_dir: Path):
-    rows = list(csv.DictReader(open(raw_dir / "adni.csv")))
+    rows = read_rows(raw_dir / "adni.csv")
     baseline = {r["PTID"]: r for r in rows if r["VISCODE"] == "bl"}
     mapping = {"CN": "CN", "MCI": "MCI", "Dementia": "AD", "": ""}
     for s in subjects_of(ingested_dir, "adni"):
@@ -107,15 +131,25 @@ def test_baseline_visit_and_labels(ingested_dir: Path, raw_dir: Path):
 
 
 def test_unmapped_labels_kept_unlabelled(raw: Path, tmp_path: Path):
-    rows = list(csv.DictReader(open(raw / "aibl.csv")))
+    rows = read_rows(raw / "aibl.csv")
     first = next(r for r in rows if r["VISCODE"] == "bl")
     first["DXCURREN"] = "7"
     with open(raw / "aibl.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = run("ingest", raw / "aibl.csv", "--images", raw / "aibl_mri", "--project",
-                 tmp_path / "p", "--shape", SHAPE, "--workers", 1)
+    result = run(
+        "ingest",
+        raw / "aibl.csv",
+        "--images",
+        raw / "aibl_mri",
+        "--project",
+        tmp_path / "p",
+        "--shape",
+        SHAPE,
+        "--workers",
+        1,
+    )
     assert result.exit_code == 0, result.output
     assert "DXCURREN = '7'" in result.output and "unlabelled" in result.output
     stored = {s["subject"]: s for s in subjects_of(tmp_path / "p", "aibl")}
@@ -124,8 +158,15 @@ def test_unmapped_labels_kept_unlabelled(raw: Path, tmp_path: Path):
 
 def test_dry_run_writes_nothing(raw_dir: Path, tmp_path: Path):
     target = tmp_path / "p"
-    result = run("ingest", raw_dir / "adni.csv", "--images", raw_dir / "adni_mri", "--project",
-                 target, "--dry-run")
+    result = run(
+        "ingest",
+        raw_dir / "adni.csv",
+        "--images",
+        raw_dir / "adni_mri",
+        "--project",
+        target,
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
     assert "Dry run" in result.output and "train" in result.output
     assert not target.exists()
@@ -133,8 +174,16 @@ def test_dry_run_writes_nothing(raw_dir: Path, tmp_path: Path):
 
 def test_reingest_replaces_cohort_and_keeps_others(project: Path, raw_dir: Path):
     nacc_before = tree_hash(project / "cohorts" / "nacc")
-    result = run("ingest", raw_dir / "adni.csv", "--images", raw_dir / "adni_mri",
-                 "--project", project, "--workers", 1)
+    result = run(
+        "ingest",
+        raw_dir / "adni.csv",
+        "--images",
+        raw_dir / "adni_mri",
+        "--project",
+        project,
+        "--workers",
+        1,
+    )
     assert result.exit_code == 0, result.output
     assert tree_hash(project / "cohorts" / "nacc") == nacc_before
     assert sorted(p.name for p in (project / "cohorts").iterdir()) == ["adni", "aibl", "nacc"]
@@ -143,8 +192,18 @@ def test_reingest_replaces_cohort_and_keeps_others(project: Path, raw_dir: Path)
 def test_row_order_does_not_change_splits(raw: Path, tmp_path: Path, ingested_dir: Path):
     lines = (raw / "adni.csv").read_text().splitlines()
     (raw / "adni.csv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
-    result = run("ingest", raw / "adni.csv", "--images", raw / "adni_mri", "--project",
-                 tmp_path / "p", "--shape", SHAPE, "--workers", 1)
+    result = run(
+        "ingest",
+        raw / "adni.csv",
+        "--images",
+        raw / "adni_mri",
+        "--project",
+        tmp_path / "p",
+        "--shape",
+        SHAPE,
+        "--workers",
+        1,
+    )
     assert result.exit_code == 0, result.output
     original = {s["subject"]: s["split"] for s in subjects_of(ingested_dir, "adni")}
     shuffled = {s["subject"]: s["split"] for s in subjects_of(tmp_path / "p", "adni")}
@@ -152,8 +211,18 @@ def test_row_order_does_not_change_splits(raw: Path, tmp_path: Path, ingested_di
 
 
 def test_parallel_workers_match_serial(raw_dir: Path, ingested_dir: Path, tmp_path: Path):
-    result = run("ingest", raw_dir / "aibl.csv", "--images", raw_dir / "aibl_mri", "--project",
-                 tmp_path / "p", "--shape", SHAPE, "--workers", 2)
+    result = run(
+        "ingest",
+        raw_dir / "aibl.csv",
+        "--images",
+        raw_dir / "aibl_mri",
+        "--project",
+        tmp_path / "p",
+        "--shape",
+        SHAPE,
+        "--workers",
+        2,
+    )
     assert result.exit_code == 0, result.output
     serial = np.load(ingested_dir / "cohorts/aibl/images.npy")
     parallel = np.load(tmp_path / "p/cohorts/aibl/images.npy")
@@ -178,15 +247,28 @@ def _tiny_cohort(root: Path, layout: str) -> tuple[Path, Path]:
     schema.write_text(
         f"cohort: mine\nsubject: ID\nimage: {image}\n"
         "label: {column: IMPAIRED, classes: {'yes': impaired, 'no': normal}}\n"
-        "columns:\n  AGE: {type: numeric, description: Age in years, unit: years}\n")
+        "columns:\n  AGE: {type: numeric, description: Age in years, unit: years}\n"
+    )
     return csv_path, schema
 
 
 @pytest.mark.parametrize("layout", ["column", "bids"])
 def test_image_by_column_and_bids(tmp_path: Path, layout: str):
     csv_path, schema = _tiny_cohort(tmp_path, layout)
-    result = run("ingest", csv_path, "--images", tmp_path / "mri", "--schema", schema,
-                 "--project", tmp_path / "p", "--shape", 16, "--workers", 1)
+    result = run(
+        "ingest",
+        csv_path,
+        "--images",
+        tmp_path / "mri",
+        "--schema",
+        schema,
+        "--project",
+        tmp_path / "p",
+        "--shape",
+        16,
+        "--workers",
+        1,
+    )
     assert result.exit_code == 0, result.output
     stored = subjects_of(tmp_path / "p", "mine")
     assert [s["subject"] for s in stored] == ["S0", "S1", "S2", "S3"]
@@ -198,8 +280,16 @@ def test_image_by_column_and_bids(tmp_path: Path, layout: str):
 def test_pattern_matching_two_files_lists_candidates(raw: Path, tmp_path: Path):
     path = next((raw / "adni_mri").rglob("*.nii.gz"))
     shutil.copy(path, path.with_name("copy_" + path.name))
-    result = run("ingest", raw / "adni.csv", "--images", raw / "adni_mri", "--project",
-                 tmp_path / "p", "--workers", 1)
+    result = run(
+        "ingest",
+        raw / "adni.csv",
+        "--images",
+        raw / "adni_mri",
+        "--project",
+        tmp_path / "p",
+        "--workers",
+        1,
+    )
     assert_user_error(result, "matches 2 image files", "copy_")
 
 
@@ -213,9 +303,22 @@ def test_real_non_ras_image_ingests(tmp_path: Path):
     (tmp_path / "real.csv").write_text("subject,file\nanat01,anatomical.nii\n")
     (tmp_path / "real.yaml").write_text(
         "cohort: real\nsubject: subject\nimage: {column: file}\ncolumns:\n"
-        "  age: {type: numeric, description: age in years, required: false}\n")
-    result = run("ingest", tmp_path / "real.csv", "--images", images, "--schema",
-                 tmp_path / "real.yaml", "--project", tmp_path / "p", "--shape", 32, "--workers", 1)
+        "  age: {type: numeric, description: age in years, required: false}\n"
+    )
+    result = run(
+        "ingest",
+        tmp_path / "real.csv",
+        "--images",
+        images,
+        "--schema",
+        tmp_path / "real.yaml",
+        "--project",
+        tmp_path / "p",
+        "--shape",
+        32,
+        "--workers",
+        1,
+    )
     assert result.exit_code == 0, result.output
     volume = np.load(tmp_path / "p/cohorts/real/images.npy")[0].astype(np.float32)
     assert volume.shape == (32, 32, 32)

@@ -31,8 +31,17 @@ def baseline_line(rows: list[dict[str, str]], k: int = 0) -> tuple[int, dict[str
 
 
 def ingest_adni(raw: Path, project: Path, *extra: str):
-    return run("ingest", raw / "adni.csv", "--images", raw / "adni_mri", "--project", project,
-               "--workers", 1, *extra)
+    return run(
+        "ingest",
+        raw / "adni.csv",
+        "--images",
+        raw / "adni_mri",
+        "--project",
+        project,
+        "--workers",
+        1,
+        *extra,
+    )
 
 
 def edit_cell(raw: Path, column: str, value: str, k: int = 0) -> int:
@@ -56,26 +65,42 @@ def test_missing_required_column(raw, unchanged):
     for r in rows:
         del r["MMSE"]
     write_rows(raw / "adni.csv", rows)
-    assert_user_error(ingest_adni(raw, unchanged), "adni.csv", "missing required column 'MMSE'",
-                      "add it to the CSV or fix the schema")
+    assert_user_error(
+        ingest_adni(raw, unchanged),
+        "adni.csv",
+        "missing required column 'MMSE'",
+        "add it to the CSV or fix the schema",
+    )
 
 
 def test_text_in_numeric_column(raw, unchanged):
     line = edit_cell(raw, "MMSE", "twenty")
-    assert_user_error(ingest_adni(raw, unchanged), f"line {line}", "column 'MMSE'", "'twenty'",
-                      "expected a number", "missing:")
+    assert_user_error(
+        ingest_adni(raw, unchanged),
+        f"line {line}",
+        "column 'MMSE'",
+        "'twenty'",
+        "expected a number",
+        "missing:",
+    )
 
 
 def test_value_out_of_range(raw, unchanged):
     line = edit_cell(raw, "MMSE", "31")
-    assert_user_error(ingest_adni(raw, unchanged), f"line {line}", "column 'MMSE'",
-                      "outside the range [0, 30]")
+    assert_user_error(
+        ingest_adni(raw, unchanged), f"line {line}", "column 'MMSE'", "outside the range [0, 30]"
+    )
 
 
 def test_unknown_categorical_level(raw, unchanged):
     line = edit_cell(raw, "PTGENDER", "F")
-    assert_user_error(ingest_adni(raw, unchanged), f"line {line}", "column 'PTGENDER'",
-                      "'F' is not a known level", "levels:")
+    assert_user_error(
+        ingest_adni(raw, unchanged),
+        f"line {line}",
+        "column 'PTGENDER'",
+        "'F' is not a known level",
+        "levels:",
+    )
 
 
 def test_duplicate_subject(raw, unchanged):
@@ -83,8 +108,13 @@ def test_duplicate_subject(raw, unchanged):
     (line0, first), (line1, second) = baseline_line(rows, 0), baseline_line(rows, 1)
     second["PTID"] = first["PTID"]
     write_rows(raw / "adni.csv", rows)
-    assert_user_error(ingest_adni(raw, unchanged), f"line {line1}", first["PTID"],
-                      f"first on line {line0}", "appears again")
+    assert_user_error(
+        ingest_adni(raw, unchanged),
+        f"line {line1}",
+        first["PTID"],
+        f"first on line {line0}",
+        "appears again",
+    )
 
 
 def test_missing_images_are_all_listed(raw, unchanged):
@@ -95,8 +125,9 @@ def test_missing_images_are_all_listed(raw, unchanged):
         path = next((raw / "adni_mri").rglob(f"*_I{row['IMAGEUID']}.nii.gz"))
         path.unlink()
         gone.append(row["PTID"])
-    message = assert_user_error(ingest_adni(raw, unchanged), "3 image(s) not found",
-                                "--on-missing-image skip")
+    message = assert_user_error(
+        ingest_adni(raw, unchanged), "3 image(s) not found", "--on-missing-image skip"
+    )
     assert all(subject in message for subject in gone)
 
 
@@ -123,8 +154,7 @@ def _replace_first_image(raw: Path, data: bytes) -> Path:
 def test_truncated_gzip(raw, unchanged):
     path = next((raw / "adni_mri").rglob("*.nii.gz"))
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    assert_user_error(ingest_adni(raw, unchanged), path.name, "cannot read this NIfTI",
-                      "re-export")
+    assert_user_error(ingest_adni(raw, unchanged), path.name, "cannot read this NIfTI", "re-export")
 
 
 def test_not_gzip(raw, unchanged):
@@ -166,8 +196,10 @@ def test_every_unreadable_image_is_counted(raw, unchanged):
 
 
 def test_symlink_escaping_images_folder(raw, unchanged, tmp_path):
-    outside = write_nifti(tmp_path / "elsewhere" / "secret.nii.gz",
-                          np.random.default_rng(0).random((16, 16, 16)).astype(np.float32))
+    outside = write_nifti(
+        tmp_path / "elsewhere" / "secret.nii.gz",
+        np.random.default_rng(0).random((16, 16, 16)).astype(np.float32),
+    )
     path = next((raw / "adni_mri").rglob("*.nii.gz"))
     path.unlink()
     path.symlink_to(outside)
@@ -182,38 +214,56 @@ def test_image_column_escaping_with_dotdot(raw, unchanged, tmp_path):
     for r in rows:
         r["IMGPATH"] = "../../etc/passwd"
     write_rows(raw / "adni.csv", rows)
-    assert_user_error(ingest_adni(raw, unchanged, "--schema", str(schema)), "column 'IMGPATH'",
-                      "must be relative to --images and stay inside it")
+    assert_user_error(
+        ingest_adni(raw, unchanged, "--schema", str(schema)),
+        "column 'IMGPATH'",
+        "must be relative to --images and stay inside it",
+    )
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"", "the CSV file is empty"),
-    (b"PTID,VISCODE,DX,AGE\n", "header but no data rows"),
-    (bytes(range(256)) * 40, "binary file, not a CSV"),
-    (b"PTID,VISCODE\n\xff\xfe broken,bl\n", "not UTF-8 text"),
-    (b'PTID,VISCODE\n"unclosed,bl\n', "malformed CSV"),
-    (b"PTID,PTID\n1,2\n", "appears twice in the header"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"", "the CSV file is empty"),
+        (b"PTID,VISCODE,DX,AGE\n", "header but no data rows"),
+        (bytes(range(256)) * 40, "binary file, not a CSV"),
+        (b"PTID,VISCODE\n\xff\xfe broken,bl\n", "not UTF-8 text"),
+        (b'PTID,VISCODE\n"unclosed,bl\n', "malformed CSV"),
+        (b"PTID,PTID\n1,2\n", "appears twice in the header"),
+    ],
+)
 def test_unusable_csv(raw, unchanged, content, fragment):
     (raw / "adni.csv").write_bytes(content)
     assert_user_error(ingest_adni(raw, unchanged), "adni.csv", fragment)
 
 
-@pytest.mark.parametrize("yaml_text, fragments", [
-    ("cohort: adni\nsubject: PTID\n  image: [unclosed\n", ["bad.yaml:", "malformed YAML"]),
-    ("cohort: adni\nsubject: PTID\nimage: '*{PTID}*.nii'\ncolour: red\n"
-     "columns:\n  AGE: {type: numeric, description: age in years}\n",
-     ["bad.yaml:4", "unknown key 'colour'"]),
-    ("cohort: adni\nsubject: PTID\nimage: '*{PTID}*.nii'\n"
-     "columns:\n  AGE: {type: numeric, description: age in years, rnage: [0, 1]}\n",
-     ["bad.yaml:5", "unknown key 'rnage'"]),
-    ("cohort: adni\nsubject: PTID\nimage: '*{PTID}*.nii'\nsubject: RID\n"
-     "columns:\n  AGE: {type: numeric, description: age in years}\n",
-     ["bad.yaml:4", "'subject' appears twice"]),
-    ("- just\n- a list\n", ["must be a YAML mapping"]),
-    ("cohort: adni\nimage: '*{PTID}*.nii'\ncolumns:\n  AGE: {type: numeric, description: age}\n",
-     ["required key 'subject' is missing"]),
-])
+@pytest.mark.parametrize(
+    "yaml_text, fragments",
+    [
+        ("cohort: adni\nsubject: PTID\n  image: [unclosed\n", ["bad.yaml:", "malformed YAML"]),
+        (
+            "cohort: adni\nsubject: PTID\nimage: '*{PTID}*.nii'\ncolour: red\n"
+            "columns:\n  AGE: {type: numeric, description: age in years}\n",
+            ["bad.yaml:4", "unknown key 'colour'"],
+        ),
+        (
+            "cohort: adni\nsubject: PTID\nimage: '*{PTID}*.nii'\n"
+            "columns:\n  AGE: {type: numeric, description: age in years, rnage: [0, 1]}\n",
+            ["bad.yaml:5", "unknown key 'rnage'"],
+        ),
+        (
+            "cohort: adni\nsubject: PTID\nimage: '*{PTID}*.nii'\nsubject: RID\n"
+            "columns:\n  AGE: {type: numeric, description: age in years}\n",
+            ["bad.yaml:4", "'subject' appears twice"],
+        ),
+        ("- just\n- a list\n", ["must be a YAML mapping"]),
+        (
+            "cohort: adni\nimage: '*{PTID}*.nii'\n"
+            "columns:\n  AGE: {type: numeric, description: age}\n",
+            ["required key 'subject' is missing"],
+        ),
+    ],
+)
 def test_bad_schema_yaml(raw, unchanged, tmp_path, yaml_text, fragments):
     schema = tmp_path / "bad.yaml"
     schema.write_text(yaml_text)
@@ -222,7 +272,9 @@ def test_bad_schema_yaml(raw, unchanged, tmp_path, yaml_text, fragments):
 
 def test_unknown_cohort_without_schema(raw, unchanged):
     (raw / "adni.csv").rename(raw / "mystery.csv")
-    result = run("ingest", raw / "mystery.csv", "--images", raw / "adni_mri", "--project", unchanged)
+    result = run(
+        "ingest", raw / "mystery.csv", "--images", raw / "adni_mri", "--project", unchanged
+    )
     assert_user_error(result, "no schema for cohort 'mystery'", "citab schema infer")
 
 

@@ -15,7 +15,7 @@ def phantom() -> np.ndarray:
     rng = np.random.default_rng(0)
     data = rng.normal(0, 0.05, (30, 34, 26)).astype(np.float32)
     data[6:24, 8:28, 5:21] += 1.0
-    data[10:14, 12:16, 9:13] += 2.0   # an asymmetric landmark
+    data[10:14, 12:16, 9:13] += 2.0  # an asymmetric landmark
     return data
 
 

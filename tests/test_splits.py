@@ -17,7 +17,9 @@ def test_stratified_deterministic_and_order_free():
     assert by[("test", "CN")] == 10 and by[("test", "MCI")] == 6 and by[("test", "AD")] == 3
     assert by[("val", "CN")] == 5 and by[("train", "CN")] == 35
     reverse = assign(subjects[::-1], labels[::-1], SplitSettings())
-    assert dict(zip(subjects, split, strict=True)) == dict(zip(subjects[::-1], reverse, strict=True))
+    assert dict(zip(subjects, split, strict=True)) == dict(
+        zip(subjects[::-1], reverse, strict=True)
+    )
     assert split != assign(subjects, labels, SplitSettings(seed=1))
 
 

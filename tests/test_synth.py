@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from tests.conftest import SHAPE, SUBJECTS, assert_user_error, run, tree_hash
+from tests.conftest import SHAPE, SUBJECTS, assert_user_error, read_rows, run, tree_hash
 
 
 def test_layout_and_truth(raw_dir: Path):
@@ -17,22 +16,22 @@ def test_layout_and_truth(raw_dir: Path):
         assert (raw_dir / f"{cohort}.csv").is_file()
         assert len(list((raw_dir / f"{cohort}_mri").rglob("*.nii.gz"))) == SUBJECTS
     truth = json.loads((raw_dir / "truth.json").read_text())
-    for cohort, entry in truth["cohorts"].items():
+    for entry in truth["cohorts"].values():
         assert 0.5 < entry["ceiling_accuracy"] <= 1.0
         assert sum(entry["class_counts"].values()) == SUBJECTS
-    rows = list(csv.DictReader(open(raw_dir / "truth.csv")))
+    rows = read_rows(raw_dir / "truth.csv")
     assert len(rows) == 3 * SUBJECTS
     assert {"severity", "diagnosis", "severity_image", "severity_tabular"} <= set(rows[0])
 
 
 def test_each_cohort_speaks_its_own_dialect(raw_dir: Path):
-    headers = {c: next(csv.reader(open(raw_dir / f"{c}.csv"))) for c in ("adni", "nacc", "aibl")}
+    headers = {c: list(read_rows(raw_dir / f"{c}.csv")[0]) for c in ("adni", "nacc", "aibl")}
     assert {"PTID", "VISCODE", "DX", "MMSE", "IMAGEUID"} <= set(headers["adni"])
     assert {"NACCID", "NACCVNUM", "NACCUDSD", "NACCMMSE"} <= set(headers["nacc"])
     assert {"RID", "DXCURREN", "MMSCORE", "APGEN1", "APGEN2", "PTDOB"} <= set(headers["aibl"])
-    adni = list(csv.DictReader(open(raw_dir / "adni.csv")))
+    adni = read_rows(raw_dir / "adni.csv")
     assert {r["PTGENDER"] for r in adni} == {"Male", "Female"}
-    nacc = list(csv.DictReader(open(raw_dir / "nacc.csv")))
+    nacc = read_rows(raw_dir / "nacc.csv")
     assert {r["SEX"] for r in nacc} == {"1", "2"}
     assert "-4" in {r["NACCMMSE"] for r in nacc} | {r["MOCATOTS"] for r in nacc}
     assert len(adni) > SUBJECTS  # follow-up visits too
@@ -70,7 +69,9 @@ def test_atrophy_grows_with_severity():
     centre = (slice(10, 22),) * 3
     dark, mean = [], []
     for atrophy in (0.0, 1.0, 2.0, 3.0):
-        volume = anatomy.brain(grid, np.random.default_rng(0), atrophy=atrophy, age=70, female=False)
+        volume = anatomy.brain(
+            grid, np.random.default_rng(0), atrophy=atrophy, age=70, female=False
+        )
         dark.append(int((volume[centre] < 0.45).sum()))
         mean.append(float(volume[centre].mean()))
     assert dark == sorted(dark) and dark[-1] > 1.5 * dark[0]
@@ -82,4 +83,6 @@ def test_refuses_to_overwrite(tmp_path: Path):
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     assert_user_error(run("synth", tmp_path / "busy"), "not empty")
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
-    assert_user_error(run("synth", tmp_path / "x", "--cohorts", "oasis"), "unknown synthetic cohort")
+    assert_user_error(
+        run("synth", tmp_path / "x", "--cohorts", "oasis"), "unknown synthetic cohort"
+    )

@@ -19,23 +19,42 @@ def info(project: Path = ProjectOption) -> None:
     image = found.settings.image
     split = found.settings.split
     console.print(f"[bold]Project[/] {found.root.resolve()}")
-    console.print(f"  images: {'x'.join(map(str, image.shape))} voxels at "
-                  f"{'x'.join(f'{s:g}' for s in image.spacing)} mm; splits train/val/test "
-                  f"{split.train:g}/{split.val:g}/{split.test:g} (seed {split.seed}); "
-                  f"header encoder {found.settings.header_encoder}")
+    console.print(
+        f"  images: {'x'.join(map(str, image.shape))} voxels at "
+        f"{'x'.join(f'{s:g}' for s in image.spacing)} mm; splits train/val/test "
+        f"{split.train:g}/{split.val:g}/{split.test:g} (seed {split.seed}); "
+        f"header encoder {found.settings.header_encoder}"
+    )
     if not found.cohorts:
         console.print("  no cohorts yet: run `citab ingest CSV --images DIR`")
     else:
         table = Table(title="Cohorts", title_justify="left")
-        for name, justify in [("cohort", "left"), ("subjects", "right"), ("train", "right"),
-                              ("val", "right"), ("test", "right"), ("labelled", "right"),
-                              ("classes", "left"), ("columns", "right"), ("warnings", "right"),
-                              ("ingested", "left")]:
+        for name, justify in [
+            ("cohort", "left"),
+            ("subjects", "right"),
+            ("train", "right"),
+            ("val", "right"),
+            ("test", "right"),
+            ("labelled", "right"),
+            ("classes", "left"),
+            ("columns", "right"),
+            ("warnings", "right"),
+            ("ingested", "left"),
+        ]:
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for c in found.cohorts:
-            table.add_row(c.name, str(c.subjects), str(c.splits["train"]), str(c.splits["val"]),
-                          str(c.splits["test"]), str(c.labelled), "/".join(c.classes),
-                          str(c.columns), str(c.warnings), c.created[:10])
+            table.add_row(
+                c.name,
+                str(c.subjects),
+                str(c.splits["train"]),
+                str(c.splits["val"]),
+                str(c.splits["test"]),
+                str(c.labelled),
+                "/".join(c.classes),
+                str(c.columns),
+                str(c.warnings),
+                c.created[:10],
+            )
         console.print(table)
     caches = ", ".join(p.name for p in found.header_caches) or "none"
     console.print(f"  header caches: {caches}")

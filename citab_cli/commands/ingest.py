@@ -23,35 +23,56 @@ def _default_workers() -> int:
 
 
 def ingest(
-    csv_path: Path = typer.Argument(..., metavar="CSV", help="The cohort's table, one row per visit."),
+    csv_path: Path = typer.Argument(
+        ..., metavar="CSV", help="The cohort's table, one row per visit."
+    ),
     images: Path = typer.Option(..., "--images", help="Folder holding the cohort's NIfTI files."),
     cohort: str = typer.Option(None, "--cohort", help="Cohort name [default: the CSV file name]."),
-    schema: Path = typer.Option(None, "--schema",
-                                help="Schema YAML [default: <project>/schemas/<cohort>.yaml, then "
-                                     "the shipped schemas/<cohort>.yaml]."),
-    workers: int = typer.Option(_default_workers(), "--workers", min=1,
-                                help="Processes preprocessing images in parallel."),
+    schema: Path = typer.Option(
+        None,
+        "--schema",
+        help="Schema YAML [default: <project>/schemas/<cohort>.yaml, then "
+        "the shipped schemas/<cohort>.yaml].",
+    ),
+    workers: int = typer.Option(
+        _default_workers(), "--workers", min=1, help="Processes preprocessing images in parallel."
+    ),
     on_missing_image: OnMissingImage = typer.Option(
-        OnMissingImage.error, "--on-missing-image",
-        help="Stop on rows without an image, or skip them."),
-    dry_run: bool = typer.Option(False, "--dry-run",
-                                 help="Validate the table and find the images; write nothing."),
-    shape: str = typer.Option(None, "--shape",
-                              help="Image grid of a NEW project: S or D,H,W voxels [default: 128]."),
-    spacing: str = typer.Option(None, "--spacing",
-                                help="Voxel size of a NEW project in mm: one or three numbers "
-                                     "[default: 192 mm / largest axis of --shape]."),
+        OnMissingImage.error,
+        "--on-missing-image",
+        help="Stop on rows without an image, or skip them.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate the table and find the images; write nothing."
+    ),
+    shape: str = typer.Option(
+        None, "--shape", help="Image grid of a NEW project: S or D,H,W voxels [default: 128]."
+    ),
+    spacing: str = typer.Option(
+        None,
+        "--spacing",
+        help="Voxel size of a NEW project in mm: one or three numbers "
+        "[default: 192 mm / largest axis of --shape].",
+    ),
     project: Path = ProjectOption,
 ) -> None:
     """Validate a cohort's CSV and images against its schema and store it in the project."""
     from citab_cli.core import ingest as core
 
-    plan = core.plan(csv_path, images, project, cohort=cohort, schema_file=schema,
-                     on_missing_image=on_missing_image.value,  # type: ignore[arg-type]
-                     shape=parse_triple(shape, "shape", int),
-                     spacing=parse_triple(spacing, "spacing", float))
-    console.print(f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
-                  f"{len(plan.images)} image(s) under {plan.images_root}")
+    plan = core.plan(
+        csv_path,
+        images,
+        project,
+        cohort=cohort,
+        schema_file=schema,
+        on_missing_image=on_missing_image.value,  # type: ignore[arg-type]
+        shape=parse_triple(shape, "shape", int),
+        spacing=parse_triple(spacing, "spacing", float),
+    )
+    console.print(
+        f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
+        f"{len(plan.images)} image(s) under {plan.images_root}"
+    )
     if dry_run:
         summary = core.summarize(plan, core.split_plan(plan), written=None)
     else:
@@ -77,8 +98,9 @@ def _render(summary, shape) -> None:
         table.add_column(label, justify="right")
     table.add_column("total", justify="right")
     for split, counts in summary.counts.items():
-        table.add_row(split, *(str(counts.get(label, 0)) for label in labels),
-                      str(sum(counts.values())))
+        table.add_row(
+            split, *(str(counts.get(label, 0)) for label in labels), str(sum(counts.values()))
+        )
     console.print(table)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
@@ -86,4 +108,6 @@ def _render(summary, shape) -> None:
         console.print("[bold]Dry run:[/] nothing was written.")
     else:
         grid = "x".join(str(s) for s in shape)
-        console.print(f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}")
+        console.print(
+            f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}"
+        )

@@ -8,8 +8,9 @@ import typer
 
 from citab_cli.core.errors import CitabError
 
-ProjectOption = typer.Option(Path("."), "--project", "-p", help="Project directory.",
-                             show_default=True)
+ProjectOption = typer.Option(
+    Path("."), "--project", "-p", help="Project directory.", show_default=True
+)
 
 
 def parse_triple(text: str | None, what: str, cast: type) -> tuple | None:
@@ -20,11 +21,13 @@ def parse_triple(text: str | None, what: str, cast: type) -> tuple | None:
     try:
         values = tuple(cast(p) for p in parts)
     except ValueError:
-        raise CitabError(f"--{what} '{text}' is not a number or three numbers "
-                         f"(e.g. 128 or 160,208,176)") from None
+        raise CitabError(
+            f"--{what} '{text}' is not a number or three numbers (e.g. 128 or 160,208,176)"
+        ) from None
     if len(values) == 1:
         values = values * 3
     if len(values) != 3 or min(values) <= 0:
-        raise CitabError(f"--{what} '{text}' must be one positive number or three (e.g. 128 or "
-                         "160,208,176)")
+        raise CitabError(
+            f"--{what} '{text}' must be one positive number or three (e.g. 128 or 160,208,176)"
+        )
     return values

@@ -14,7 +14,9 @@ app = typer.Typer(help="Draft and check cohort schemas.", no_args_is_help=True)
 @app.command("infer")
 def infer(
     csv_path: Path = typer.Argument(..., metavar="CSV", help="The cohort's table."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write the draft here (else print it)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write the draft here (else print it)."
+    ),
 ) -> None:
     """Draft a schema YAML from a CSV: types, ranges, levels, likely missing codes."""
     from citab_cli.core import atomic
@@ -30,3 +32,24 @@ def infer(
         raise CitabError(f"{output} already exists; choose another -o path or remove it")
     atomic.write_text(output, text)
     console.print(f"Draft schema written to {output}: review every 'TODO' before ingesting.")
+
+
+@app.command("check")
+def check(schema_path: Path = typer.Argument(..., metavar="YAML", help="A cohort schema.")) -> None:
+    """Validate a schema YAML and summarise what it maps."""
+    from citab_cli.core.schema import CategoricalColumn, load_schema
+
+    schema = load_schema(schema_path)
+    numeric = sum(not isinstance(c, CategoricalColumn) for c in schema.columns.values())
+    console.print(
+        f"[green]OK[/] {schema_path}: cohort [bold]{schema.cohort}[/], subject "
+        f"{schema.subject}, {len(schema.columns)} columns ({numeric} numeric, "
+        f"{len(schema.columns) - numeric} categorical)"
+    )
+    if schema.visit is not None:
+        console.print(f"  baseline visit: {schema.visit.column} = {schema.visit.baseline}")
+    if schema.label is not None:
+        console.print(
+            f"  label {schema.label.column} -> classes {', '.join(schema.label.class_names)}"
+        )
+    console.print(f"  dropped before anything is stored: {', '.join(schema.drop) or 'nothing'}")

@@ -29,8 +29,14 @@ def synth(
         table.add_column(column)
     for c in result.cohorts:
         counts = "/".join(str(c.class_counts[k]) for k in ("CN", "MCI", "AD"))
-        table.add_row(c.name, str(c.subjects), str(c.rows), counts, f"{c.ceiling_accuracy:.3f}",
-                      f"{c.csv.name}, {c.images.name}/")
+        table.add_row(
+            c.name,
+            str(c.subjects),
+            str(c.rows),
+            counts,
+            f"{c.ceiling_accuracy:.3f}",
+            f"{c.csv.name}, {c.images.name}/",
+        )
     console.print(table)
     console.print(f"Truth (latent severity, ceiling accuracy): {result.truth}")
     first = result.cohorts[0]

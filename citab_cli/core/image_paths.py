@@ -49,7 +49,7 @@ def _glob_regex(pattern: str, fields: dict[str, str]) -> re.Pattern[str]:
             i += 1
         elif pattern[i] == "{":
             end = pattern.index("}", i)
-            out.append(re.escape(fields[pattern[i + 1:end]]))
+            out.append(re.escape(fields[pattern[i + 1 : end]]))
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))
@@ -65,13 +65,21 @@ def bids_label(subject: str) -> str:
 def _inside(path: Path, root: Path, where: str) -> Path:
     resolved = path.resolve()
     if not resolved.is_relative_to(root):
-        raise CitabError(f"{where}: image '{path.relative_to(root)}' leads outside --images "
-                         f"{root} (a symlink); copy the file itself into the images folder")
+        raise CitabError(
+            f"{where}: image '{path.relative_to(root)}' leads outside --images "
+            f"{root} (a symlink); copy the file itself into the images folder"
+        )
     return resolved
 
 
-def resolve(schema: CohortSchema, images_root: Path, csv_path: Path, subjects: list[str],
-            lines: list[int], keys: list[dict[str, str]]) -> tuple[list[Path | None], list[MissingImage]]:
+def resolve(
+    schema: CohortSchema,
+    images_root: Path,
+    csv_path: Path,
+    subjects: list[str],
+    lines: list[int],
+    keys: list[dict[str, str]],
+) -> tuple[list[Path | None], list[MissingImage]]:
     """Each row's image file (None where there is none) and the list of rows without one."""
     if not images_root.is_dir():
         raise CitabError(f"{images_root}: the --images folder does not exist; check the path")
@@ -102,10 +110,14 @@ def resolve(schema: CohortSchema, images_root: Path, csv_path: Path, subjects: l
                 continue
             rel = Path(raw)
             if rel.is_absolute() or ".." in rel.parts:
-                raise CitabError(f"{where}, column '{spec.column}': image path '{raw}' must be "
-                                 f"relative to --images and stay inside it (no absolute paths, "
-                                 "no '..'); fix the path")
-            matches = [rel.as_posix()] if (root / rel).is_file() or (root / rel).is_symlink() else []
+                raise CitabError(
+                    f"{where}, column '{spec.column}': image path '{raw}' must be "
+                    f"relative to --images and stay inside it (no absolute paths, "
+                    "no '..'); fix the path"
+                )
+            matches = (
+                [rel.as_posix()] if (root / rel).is_file() or (root / rel).is_symlink() else []
+            )
             looked_for = rel.as_posix()
         else:
             assert isinstance(spec, ImageByBids)
@@ -120,8 +132,10 @@ def resolve(schema: CohortSchema, images_root: Path, csv_path: Path, subjects: l
             continue
         if len(matches) > 1:
             shown = ", ".join(matches[:4]) + (", ..." if len(matches) > 4 else "")
-            raise CitabError(f"{where}: subject '{subject}' matches {len(matches)} image files "
-                             f"({shown}); make the schema's image: pattern pick exactly one")
+            raise CitabError(
+                f"{where}: subject '{subject}' matches {len(matches)} image files "
+                f"({shown}); make the schema's image: pattern pick exactly one"
+            )
         found.append(_inside(root / matches[0], root, where))
     return found, missing
 
@@ -129,5 +143,7 @@ def resolve(schema: CohortSchema, images_root: Path, csv_path: Path, subjects: l
 def describe_missing(missing: list[MissingImage], images_root: Path, csv_path: Path) -> str:
     shown = "; ".join(f"line {m.line} ({m.subject}: {m.looked_for})" for m in missing[:5])
     more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
-    return (f"{csv_path}: {len(missing)} image(s) not found under {images_root}: {shown}{more}; "
-            "add the files, fix the schema's image: entry, or pass --on-missing-image skip")
+    return (
+        f"{csv_path}: {len(missing)} image(s) not found under {images_root}: {shown}{more}; "
+        "add the files, fix the schema's image: entry, or pass --on-missing-image skip"
+    )

@@ -35,15 +35,22 @@ def describe(project: Project) -> ProjectInfo:
     cohorts = []
     for name in project.cohorts():
         manifest = project.manifest(name)
-        cohorts.append(CohortInfo(
-            name=name,
-            subjects=manifest["subjects"],
-            splits={s: manifest["splits"].get(s, 0) for s in ("train", "val", "test")},
-            labelled=sum(manifest["label_counts"].values()),
-            classes=manifest["classes"],
-            columns=len(manifest["columns"]),
-            warnings=len(manifest["warnings"]),
-            created=manifest["created"],
-        ))
-    return ProjectInfo(root=project.root, settings=settings, cohorts=cohorts,
-                       header_caches=project.header_caches(), runs=project.runs())
+        cohorts.append(
+            CohortInfo(
+                name=name,
+                subjects=manifest["subjects"],
+                splits={s: manifest["splits"].get(s, 0) for s in ("train", "val", "test")},
+                labelled=sum(manifest["label_counts"].values()),
+                classes=manifest["classes"],
+                columns=len(manifest["columns"]),
+                warnings=len(manifest["warnings"]),
+                created=manifest["created"],
+            )
+        )
+    return ProjectInfo(
+        root=project.root,
+        settings=settings,
+        cohorts=cohorts,
+        header_caches=project.header_caches(),
+        runs=project.runs(),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -71,21 +72,26 @@ class IngestSummary:
     rows_read: int
     kept: int
     dropped: Counter
-    counts: dict[str, Counter]      # split -> label -> subjects
+    counts: dict[str, Counter]  # split -> label -> subjects
     warnings: list[str]
-    written: Path | None            # None for a dry run
+    written: Path | None  # None for a dry run
 
 
-def _project_settings(project: Project, shape: tuple[int, int, int] | None,
-                      spacing: tuple[float, float, float] | None) -> tuple[ProjectSettings, bool]:
+def _project_settings(
+    project: Project, shape: tuple[int, int, int] | None, spacing: tuple[float, float, float] | None
+) -> tuple[ProjectSettings, bool]:
     if project.exists():
         settings = project.load_settings()
         if shape is not None and tuple(shape) != settings.image.shape:
-            raise CitabError(f"{project.settings_path}: this project stores images as "
-                             f"{settings.image.shape}; omit --shape, or use a new --project")
+            raise CitabError(
+                f"{project.settings_path}: this project stores images as "
+                f"{settings.image.shape}; omit --shape, or use a new --project"
+            )
         if spacing is not None and tuple(spacing) != settings.image.spacing:
-            raise CitabError(f"{project.settings_path}: this project stores images at "
-                             f"{settings.image.spacing} mm; omit --spacing, or use a new --project")
+            raise CitabError(
+                f"{project.settings_path}: this project stores images at "
+                f"{settings.image.spacing} mm; omit --spacing, or use a new --project"
+            )
         return settings, False
     grid = shape or ImageSettings().shape
     try:
@@ -95,31 +101,41 @@ def _project_settings(project: Project, shape: tuple[int, int, int] | None,
     return ProjectSettings(image=image), True
 
 
-def plan(csv_path: Path, images_root: Path, project_root: Path, cohort: str | None = None,
-         schema_file: Path | None = None, on_missing_image: OnMissing = "error",
-         shape: tuple[int, int, int] | None = None,
-         spacing: tuple[float, float, float] | None = None) -> IngestPlan:
+def plan(
+    csv_path: Path,
+    images_root: Path,
+    project_root: Path,
+    cohort: str | None = None,
+    schema_file: Path | None = None,
+    on_missing_image: OnMissing = "error",
+    shape: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
+) -> IngestPlan:
     """Read and check the table, the schema and the image files; write nothing."""
     project = Project(project_root)
     settings, new_project = _project_settings(project, shape, spacing)
     explicit_schema = load_schema(schema_file) if schema_file is not None else None
     name = cohort or (explicit_schema.cohort if explicit_schema else csv_path.stem.lower())
     if not COHORT_NAME.match(name):
-        raise CitabError(f"'{name}' (from the CSV file name) is not a valid cohort name; "
-                         "pass --cohort NAME (lower-case letters, digits, '-', '_')")
+        raise CitabError(
+            f"'{name}' (from the CSV file name) is not a valid cohort name; "
+            "pass --cohort NAME (lower-case letters, digits, '-', '_')"
+        )
     schema_path = find_schema(name, schema_file, project.schema_path(name))
     schema = explicit_schema or load_schema(schema_path)
     warnings: list[str] = []
     if schema.cohort != name:
-        warnings.append(f"schema {schema_path} is for cohort '{schema.cohort}'; "
-                        f"ingesting it as '{name}'")
+        warnings.append(
+            f"schema {schema_path} is for cohort '{schema.cohort}'; ingesting it as '{name}'"
+        )
 
     raw = read_csv(csv_path)
     table = validate(raw, schema, schema_path)
     if not table.subjects:
         raise CitabError(f"{csv_path}: no rows left to ingest after validation; check the file")
-    found, missing = image_paths.resolve(schema, images_root, csv_path, table.subjects,
-                                         table.lines, table.image_keys)
+    found, missing = image_paths.resolve(
+        schema, images_root, csv_path, table.subjects, table.lines, table.image_keys
+    )
     if missing:
         if on_missing_image == "error":
             raise CitabError(image_paths.describe_missing(missing, images_root, csv_path))
@@ -130,25 +146,44 @@ def plan(csv_path: Path, images_root: Path, project_root: Path, cohort: str | No
         table.dropped["image not found"] += len(missing)
         warnings.append(f"{len(missing)} row(s) skipped: image not found (--on-missing-image skip)")
     images = [path for path in found if path is not None]
-    return IngestPlan(project=project, settings=settings, new_project=new_project, cohort=name,
-                      schema=schema, schema_path=schema_path, csv_path=csv_path,
-                      csv_sha256=raw.sha256, images_root=images_root.resolve(), table=table,
-                      images=images, warnings=warnings + table.warnings)
+    return IngestPlan(
+        project=project,
+        settings=settings,
+        new_project=new_project,
+        cohort=name,
+        schema=schema,
+        schema_path=schema_path,
+        csv_path=csv_path,
+        csv_sha256=raw.sha256,
+        images_root=images_root.resolve(),
+        table=table,
+        images=images,
+        warnings=warnings + table.warnings,
+    )
 
 
 def _subset(table: ValidatedTable, keep: list[int]) -> ValidatedTable:
     return ValidatedTable(
-        subjects=[table.subjects[i] for i in keep], lines=[table.lines[i] for i in keep],
-        columns=table.columns, values=table.values[keep], labels=[table.labels[i] for i in keep],
-        image_keys=[table.image_keys[i] for i in keep], rows_read=table.rows_read,
-        dropped=table.dropped, warnings=table.warnings,
+        subjects=[table.subjects[i] for i in keep],
+        lines=[table.lines[i] for i in keep],
+        columns=table.columns,
+        values=table.values[keep],
+        labels=[table.labels[i] for i in keep],
+        image_keys=[table.image_keys[i] for i in keep],
+        rows_read=table.rows_read,
+        dropped=table.dropped,
+        warnings=table.warnings,
     )
 
 
 def _init_worker() -> None:
+    """One thread per worker process: the processes are the parallelism."""
+    import SimpleITK
     import torch
+    import torchio  # noqa: F401  (imported once per worker, not per volume)
 
     torch.set_num_threads(1)
+    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def _preprocess_job(index: int, path: Path, settings: ImageSettings):
@@ -159,9 +194,13 @@ def _preprocess_job(index: int, path: Path, settings: ImageSettings):
         return index, None, None, str(exc)
 
 
-def preprocess_all(paths: list[Path], settings: ImageSettings, workers: int,
-                   sink: Callable[[int, np.ndarray, str], None],
-                   progress: Callable[[], None] | None = None) -> None:
+def preprocess_all(
+    paths: list[Path],
+    settings: ImageSettings,
+    workers: int,
+    sink: Callable[[int, np.ndarray, str], None],
+    progress: Callable[[], None] | None = None,
+) -> None:
     """Preprocess every file, in `workers` processes, handing each result to `sink`.
 
     Every unreadable file is collected; if any, one CitabError names the first and counts the rest.
@@ -186,15 +225,18 @@ def preprocess_all(paths: list[Path], settings: ImageSettings, workers: int,
         from concurrent.futures.process import BrokenProcessPool
 
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker
+        ) as pool:
             futures = [pool.submit(_preprocess_job, i, p, settings) for i, p in enumerate(paths)]
             try:
                 for future in as_completed(futures):
                     accept(future.result())
             except BrokenProcessPool:
-                raise CitabError("an image preprocessing worker died (out of memory?); retry with "
-                                 "fewer --workers, e.g. --workers 1") from None
+                raise CitabError(
+                    "an image preprocessing worker died (out of memory?); retry with "
+                    "fewer --workers, e.g. --workers 1"
+                ) from None
             except BaseException:
                 for future in futures:
                     future.cancel()
@@ -207,15 +249,25 @@ def preprocess_all(paths: list[Path], settings: ImageSettings, workers: int,
 
 def _column_stats(values: np.ndarray, spec) -> dict:
     present = values[~np.isnan(values)]
-    stats: dict = {"n": int(values.size), "missing_rate": float(1 - present.size / max(values.size, 1))}
+    stats: dict = {
+        "n": int(values.size),
+        "missing_rate": float(1 - present.size / max(values.size, 1)),
+    }
     if isinstance(spec, CategoricalColumn):
         names = spec.level_names
-        counts = np.bincount(present.astype(np.int64), minlength=len(names)) if present.size else \
-            np.zeros(len(names), dtype=np.int64)
+        counts = (
+            np.bincount(present.astype(np.int64), minlength=len(names))
+            if present.size
+            else np.zeros(len(names), dtype=np.int64)
+        )
         stats["counts"] = {name: int(c) for name, c in zip(names, counts, strict=True)}
     elif present.size:
-        stats.update(mean=float(present.mean()), std=float(present.std()),
-                     min=float(present.min()), max=float(present.max()))
+        stats.update(
+            mean=float(present.mean()),
+            std=float(present.std()),
+            min=float(present.min()),
+            max=float(present.max()),
+        )
     return stats
 
 
@@ -227,8 +279,11 @@ def _manifest(plan: IngestPlan, split_of: list[str]) -> dict:
         if isinstance(spec, CategoricalColumn):
             entry["levels"] = spec.level_names
         else:
-            entry.update(unit=spec.unit, range=list(spec.range) if spec.range else None,
-                         normalize=spec.normalization)
+            entry.update(
+                unit=spec.unit,
+                range=list(spec.range) if spec.range else None,
+                normalize=spec.normalization,
+            )
         entry["train_stats"] = _column_stats(plan.table.values[train, j], spec)
         columns.append(entry)
     return {
@@ -237,17 +292,24 @@ def _manifest(plan: IngestPlan, split_of: list[str]) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source_csv": {"path": str(plan.csv_path.resolve()), "sha256": plan.csv_sha256},
         "images_dir": str(plan.images_root),
-        "schema": {"source": str(plan.schema_path.resolve()),
-                   "fingerprint": plan.schema.fingerprint()},
-        "preprocessing": {**plan.settings.image.model_dump(mode="json"),
-                          "steps": PREPROCESSING_STEPS},
+        "schema": {
+            "source": str(plan.schema_path.resolve()),
+            "fingerprint": plan.schema.fingerprint(),
+        },
+        "preprocessing": {
+            **plan.settings.image.model_dump(mode="json"),
+            "steps": PREPROCESSING_STEPS,
+        },
         "subjects": len(plan.table.subjects),
         "splits": dict(Counter(split_of)),
         "classes": plan.schema.label.class_names if plan.schema.label else [],
         "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
         "columns": columns,
-        "rows": {"read": plan.table.rows_read, "kept": len(plan.table.subjects),
-                 "dropped": dict(plan.table.dropped)},
+        "rows": {
+            "read": plan.table.rows_read,
+            "kept": len(plan.table.subjects),
+            "dropped": dict(plan.table.dropped),
+        },
         "warnings": plan.warnings,
     }
 
@@ -257,8 +319,16 @@ def _subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> 
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["index", "subject", "split", "label", "image", "image_sha256"])
     for i, subject in enumerate(plan.table.subjects):
-        writer.writerow([i, subject, split_of[i], plan.table.labels[i] or "",
-                         plan.images[i].relative_to(plan.images_root).as_posix(), digests[i]])
+        writer.writerow(
+            [
+                i,
+                subject,
+                split_of[i],
+                plan.table.labels[i] or "",
+                plan.images[i].relative_to(plan.images_root).as_posix(),
+                digests[i],
+            ]
+        )
     return out.getvalue()
 
 
@@ -266,17 +336,31 @@ def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> In
     counts: dict[str, Counter] = {s: Counter() for s in splits.SPLITS}
     for split, label in zip(split_of, plan.table.labels, strict=True):
         counts[split][label or "unlabelled"] += 1
-    return IngestSummary(cohort=plan.cohort, rows_read=plan.table.rows_read,
-                         kept=len(plan.table.subjects), dropped=plan.table.dropped,
-                         counts=counts, warnings=plan.warnings, written=written)
+    return IngestSummary(
+        cohort=plan.cohort,
+        rows_read=plan.table.rows_read,
+        kept=len(plan.table.subjects),
+        dropped=plan.table.dropped,
+        counts=counts,
+        warnings=plan.warnings,
+        written=written,
+    )
 
 
 def split_plan(plan: IngestPlan) -> list[str]:
     return splits.assign(plan.table.subjects, plan.table.labels, plan.settings.split)
 
 
-def execute(plan: IngestPlan, workers: int = 1,
-            progress: Callable[[], None] | None = None) -> IngestSummary:
+def _keep(
+    store: np.ndarray, digests: list[str], index: int, volume: np.ndarray, digest: str
+) -> None:
+    store[index] = volume
+    digests[index] = digest
+
+
+def execute(
+    plan: IngestPlan, workers: int = 1, progress: Callable[[], None] | None = None
+) -> IngestSummary:
     """Preprocess the images and write the cohort; on any failure the project is unchanged."""
     from safetensors.numpy import save_file
 
@@ -284,28 +368,36 @@ def execute(plan: IngestPlan, workers: int = 1,
     split_of = split_plan(plan)
     target = project.cohort_dir(plan.cohort)
     digests = [""] * len(plan.images)
-    with atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir):
-        with atomic.staged_directory(target) as stage:
-            shape = (len(plan.images), *plan.settings.image.shape)
-            store = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+",
-                                              dtype=np.float16, shape=shape)
-
-            def sink(index: int, volume: np.ndarray, digest: str) -> None:
-                store[index] = volume
-                digests[index] = digest
-
-            preprocess_all(plan.images, plan.settings.image, workers, sink, progress)
-            store.flush()
-            del store
-            save_file({"values": np.ascontiguousarray(plan.table.values)}, str(stage / TABULAR_FILE),
-                      metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)})
-            (stage / SUBJECTS_FILE).write_text(_subjects_csv(plan, split_of, digests))
-            (stage / MANIFEST_FILE).write_text(json.dumps(_manifest(plan, split_of), indent=2))
-            for name in os.listdir(stage):
-                with open(stage / name, "rb") as handle:
-                    os.fsync(handle.fileno())
-            # Everything that can fail has run; the project-level files go last, each atomic.
-            if plan.new_project:
-                project.write_settings(plan.settings)
-            atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
+    with (
+        atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir),
+        atomic.staged_directory(target) as stage,
+    ):
+        shape = (len(plan.images), *plan.settings.image.shape)
+        store = np.lib.format.open_memmap(
+            stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=shape
+        )
+        preprocess_all(
+            plan.images,
+            plan.settings.image,
+            workers,
+            functools.partial(_keep, store, digests),
+            progress,
+        )
+        store.flush()
+        del store
+        save_file(
+            {"values": np.ascontiguousarray(plan.table.values)},
+            str(stage / TABULAR_FILE),
+            metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)},
+        )
+        (stage / SUBJECTS_FILE).write_text(_subjects_csv(plan, split_of, digests))
+        (stage / MANIFEST_FILE).write_text(json.dumps(_manifest(plan, split_of), indent=2))
+        for name in os.listdir(stage):
+            os.chmod(stage / name, 0o666 & ~atomic.umask())
+            with open(stage / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        # Everything that can fail has run; the project-level files go last, each atomic.
+        if plan.new_project:
+            project.write_settings(plan.settings)
+        atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
     return summarize(plan, split_of, target)

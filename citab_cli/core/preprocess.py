@@ -38,25 +38,33 @@ def load_volume(path: Path) -> Volume:
         affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as exc:  # any decoder failure is a property of the user's file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CitabError(f"{path}: cannot read this NIfTI file ({reason[:160]}); it is truncated "
-                         "or not NIfTI: re-export or re-download it") from None
+        raise CitabError(
+            f"{path}: cannot read this NIfTI file ({reason[:160]}); it is truncated "
+            "or not NIfTI: re-export or re-download it"
+        ) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 4:
-        raise CitabError(f"{path}: holds {data.shape[3]} volumes {data.shape}; citab needs one 3D "
-                         "T1 volume per file: extract the one you want (e.g. fslroi)")
+        raise CitabError(
+            f"{path}: holds {data.shape[3]} volumes {data.shape}; citab needs one 3D "
+            "T1 volume per file: extract the one you want (e.g. fslroi)"
+        )
     if data.ndim != 3 or min(data.shape) < 2:
-        raise CitabError(f"{path}: is not a 3D volume (shape {data.shape}); citab needs a 3D T1 "
-                         "scan per subject")
+        raise CitabError(
+            f"{path}: is not a 3D volume (shape {data.shape}); citab needs a 3D T1 scan per subject"
+        )
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
-        raise CitabError(f"{path}: {bad} voxel(s) are NaN or infinite; fix the export "
-                         "(or replace them with 0)")
+        raise CitabError(
+            f"{path}: {bad} voxel(s) are NaN or infinite; fix the export (or replace them with 0)"
+        )
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise CitabError(f"{path}: the voxel-to-world affine is invalid; fix the NIfTI header")
     if float(data.max()) == float(data.min()):
-        raise CitabError(f"{path}: the volume is empty (every voxel is {float(data.max()):g}); "
-                         "re-export the scan")
+        raise CitabError(
+            f"{path}: the volume is empty (every voxel is {float(data.max()):g}); "
+            "re-export the scan"
+        )
     return Volume(data=data, affine=affine)
 
 
@@ -80,14 +88,21 @@ def to_grid(volume: Volume, settings: ImageSettings) -> np.ndarray:
     subject = tio.ToCanonical()(subject)
     subject = tio.Resample(settings.spacing, image_interpolation="linear")(subject)
     resampled = subject["image"].data[0].numpy()
-    subject.add_image(tio.LabelMap(tensor=torch.from_numpy(_foreground(resampled)[None]).to(torch.uint8),
-                                   affine=subject["image"].affine), "foreground")
+    subject.add_image(
+        tio.LabelMap(
+            tensor=torch.from_numpy(_foreground(resampled)[None]).to(torch.uint8),
+            affine=subject["image"].affine,
+        ),
+        "foreground",
+    )
     subject = tio.CropOrPad(settings.shape, padding_mode="minimum", mask_name="foreground")(subject)
     data = subject["image"].data[0].numpy().astype(np.float32)
     mask = _foreground(data)
     if mask.sum() < 8:
-        raise CitabError("after resampling, the image has almost no foreground; check its "
-                         "orientation and spacing in the NIfTI header")
+        raise CitabError(
+            "after resampling, the image has almost no foreground; check its "
+            "orientation and spacing in the NIfTI header"
+        )
     lo, hi = np.percentile(data[mask], settings.clip_percentiles)
     data = np.clip(data, lo, hi)
     inside = data[mask]

@@ -60,8 +60,10 @@ class Project:
 
     def cohort_dir(self, cohort: str) -> Path:
         if not COHORT_NAME.match(cohort):
-            raise CitabError(f"'{cohort}' is not a valid cohort name; use lower-case letters, "
-                             "digits, '-' and '_' (e.g. adni)")
+            raise CitabError(
+                f"'{cohort}' is not a valid cohort name; use lower-case letters, "
+                "digits, '-' and '_' (e.g. adni)"
+            )
         return self.cohorts_dir / cohort
 
     def schema_path(self, cohort: str) -> Path:
@@ -77,8 +79,10 @@ class Project:
 
     def load_settings(self) -> ProjectSettings:
         if not self.exists():
-            raise CitabError(f"{self.root} is not a citab project (no {SETTINGS_FILE}); "
-                             "ingest a cohort first or pass --project DIR")
+            raise CitabError(
+                f"{self.root} is not a citab project (no {SETTINGS_FILE}); "
+                "ingest a cohort first or pass --project DIR"
+            )
         return yaml_io.load_model(self.settings_path, ProjectSettings, "project settings")  # type: ignore[return-value]
 
     def write_settings(self, settings: ProjectSettings) -> None:
@@ -88,16 +92,20 @@ class Project:
     def cohorts(self) -> list[str]:
         if not self.cohorts_dir.is_dir():
             return []
-        return sorted(p.name for p in self.cohorts_dir.iterdir()
-                      if p.is_dir() and not p.name.startswith(".")
-                      and (p / MANIFEST_FILE).is_file())
+        return sorted(
+            p.name
+            for p in self.cohorts_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()
+        )
 
     def manifest(self, cohort: str) -> dict[str, Any]:
         path = self.cohort_file(cohort, MANIFEST_FILE)
         if not path.is_file():
             known = ", ".join(self.cohorts()) or "none yet"
-            raise CitabError(f"cohort '{cohort}' is not ingested in {self.root} (ingested: {known}); "
-                             f"run `citab ingest` for it first")
+            raise CitabError(
+                f"cohort '{cohort}' is not ingested in {self.root} (ingested: {known}); "
+                f"run `citab ingest` for it first"
+            )
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -106,8 +114,9 @@ class Project:
     def runs(self) -> list[str]:
         if not self.runs_dir.is_dir():
             return []
-        return sorted(p.name for p in self.runs_dir.iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def header_caches(self) -> list[Path]:
         if not self.headers_dir.is_dir():

@@ -166,10 +166,14 @@ class CohortSchema(_Strict):
     def _pattern_has_field(cls, v: str | ImageByColumn | ImageByBids):
         if isinstance(v, str):
             if not re.search(r"\{[^{}]+\}", v):
-                raise ValueError("an image pattern needs at least one {COLUMN} field, "
-                                 "e.g. '**/*_I{IMAGEUID}.nii*'")
+                raise ValueError(
+                    "an image pattern needs at least one {COLUMN} field, "
+                    "e.g. '**/*_I{IMAGEUID}.nii*'"
+                )
             if v.startswith("/") or ".." in Path(v).parts:
-                raise ValueError("an image pattern must stay inside --images (no '/' start, no '..')")
+                raise ValueError(
+                    "an image pattern must stay inside --images (no '/' start, no '..')"
+                )
         return v
 
     @model_validator(mode="after")
@@ -178,7 +182,9 @@ class CohortSchema(_Strict):
         for role, name in self.role_columns().items():
             if role != "visit" and name in features:
                 leak = " (it would leak the diagnosis)" if role == "label" else ""
-                raise ValueError(f"the {role} column '{name}' cannot also be a feature column{leak}")
+                raise ValueError(
+                    f"the {role} column '{name}' cannot also be a feature column{leak}"
+                )
         clash = sorted(features & set(self.drop))
         if clash:
             raise ValueError(f"column '{clash[0]}' is both in drop and in columns; keep one")

@@ -16,8 +16,30 @@ VISIT_NAMES = ("VISCODE", "NACCVNUM", "visit", "session", "VISIT")
 LABEL_NAMES = ("DX", "DIAGNOSIS", "NACCUDSD", "DXCURREN", "diagnosis", "label", "group", "dx")
 #: Codes cohorts use for "not collected / not applicable / unknown", suspected when they sit
 #: apart from a column's other values.
-SENTINELS = {-1, -4, -9, -99, -999, 8, 9, 88, 95, 96, 97, 98, 99, 888, 888.8, 995, 996, 997, 998,
-             999, 8888, 9999}
+SENTINELS = {
+    -1,
+    -4,
+    -9,
+    -99,
+    -999,
+    8,
+    9,
+    88,
+    95,
+    96,
+    97,
+    98,
+    99,
+    888,
+    888.8,
+    995,
+    996,
+    997,
+    998,
+    999,
+    8888,
+    9999,
+}
 TEXT_MISSING = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "."}
 DATE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}|/\d{4})")
 MAX_LEVELS = 20
@@ -57,13 +79,18 @@ def _column(cells: list[str], cohort_missing: set[str]) -> tuple[str, dict] | No
         codes = []
         if regular:
             top, bottom = max(regular), min(regular)
-            codes = [v for v in values if v in SENTINELS
-                     and (v > max(top * 1.5, top + 5) or (v < 0 <= bottom))]
+            codes = [
+                v
+                for v in values
+                if v in SENTINELS and (v > max(top * 1.5, top + 5) or (v < 0 <= bottom))
+            ]
         kept = [v for v in values if v not in codes] or values
         spec: dict = {}
         if len(kept) <= 3 and all(float(v).is_integer() and 0 <= v <= 9 for v in kept):
-            spec = {"type": "categorical",
-                    "levels": {_yaml_scalar(token(v)): f"TODO name of {token(v)}" for v in kept}}
+            spec = {
+                "type": "categorical",
+                "levels": {_yaml_scalar(token(v)): f"TODO name of {token(v)}" for v in kept},
+            }
         else:
             spec = {"type": "numeric", "range": [math.floor(min(kept)), math.ceil(max(kept))]}
         if codes:
@@ -99,8 +126,10 @@ def draft(csv_path: Path) -> str:
         baseline = "bl" if "bl" in values else "1" if "1" in values else values[0]
         doc["visit"] = {"column": visit, "baseline": _yaml_scalar(baseline)}
         used.add(visit)
-    image_column = next((c for c in columns if any(v.strip().endswith((".nii", ".nii.gz"))
-                                                   for v in table.rows[c])), None)
+    image_column = next(
+        (c for c in columns if any(v.strip().endswith((".nii", ".nii.gz")) for v in table.rows[c])),
+        None,
+    )
     if image_column:
         doc["image"] = {"column": image_column}
         used.add(image_column)
@@ -127,8 +156,11 @@ def draft(csv_path: Path) -> str:
             ignored.append(f"{column} (free text)")
         else:
             spec = guess[1]
-            features[column] = {"type": spec["type"], "description": f"TODO: describe {column}",
-                                **{k: v for k, v in spec.items() if k != "type"}}
+            features[column] = {
+                "type": spec["type"],
+                "description": f"TODO: describe {column}",
+                **{k: v for k, v in spec.items() if k != "type"},
+            }
     doc["drop"] = drop
     doc["columns"] = features
     header = [
@@ -141,6 +173,7 @@ def draft(csv_path: Path) -> str:
     ]
     if ignored:
         header.append(f"# Left out: {', '.join(ignored)}.")
-    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100,
-                          default_flow_style=None)
+    body = yaml.safe_dump(
+        doc, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+    )
     return "\n".join(header) + "\n" + body

@@ -39,13 +39,13 @@ class ValidatedTable:
     """The rows kept from a cohort's CSV, converted to citab's columns."""
 
     subjects: list[str]
-    lines: list[int]                       # CSV line of each kept row
-    columns: list[str]                     # feature columns, schema order
-    values: np.ndarray                     # (N, C) float32, NaN = missing, categorical = level index
-    labels: list[str | None]               # canonical class or None (unlabelled)
-    image_keys: list[dict[str, str]]       # per row: the cells image resolution needs
+    lines: list[int]  # CSV line of each kept row
+    columns: list[str]  # feature columns, schema order
+    values: np.ndarray  # (N, C) float32, NaN = missing, categorical = level index
+    labels: list[str | None]  # canonical class or None (unlabelled)
+    image_keys: list[dict[str, str]]  # per row: the cells image resolution needs
     rows_read: int
-    dropped: Counter = field(default_factory=Counter)   # reason -> rows
+    dropped: Counter = field(default_factory=Counter)  # reason -> rows
     warnings: list[str] = field(default_factory=list)
 
 
@@ -57,34 +57,51 @@ def read_csv(path: Path) -> RawTable:
         raise CitabError(f"{path}: CSV file not found; check the path")
     data = path.read_bytes()
     if not data.strip():
-        raise CitabError(f"{path}: the CSV file is empty; export the table with a header row "
-                         "and one row per visit")
+        raise CitabError(
+            f"{path}: the CSV file is empty; export the table with a header row "
+            "and one row per visit"
+        )
     if b"\x00" in data[:65536]:
-        raise CitabError(f"{path}: this is a binary file, not a CSV; export the table as "
-                         "comma-separated text")
+        raise CitabError(
+            f"{path}: this is a binary file, not a CSV; export the table as comma-separated text"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise CitabError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-                         "re-save the CSV as UTF-8") from None
+        raise CitabError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            "re-save the CSV as UTF-8"
+        ) from None
     header = next(csv.reader(io.StringIO(text)), [])
     names = [h.strip() for h in header]
     if not any(names):
-        raise CitabError(f"{path}: line 1 is not a header row; the first line must name the columns")
+        raise CitabError(
+            f"{path}: line 1 is not a header row; the first line must name the columns"
+        )
     dupes = [n for n, k in Counter(names).items() if k > 1]
     if dupes:
-        raise CitabError(f"{path}: line 1: column '{dupes[0]}' appears twice in the header; "
-                         "rename or remove one")
+        raise CitabError(
+            f"{path}: line 1: column '{dupes[0]}' appears twice in the header; rename or remove one"
+        )
     if "" in names:
-        raise CitabError(f"{path}: line 1: column {names.index('') + 1} has no name; "
-                         "name it or remove it")
+        raise CitabError(
+            f"{path}: line 1: column {names.index('') + 1} has no name; name it or remove it"
+        )
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
-                            skip_blank_lines=False, engine="c")
+        frame = pd.read_csv(
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            engine="c",
+        )
     except pd.errors.ParserError as exc:
-        raise CitabError(f"{path}: malformed CSV ({str(exc).strip()}); check quoting and the "
-                         "number of fields on that line") from None
+        raise CitabError(
+            f"{path}: malformed CSV ({str(exc).strip()}); check quoting and the "
+            "number of fields on that line"
+        ) from None
     except pd.errors.EmptyDataError:
         raise CitabError(f"{path}: the CSV file has no header row; add one") from None
     if len(frame) == 0:
@@ -142,8 +159,14 @@ def _numeric(raw: str, spec: NumericColumn, missing: set[str]) -> float | str:
     return value
 
 
-def _convert_column(table: RawTable, name: str, spec: NumericColumn | CategoricalColumn,
-                    rows: list[int], cohort_missing: set[str], schema_path: Path) -> np.ndarray:
+def _convert_column(
+    table: RawTable,
+    name: str,
+    spec: NumericColumn | CategoricalColumn,
+    rows: list[int],
+    cohort_missing: set[str],
+    schema_path: Path,
+) -> np.ndarray:
     cells = table.rows.get(name)
     out = np.full(len(rows), np.nan, dtype=np.float32)
     if cells is None:
@@ -168,10 +191,14 @@ def _convert_column(table: RawTable, name: str, spec: NumericColumn | Categorica
         result = cache[raw]
         if isinstance(result, str):
             if lookup is None:
-                fix = (f"fix the cell, or list the code under this column's missing: "
-                       f"(or parse:{' / range:' if 'range' in result else ''}) in {schema_path}")
+                fix = (
+                    f"fix the cell, or list the code under this column's missing: "
+                    f"(or parse:{' / range:' if 'range' in result else ''}) in {schema_path}"
+                )
             else:
-                fix = f"fix the cell, or add it to this column's levels: or missing: in {schema_path}"
+                fix = (
+                    f"fix the cell, or add it to this column's levels: or missing: in {schema_path}"
+                )
             raise CitabError(f"{_where(table, row, name)}: value '{raw.strip()}' {result}; {fix}")
         out[i] = result
     return out
@@ -197,19 +224,24 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
         baseline = schema.visit.baseline
         kept = [r for r in rows if token(visit_cells[r]) == baseline]
         if len(rows) - len(kept):
-            dropped[f"not the baseline visit ({schema.visit.column} != {baseline})"] += (
-                len(rows) - len(kept))
+            dropped[f"not the baseline visit ({schema.visit.column} != {baseline})"] += len(
+                rows
+            ) - len(kept)
         rows = kept
         if not rows:
-            raise CitabError(f"{table.path}: no row has {schema.visit.column} = '{baseline}' "
-                             f"(the baseline visit); fix visit.baseline in {schema_path}")
+            raise CitabError(
+                f"{table.path}: no row has {schema.visit.column} = '{baseline}' "
+                f"(the baseline visit); fix visit.baseline in {schema_path}"
+            )
 
     first_line: dict[str, int] = {}
     for row in rows:
         subject = subject_cells[row].strip()
         if not subject or token(subject) in cohort_missing:
-            raise CitabError(f"{_where(table, row, schema.subject)}: the subject ID is empty; "
-                             "fill it in or remove the row")
+            raise CitabError(
+                f"{_where(table, row, schema.subject)}: the subject ID is empty; "
+                "fill it in or remove the row"
+            )
         if subject in first_line:
             raise CitabError(
                 f"{_where(table, row, schema.subject)}: subject '{subject}' appears again "
@@ -231,13 +263,17 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
                 continue
             labels[i] = lookup[tok]
         for raw, count in unmapped.most_common():
-            warnings.append(f"{count} row(s) with {schema.label.column} = '{raw}' have no class "
-                            "in the schema and are kept unlabelled")
+            warnings.append(
+                f"{count} row(s) with {schema.label.column} = '{raw}' have no class "
+                "in the schema and are kept unlabelled"
+            )
 
     columns = list(schema.columns)
     values = np.stack(
-        [_convert_column(table, name, spec, rows, cohort_missing, schema_path)
-         for name, spec in schema.columns.items()],
+        [
+            _convert_column(table, name, spec, rows, cohort_missing, schema_path)
+            for name, spec in schema.columns.items()
+        ],
         axis=1,
     ).astype(np.float32)
     for j, name in enumerate(columns):

@@ -54,8 +54,10 @@ def load_model(path: Path, model: type[BaseModel], what: str) -> BaseModel:
     except FileNotFoundError:
         raise CitabError(f"{path}: {what} file not found; check the path") from None
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
-        raise CitabError(f"{path}: cannot read the {what} file ({exc.__class__.__name__}); "
-                         "it must be a UTF-8 YAML text file") from None
+        raise CitabError(
+            f"{path}: cannot read the {what} file ({exc.__class__.__name__}); "
+            "it must be a UTF-8 YAML text file"
+        ) from None
     return parse_model(text, path, model, what)
 
 
@@ -72,8 +74,9 @@ def parse_model(text: str, path: Path, model: type[BaseModel], what: str) -> Bas
     except yaml.YAMLError as exc:
         raise CitabError(f"{path}: malformed YAML ({exc}); fix the syntax") from None
     if not isinstance(data, dict):
-        raise CitabError(f"{path}: a {what} must be a YAML mapping of keys to values, "
-                         f"not {type(data).__name__}")
+        raise CitabError(
+            f"{path}: a {what} must be a YAML mapping of keys to values, not {type(data).__name__}"
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:

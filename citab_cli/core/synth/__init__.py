@@ -42,15 +42,19 @@ class SynthResult:
 def check_request(out: Path, cohorts: list[str], subjects: int, shape: int) -> None:
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown or not cohorts:
-        raise CitabError(f"unknown synthetic cohort '{unknown[0] if unknown else ''}'; "
-                         f"choose from {', '.join(COHORTS)}")
+        raise CitabError(
+            f"unknown synthetic cohort '{unknown[0] if unknown else ''}'; "
+            f"choose from {', '.join(COHORTS)}"
+        )
     if subjects < 6:
         raise CitabError(f"--subjects {subjects} is too few; use at least 6 per cohort")
     if not 16 <= shape <= 256:
         raise CitabError(f"--shape {shape} is outside 16..256 voxels")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CitabError(f"{out} already exists and is not empty; choose a new folder "
-                         "(synth never overwrites files)")
+        raise CitabError(
+            f"{out} already exists and is not empty; choose a new folder "
+            "(synth never overwrites files)"
+        )
 
 
 def _csv_text(rows: list[dict[str, str]]) -> str:
@@ -61,8 +65,14 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
     return buffer.getvalue()
 
 
-def generate(out: Path, cohorts: list[str], subjects: int, shape: int, seed: int,
-             progress: Callable[[], None] | None = None) -> SynthResult:
+def generate(
+    out: Path,
+    cohorts: list[str],
+    subjects: int,
+    shape: int,
+    seed: int,
+    progress: Callable[[], None] | None = None,
+) -> SynthResult:
     """Write OUT/<cohort>.csv, OUT/<cohort>_mri/**.nii.gz and OUT/truth.{csv,json}.
 
     Deterministic: the same arguments give byte-identical files.
@@ -82,35 +92,51 @@ def generate(out: Path, cohorts: list[str], subjects: int, shape: int, seed: int
                 subject, subject_rows, image_path = spec.rows(lat, i, rng)
                 rows.extend(subject_rows)
                 subject_rng = np.random.default_rng([seed, _STREAM[name], i, 1])
-                brain = anatomy.brain(grid, subject_rng, float(lat.severity_image[i]),
-                                      float(lat.age[i]), bool(lat.female[i]))
+                brain = anatomy.brain(
+                    grid,
+                    subject_rng,
+                    float(lat.severity_image[i]),
+                    float(lat.age[i]),
+                    bool(lat.female[i]),
+                )
                 voxels = anatomy.scan(brain, grid, spec.scanner, subject_rng)
                 target = images / image_path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(anatomy.nifti_gz_bytes(voxels, grid.affine(spec.scanner.flip)))
-                truth_rows.append({
-                    "cohort": name, "subject": subject,
-                    "diagnosis": latent.CLASSES[lat.diagnosis[i]],
-                    "severity": f"{lat.severity[i]:.4f}",
-                    "severity_tabular": f"{lat.severity_tabular[i]:.4f}",
-                    "severity_image": f"{lat.severity_image[i]:.4f}",
-                    "age": f"{lat.age[i]:.2f}", "sex": "female" if lat.female[i] else "male",
-                    "image": f"{name}_mri/{image_path}",
-                })
+                truth_rows.append(
+                    {
+                        "cohort": name,
+                        "subject": subject,
+                        "diagnosis": latent.CLASSES[lat.diagnosis[i]],
+                        "severity": f"{lat.severity[i]:.4f}",
+                        "severity_tabular": f"{lat.severity_tabular[i]:.4f}",
+                        "severity_image": f"{lat.severity_image[i]:.4f}",
+                        "age": f"{lat.age[i]:.2f}",
+                        "sex": "female" if lat.female[i] else "male",
+                        "image": f"{name}_mri/{image_path}",
+                    }
+                )
                 if progress is not None:
                     progress()
             (stage / f"{name}.csv").write_text(_csv_text(rows))
             counts = np.bincount(lat.diagnosis, minlength=3)
-            summary.append(SynthCohort(
-                name=name, subjects=subjects, rows=len(rows), csv=out / f"{name}.csv",
-                images=out / f"{name}_mri",
-                ceiling_accuracy=latent.ceiling_accuracy(lat, spec.prevalence),
-                class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
-            ))
+            summary.append(
+                SynthCohort(
+                    name=name,
+                    subjects=subjects,
+                    rows=len(rows),
+                    csv=out / f"{name}.csv",
+                    images=out / f"{name}_mri",
+                    ceiling_accuracy=latent.ceiling_accuracy(lat, spec.prevalence),
+                    class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
+                )
+            )
         (stage / "truth.csv").write_text(_csv_text(truth_rows))
         truth = {
             "citab_version": __version__,
-            "seed": seed, "subjects_per_cohort": subjects, "shape": shape,
+            "seed": seed,
+            "subjects_per_cohort": subjects,
+            "shape": shape,
             "spacing_mm": grid.spacing,
             "model": {
                 "classes": list(latent.CLASSES),
@@ -119,11 +145,16 @@ def generate(out: Path, cohorts: list[str], subjects: int, shape: int, seed: int
                 "tabular_noise": latent.TABULAR_NOISE,
                 "image_noise": latent.IMAGE_NOISE,
             },
-            "cohorts": {c.name: {"subjects": c.subjects, "csv_rows": c.rows,
-                                 "prevalence": list(COHORTS[c.name].prevalence),
-                                 "class_counts": c.class_counts,
-                                 "ceiling_accuracy": round(c.ceiling_accuracy, 4)}
-                        for c in summary},
+            "cohorts": {
+                c.name: {
+                    "subjects": c.subjects,
+                    "csv_rows": c.rows,
+                    "prevalence": list(COHORTS[c.name].prevalence),
+                    "class_counts": c.class_counts,
+                    "ceiling_accuracy": round(c.ceiling_accuracy, 4),
+                }
+                for c in summary
+            },
         }
         atomic.write_text(stage / "truth.json", json.dumps(truth, indent=2) + "\n")
     return SynthResult(out=out, cohorts=summary, truth=out / "truth.json")

@@ -20,11 +20,11 @@ BRAIN_CENTRE = np.array([0.0, -18.0, 8.0])
 class Scanner:
     """A cohort's acquisition: how its scans differ from another cohort's of the same brain."""
 
-    intensity: float          # scale of stored values
-    bias: float               # strength of the smooth multiplicative bias field
-    noise: float              # noise standard deviation, relative to white matter
-    blur: float               # Gaussian blur, in voxels
-    flip: tuple[bool, bool, bool]   # axes stored reversed (e.g. LAS instead of RAS)
+    intensity: float  # scale of stored values
+    bias: float  # strength of the smooth multiplicative bias field
+    noise: float  # noise standard deviation, relative to white matter
+    blur: float  # Gaussian blur, in voxels
+    flip: tuple[bool, bool, bool]  # axes stored reversed (e.g. LAS instead of RAS)
     dtype: str
 
 
@@ -41,7 +41,10 @@ class Grid:
     def world(self) -> np.ndarray:
         """(3, S, S, S) world coordinates (mm, RAS) of every voxel centre."""
         axis = (np.arange(self.size) - (self.size - 1) / 2) * self.spacing
-        return np.stack(np.meshgrid(axis, axis, axis, indexing="ij")) + BRAIN_CENTRE[:, None, None, None]
+        return (
+            np.stack(np.meshgrid(axis, axis, axis, indexing="ij"))
+            + BRAIN_CENTRE[:, None, None, None]
+        )
 
     def affine(self, flip: tuple[bool, bool, bool]) -> np.ndarray:
         affine = np.eye(4)
@@ -73,8 +76,13 @@ def _ventricle_distance() -> np.ndarray:
     data, affine = _template()
     ijk = np.indices(data.shape, dtype=np.float32)
     world = np.tensordot(affine[:3, :3], ijk, axes=1) + affine[:3, 3, None, None, None]
-    near = ((np.abs(world[0]) < 22) & (world[1] > -45) & (world[1] < 25)
-            & (world[2] > -5) & (world[2] < 35))
+    near = (
+        (np.abs(world[0]) < 22)
+        & (world[1] > -45)
+        & (world[1] < 25)
+        & (world[2] > -5)
+        & (world[2] < 35)
+    )
     ventricles = near & (data > 0.02) & (data < 0.35)
     return distance_transform_edt(~ventricles).astype(np.float32)
 
@@ -86,7 +94,9 @@ def _sample(data: np.ndarray, affine: np.ndarray, world: np.ndarray, order: int 
     inverse = np.linalg.inv(affine)
     flat = world.reshape(3, -1)
     voxel = inverse[:3, :3] @ flat + inverse[:3, 3:4]
-    return map_coordinates(data, voxel, order=order, mode="constant", cval=0.0).reshape(world.shape[1:])
+    return map_coordinates(data, voxel, order=order, mode="constant", cval=0.0).reshape(
+        world.shape[1:]
+    )
 
 
 def _bump(world: np.ndarray, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +105,9 @@ def _bump(world: np.ndarray, centre: np.ndarray, radius: float) -> tuple[np.ndar
     return offset, weight
 
 
-def brain(grid: Grid, rng: np.random.Generator, atrophy: float, age: float, female: bool) -> np.ndarray:
+def brain(
+    grid: Grid, rng: np.random.Generator, atrophy: float, age: float, female: bool
+) -> np.ndarray:
     """One subject's brain on `grid`: (S, S, S) float32, template intensity (white matter ~1).
 
     `atrophy` (the subject's image-visible severity) enlarges the ventricles and shrinks and

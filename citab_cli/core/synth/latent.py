@@ -26,18 +26,23 @@ APOE4_BY_CLASS = np.array([[0.72, 0.25, 0.03], [0.50, 0.40, 0.10], [0.35, 0.48, 
 class CohortLatents:
     """Per-subject latent variables of one cohort (arrays of length N)."""
 
-    diagnosis: np.ndarray      # int index into CLASSES
+    diagnosis: np.ndarray  # int index into CLASSES
     severity: np.ndarray
     severity_tabular: np.ndarray
     severity_image: np.ndarray
-    age: np.ndarray            # years at baseline
-    female: np.ndarray         # bool
-    education: np.ndarray      # years
-    apoe4: np.ndarray          # 0, 1, 2
+    age: np.ndarray  # years at baseline
+    female: np.ndarray  # bool
+    education: np.ndarray  # years
+    apoe4: np.ndarray  # 0, 1, 2
 
 
-def sample(rng: np.random.Generator, n: int, prevalence: tuple[float, float, float],
-           age_mean: float, education_mean: float) -> CohortLatents:
+def sample(
+    rng: np.random.Generator,
+    n: int,
+    prevalence: tuple[float, float, float],
+    age_mean: float,
+    education_mean: float,
+) -> CohortLatents:
     diagnosis = rng.choice(3, size=n, p=np.asarray(prevalence))
     severity = SEVERITY_MEANS[diagnosis] + rng.normal(0, SEVERITY_SPREAD, n)
     age = np.clip(rng.normal(age_mean, 6.5, n) + 1.5 * severity, 55, 95)
@@ -49,7 +54,10 @@ def sample(rng: np.random.Generator, n: int, prevalence: tuple[float, float, flo
         severity=severity,
         severity_tabular=severity + rng.normal(0, TABULAR_NOISE, n),
         severity_image=severity + rng.normal(0, IMAGE_NOISE, n),
-        age=age, female=female, education=education, apoe4=apoe4,
+        age=age,
+        female=female,
+        education=education,
+        apoe4=apoe4,
     )
 
 
@@ -57,5 +65,6 @@ def ceiling_accuracy(latents: CohortLatents, prevalence: tuple[float, float, flo
     """Accuracy of the Bayes classifier that reads the latent severity itself."""
     s = latents.severity[:, None]
     log_post = np.log(np.asarray(prevalence))[None] - (s - SEVERITY_MEANS[None]) ** 2 / (
-        2 * SEVERITY_SPREAD**2)
+        2 * SEVERITY_SPREAD**2
+    )
     return float((log_post.argmax(1) == latents.diagnosis).mean())

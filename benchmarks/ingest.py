@@ -1,0 +1,106 @@
+"""Image preprocessing throughput of `citab ingest`. Prints JSON.
+
+Writes N scans shaped like the paper's input (1 mm, 160x208x176, int16 .nii.gz, built from the
+MNI152 template with noise) and times the preprocessing onto a 128^3 project grid (1.5 mm) with
+each --workers value: reading, decoding and preprocessing included, and for --workers > 1 the
+start-up of the worker processes.
+
+    python benchmarks/ingest.py --volumes 48 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _write_scans(folder: Path, count: int, shape: tuple[int, int, int]) -> list[Path]:
+    import nibabel as nib
+    from nilearn.datasets import load_mni152_template
+
+    template = np.asarray(load_mni152_template(resolution=1).get_fdata(), dtype=np.float32)
+    canvas = np.zeros(shape, dtype=np.float32)
+    src = tuple(
+        slice(max(0, (t - s) // 2), max(0, (t - s) // 2) + min(t, s))
+        for t, s in zip(template.shape, shape, strict=True)
+    )
+    dst = tuple(
+        slice(max(0, (s - t) // 2), max(0, (s - t) // 2) + min(t, s))
+        for t, s in zip(template.shape, shape, strict=True)
+    )
+    canvas[dst] = template[src]
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = -np.array(shape) / 2
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        noisy = canvas * 900 + np.abs(rng.normal(0, 20, shape))
+        path = folder / f"scan{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(noisy.astype(np.int16), affine), path)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--volumes", type=int, default=48)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--target", type=int, default=128, help="project grid edge (voxels)")
+    args = parser.parse_args(argv)
+
+    from citab_cli.core.ingest import preprocess_all
+    from citab_cli.core.settings import ImageSettings, default_spacing
+
+    source_shape = (160, 208, 176)
+    grid = (args.target,) * 3
+    settings = ImageSettings(shape=grid, spacing=default_spacing(grid))
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": sys.version.split()[0],
+        },
+        "source": "1 mm 160x208x176 int16 .nii.gz",
+        "target": f"{args.target}^3 at {settings.spacing[0]} mm, float16",
+        "volumes": args.volumes,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = _write_scans(Path(tmp), args.volumes, source_shape)
+        import torchio  # noqa: F401  (warm: the in-process run should not time its import)
+
+        report["source_file_mb"] = round(paths[0].stat().st_size / 2**20, 2)
+        for workers in args.workers:
+            store = np.zeros((len(paths), *grid), dtype=np.float16)
+
+            def sink(index: int, volume: np.ndarray, digest: str, store=store) -> None:
+                store[index] = volume
+
+            start = time.perf_counter()
+            preprocess_all(paths, settings, workers, sink)
+            seconds = time.perf_counter() - start
+            report["runs"].append(
+                {
+                    "workers": workers,
+                    "seconds": round(seconds, 2),
+                    "volumes_per_s": round(len(paths) / seconds, 2),
+                }
+            )
+    base = report["runs"][0]["volumes_per_s"]
+    for run in report["runs"]:
+        run["speedup_vs_first"] = round(run["volumes_per_s"] / base, 2)
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return report
+
+
+if __name__ == "__main__":
+    main()
