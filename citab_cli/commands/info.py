@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console
@@ -28,20 +29,12 @@ def info(project: Path = ProjectOption) -> None:
     if not found.cohorts:
         console.print("  no cohorts yet: run `citab ingest CSV --images DIR`")
     else:
-        table = Table(title="Cohorts", title_justify="left")
-        for name, justify in [
-            ("cohort", "left"),
-            ("subjects", "right"),
-            ("train", "right"),
-            ("val", "right"),
-            ("test", "right"),
-            ("labelled", "right"),
-            ("classes", "left"),
-            ("columns", "right"),
-            ("warnings", "right"),
-            ("ingested", "left"),
-        ]:
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table = Table(title="Cohorts", title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("cohort")
+        for name in ("subjects", "train", "val", "test", "labelled"):
+            table.add_column(name, justify="right")
+        table.add_column("classes")
+        table.add_column("columns", justify="right")
         for c in found.cohorts:
             table.add_row(
                 c.name,
@@ -52,10 +45,14 @@ def info(project: Path = ProjectOption) -> None:
                 str(c.labelled),
                 "/".join(c.classes),
                 str(c.columns),
-                str(c.warnings),
-                c.created[:10],
             )
         console.print(table)
+        for c in found.cohorts:
+            if c.warnings:
+                console.print(
+                    f"  {c.name}: ingested {c.created[:10]} with {c.warnings} "
+                    "warning(s), listed in its manifest.json"
+                )
     caches = ", ".join(p.name for p in found.header_caches) or "none"
     console.print(f"  header caches: {caches}")
     console.print(f"  runs: {', '.join(found.runs) or 'none'}")

@@ -91,7 +91,7 @@ def _render(summary, shape) -> None:
     rows.add_row("[bold]kept (one per subject)[/]", f"[bold]{summary.kept}[/]")
     console.print(rows)
 
-    labels = sorted({label for counts in summary.counts.values() for label in counts})
+    labels = summary.classes
     table = Table(title=f"{summary.cohort}: subjects per split and label", title_justify="left")
     table.add_column("split")
     for label in labels:

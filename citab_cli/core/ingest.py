@@ -73,6 +73,7 @@ class IngestSummary:
     kept: int
     dropped: Counter
     counts: dict[str, Counter]  # split -> label -> subjects
+    classes: list[str]  # label columns in display order (schema order, then "unlabelled")
     warnings: list[str]
     written: Path | None  # None for a dry run
 
@@ -334,6 +335,8 @@ def _subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> 
 
 def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> IngestSummary:
     counts: dict[str, Counter] = {s: Counter() for s in splits.SPLITS}
+    classes = plan.schema.label.class_names if plan.schema.label else []
+    unlabelled = any(label is None for label in plan.table.labels)
     for split, label in zip(split_of, plan.table.labels, strict=True):
         counts[split][label or "unlabelled"] += 1
     return IngestSummary(
@@ -342,6 +345,7 @@ def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> In
         kept=len(plan.table.subjects),
         dropped=plan.table.dropped,
         counts=counts,
+        classes=[*classes, "unlabelled"] if unlabelled else classes,
         warnings=plan.warnings,
         written=written,
     )

@@ -97,4 +97,6 @@ def parse_model(text: str, path: Path, model: type[BaseModel], what: str) -> Bas
 
 
 def dump(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(
+        data, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+    )

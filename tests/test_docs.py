@@ -1,0 +1,39 @@
+"""The documentation's examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from citab_cli.core.schema import CohortSchema
+from citab_cli.core.settings import ProjectSettings
+from citab_cli.core.yaml_io import parse_model
+
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def yaml_blocks(page: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", (DOCS / page).read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("block", yaml_blocks("cohort-schema.md"))
+def test_schema_examples_are_valid(block: str):
+    schema = parse_model(block, Path("docs/cohort-schema.md"), CohortSchema, "cohort schema")
+    assert schema.columns
+
+
+def test_project_settings_example_matches_what_ingest_writes(ingested_dir: Path):
+    (block,) = yaml_blocks("project-directory.md")
+    parse_model(block, Path("docs/project-directory.md"), ProjectSettings, "project settings")
+    written = (ingested_dir / "citab.yaml").read_text()
+    assert [line.split(":")[0] for line in written.splitlines()] == [
+        line.split(":")[0] for line in block.splitlines()
+    ]
+
+
+def test_readme_links_resolve():
+    readme = (DOCS.parent / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)\)", readme):
+        assert (DOCS.parent / target).exists(), target
