@@ -40,6 +40,28 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def ingest(raw: Path, cohort: str, project: Path, *extra):
+    """`citab ingest` of a synthetic cohort of `raw` into `project`, serially."""
+    return run(
+        "ingest",
+        raw / f"{cohort}.csv",
+        "--images",
+        raw / f"{cohort}_mri",
+        "--project",
+        project,
+        "--workers",
+        1,
+        *extra,
+    )
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, np.eye(4) * [4, 4, 4, 1] if affine is None else affine), path)
@@ -81,18 +103,7 @@ def raw(raw_dir: Path, tmp_path: Path) -> Path:
 def ingested_dir(raw_dir: Path, tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("proj") / "p"
     for cohort in ("adni", "nacc", "aibl"):
-        result = run(
-            "ingest",
-            raw_dir / f"{cohort}.csv",
-            "--images",
-            raw_dir / f"{cohort}_mri",
-            "--project",
-            project,
-            "--shape",
-            SHAPE,
-            "--workers",
-            1,
-        )
+        result = ingest(raw_dir, cohort, project, "--shape", SHAPE)
         assert result.exit_code == 0, result.output
     return project
 

@@ -16,10 +16,12 @@ from tests.conftest import (
     SHAPE,
     SUBJECTS,
     assert_user_error,
+    ingest,
     read_rows,
     run,
     tree_hash,
     write_nifti,
+    write_rows,
 )
 
 
@@ -85,22 +87,8 @@ def test_test_split_values_do_not_move_the_statistics(
     for r in rows:
         if r["PTID"] in held_out:
             r["MMSE"] = "0"
-    with open(raw / "adni.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    result = run(
-        "ingest",
-        raw / "adni.csv",
-        "--images",
-        raw / "adni_mri",
-        "--project",
-        tmp_path / "p",
-        "--shape",
-        SHAPE,
-        "--workers",
-        1,
-    )
+    write_rows(raw / "adni.csv", rows)
+    result = ingest(raw, "adni", tmp_path / "p", "--shape", SHAPE)
     assert result.exit_code == 0, result.output
 
     def mmse_stats(project: Path) -> dict:
@@ -134,22 +122,8 @@ def test_unmapped_labels_kept_unlabelled(raw: Path, tmp_path: Path):
     rows = read_rows(raw / "aibl.csv")
     first = next(r for r in rows if r["VISCODE"] == "bl")
     first["DXCURREN"] = "7"
-    with open(raw / "aibl.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    result = run(
-        "ingest",
-        raw / "aibl.csv",
-        "--images",
-        raw / "aibl_mri",
-        "--project",
-        tmp_path / "p",
-        "--shape",
-        SHAPE,
-        "--workers",
-        1,
-    )
+    write_rows(raw / "aibl.csv", rows)
+    result = ingest(raw, "aibl", tmp_path / "p", "--shape", SHAPE)
     assert result.exit_code == 0, result.output
     assert "DXCURREN = '7'" in result.output and "unlabelled" in result.output
     stored = {s["subject"]: s for s in subjects_of(tmp_path / "p", "aibl")}
@@ -174,16 +148,7 @@ def test_dry_run_writes_nothing(raw_dir: Path, tmp_path: Path):
 
 def test_reingest_replaces_cohort_and_keeps_others(project: Path, raw_dir: Path):
     nacc_before = tree_hash(project / "cohorts" / "nacc")
-    result = run(
-        "ingest",
-        raw_dir / "adni.csv",
-        "--images",
-        raw_dir / "adni_mri",
-        "--project",
-        project,
-        "--workers",
-        1,
-    )
+    result = ingest(raw_dir, "adni", project)
     assert result.exit_code == 0, result.output
     assert tree_hash(project / "cohorts" / "nacc") == nacc_before
     assert sorted(p.name for p in (project / "cohorts").iterdir()) == ["adni", "aibl", "nacc"]
@@ -192,18 +157,7 @@ def test_reingest_replaces_cohort_and_keeps_others(project: Path, raw_dir: Path)
 def test_row_order_does_not_change_splits(raw: Path, tmp_path: Path, ingested_dir: Path):
     lines = (raw / "adni.csv").read_text().splitlines()
     (raw / "adni.csv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
-    result = run(
-        "ingest",
-        raw / "adni.csv",
-        "--images",
-        raw / "adni_mri",
-        "--project",
-        tmp_path / "p",
-        "--shape",
-        SHAPE,
-        "--workers",
-        1,
-    )
+    result = ingest(raw, "adni", tmp_path / "p", "--shape", SHAPE)
     assert result.exit_code == 0, result.output
     original = {s["subject"]: s["split"] for s in subjects_of(ingested_dir, "adni")}
     shuffled = {s["subject"]: s["split"] for s in subjects_of(tmp_path / "p", "adni")}
@@ -211,18 +165,7 @@ def test_row_order_does_not_change_splits(raw: Path, tmp_path: Path, ingested_di
 
 
 def test_parallel_workers_match_serial(raw_dir: Path, ingested_dir: Path, tmp_path: Path):
-    result = run(
-        "ingest",
-        raw_dir / "aibl.csv",
-        "--images",
-        raw_dir / "aibl_mri",
-        "--project",
-        tmp_path / "p",
-        "--shape",
-        SHAPE,
-        "--workers",
-        2,
-    )
+    result = ingest(raw_dir, "aibl", tmp_path / "p", "--shape", SHAPE, "--workers", 2)
     assert result.exit_code == 0, result.output
     serial = np.load(ingested_dir / "cohorts/aibl/images.npy")
     parallel = np.load(tmp_path / "p/cohorts/aibl/images.npy")
@@ -280,16 +223,7 @@ def test_image_by_column_and_bids(tmp_path: Path, layout: str):
 def test_pattern_matching_two_files_lists_candidates(raw: Path, tmp_path: Path):
     path = next((raw / "adni_mri").rglob("*.nii.gz"))
     shutil.copy(path, path.with_name("copy_" + path.name))
-    result = run(
-        "ingest",
-        raw / "adni.csv",
-        "--images",
-        raw / "adni_mri",
-        "--project",
-        tmp_path / "p",
-        "--workers",
-        1,
-    )
+    result = ingest(raw, "adni", tmp_path / "p")
     assert_user_error(result, "matches 2 image files", "copy_")
 
 

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import assert_user_error, run, tree_hash, write_nifti
-
-
-def rows_of(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+from tests.conftest import (
+    assert_user_error,
+    ingest,
+    read_rows,
+    run,
+    tree_hash,
+    write_nifti,
+    write_rows,
+)
 
 
 def baseline_line(rows: list[dict[str, str]], k: int = 0) -> tuple[int, dict[str, str]]:
@@ -31,21 +26,11 @@ def baseline_line(rows: list[dict[str, str]], k: int = 0) -> tuple[int, dict[str
 
 
 def ingest_adni(raw: Path, project: Path, *extra: str):
-    return run(
-        "ingest",
-        raw / "adni.csv",
-        "--images",
-        raw / "adni_mri",
-        "--project",
-        project,
-        "--workers",
-        1,
-        *extra,
-    )
+    return ingest(raw, "adni", project, *extra)
 
 
 def edit_cell(raw: Path, column: str, value: str, k: int = 0) -> int:
-    rows = rows_of(raw / "adni.csv")
+    rows = read_rows(raw / "adni.csv")
     line, row = baseline_line(rows, k)
     row[column] = value
     write_rows(raw / "adni.csv", rows)
@@ -61,7 +46,7 @@ def unchanged(project: Path):
 
 
 def test_missing_required_column(raw, unchanged):
-    rows = rows_of(raw / "adni.csv")
+    rows = read_rows(raw / "adni.csv")
     for r in rows:
         del r["MMSE"]
     write_rows(raw / "adni.csv", rows)
@@ -104,7 +89,7 @@ def test_unknown_categorical_level(raw, unchanged):
 
 
 def test_duplicate_subject(raw, unchanged):
-    rows = rows_of(raw / "adni.csv")
+    rows = read_rows(raw / "adni.csv")
     (line0, first), (line1, second) = baseline_line(rows, 0), baseline_line(rows, 1)
     second["PTID"] = first["PTID"]
     write_rows(raw / "adni.csv", rows)
@@ -118,7 +103,7 @@ def test_duplicate_subject(raw, unchanged):
 
 
 def test_missing_images_are_all_listed(raw, unchanged):
-    rows = rows_of(raw / "adni.csv")
+    rows = read_rows(raw / "adni.csv")
     gone = []
     for k in range(3):
         _, row = baseline_line(rows, k)
@@ -132,23 +117,15 @@ def test_missing_images_are_all_listed(raw, unchanged):
 
 
 def test_missing_images_skipped_on_request(raw, project):
-    rows = rows_of(raw / "adni.csv")
+    rows = read_rows(raw / "adni.csv")
     _, row = baseline_line(rows, 0)
     next((raw / "adni_mri").rglob(f"*_I{row['IMAGEUID']}.nii.gz")).unlink()
     result = ingest_adni(raw, project, "--on-missing-image", "skip")
     assert result.exit_code == 0, result.output
     assert "image not found" in result.output
-    subjects = rows_of(project / "cohorts/adni/subjects.csv")
+    subjects = read_rows(project / "cohorts/adni/subjects.csv")
     assert row["PTID"] not in {s["subject"] for s in subjects}
     assert len(subjects) == 15
-
-
-def _replace_first_image(raw: Path, data: bytes) -> Path:
-    rows = rows_of(raw / "adni.csv")
-    _, row = baseline_line(rows, 0)
-    path = next((raw / "adni_mri").rglob(f"*_I{row['IMAGEUID']}.nii.gz"))
-    path.write_bytes(data)
-    return path
 
 
 def test_truncated_gzip(raw, unchanged):
@@ -210,7 +187,7 @@ def test_image_column_escaping_with_dotdot(raw, unchanged, tmp_path):
     schema = tmp_path / "col.yaml"
     text = (Path(__file__).parents[1] / "schemas/adni.yaml").read_text()
     schema.write_text(text.replace('image: "**/*_I{IMAGEUID}.nii*"', "image: {column: IMGPATH}"))
-    rows = rows_of(raw / "adni.csv")
+    rows = read_rows(raw / "adni.csv")
     for r in rows:
         r["IMGPATH"] = "../../etc/passwd"
     write_rows(raw / "adni.csv", rows)

@@ -106,6 +106,7 @@ def test_categorical_levels_by_index_and_shared_labels():
             "leak the diagnosis",
         ),
         ("drop: [AGE]\ncolumns:\n", "both in drop and in columns"),
+        ("drop: [ID]\ncolumns:\n", "cannot be dropped"),
         ("columns:\n  X: {type: numeric, description: xxx, range: [3, 1]}\n", "low < high"),
         ("columns:\n  X: {type: numeric, description: xxx, normalize: range}\n", "needs a range"),
         ("columns:\n  X: {type: categorical, description: xxx}\n", "levels"),

@@ -188,6 +188,12 @@ class CohortSchema(_Strict):
         clash = sorted(features & set(self.drop))
         if clash:
             raise ValueError(f"column '{clash[0]}' is both in drop and in columns; keep one")
+        for name in self.image_fields():
+            if name in self.drop:
+                raise ValueError(
+                    f"column '{name}' is used by the image pattern and cannot be "
+                    "dropped (the image path is stored)"
+                )
         for role, name in self.role_columns().items():
             if name in self.drop:
                 raise ValueError(f"column '{name}' is the {role} column and cannot be dropped")
