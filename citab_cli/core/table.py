@@ -73,7 +73,12 @@ def read_csv(path: Path) -> RawTable:
             f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
             "re-save the CSV as UTF-8"
         ) from None
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as exc:
+        raise CitabError(
+            f"{path}: line 1: malformed header ({exc}); save the table as a plain CSV"
+        ) from None
     names = [h.strip() for h in header]
     if not any(names):
         raise CitabError(
@@ -113,6 +118,12 @@ def read_csv(path: Path) -> RawTable:
         rows={c: [str(v) for v in frame[c].tolist()] for c in names},
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A cell as it goes into a one-line message: control characters escaped, long text cut."""
+    text = value.strip().encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _where(table: RawTable, row: int, column: str) -> str:
@@ -199,7 +210,7 @@ def _convert_column(
                 fix = (
                     f"fix the cell, or add it to this column's levels: or missing: in {schema_path}"
                 )
-            raise CitabError(f"{_where(table, row, name)}: value '{raw.strip()}' {result}; {fix}")
+            raise CitabError(f"{_where(table, row, name)}: value '{shown(raw)}' {result}; {fix}")
         out[i] = result
     return out
 
@@ -244,7 +255,7 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
             )
         if subject in first_line:
             raise CitabError(
-                f"{_where(table, row, schema.subject)}: subject '{subject}' appears again "
+                f"{_where(table, row, schema.subject)}: subject '{shown(subject)}' appears again "
                 f"(first on line {first_line[subject] + FIRST_DATA_LINE}); keep one row per "
                 "subject, or set visit: {column, baseline} in the schema to pick the baseline"
             )
@@ -264,7 +275,7 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
             labels[i] = lookup[tok]
         for raw, count in unmapped.most_common():
             warnings.append(
-                f"{count} row(s) with {schema.label.column} = '{raw}' have no class "
+                f"{count} row(s) with {schema.label.column} = '{shown(raw)}' have no class "
                 "in the schema and are kept unlabelled"
             )
 
@@ -287,8 +298,8 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
     used = set(columns) | set(schema.role_columns().values()) | set(schema.image_fields())
     unused = [c for c in table.columns if c not in used and c not in schema.drop]
     if unused:
-        shown = ", ".join(unused[:6]) + (", ..." if len(unused) > 6 else "")
-        warnings.append(f"{len(unused)} CSV column(s) not in the schema were ignored: {shown}")
+        listed = ", ".join(unused[:6]) + (", ..." if len(unused) > 6 else "")
+        warnings.append(f"{len(unused)} CSV column(s) not in the schema were ignored: {listed}")
 
     key_columns = schema.image_fields()
     if not key_columns and schema.role_columns().get("image"):
