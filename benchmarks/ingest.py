@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         for workers in args.workers:
             store = np.zeros((len(paths), *grid), dtype=np.float16)
 
-            def sink(index: int, volume: np.ndarray, digest: str, store=store) -> None:
-                store[index] = volume
+            def sink(index: int, done, store=store) -> None:
+                store[index] = done.volume
 
             start = time.perf_counter()
             preprocess_all(paths, settings, workers, sink)

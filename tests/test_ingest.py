@@ -258,3 +258,12 @@ def test_real_non_ras_image_ingests(tmp_path: Path):
     assert volume.shape == (32, 32, 32)
     inside = volume > volume.min()
     assert abs(volume[inside].mean()) < 0.5
+
+
+def test_coarse_scans_on_a_fine_grid_are_flagged(raw_dir: Path, tmp_path: Path):
+    # synthetic scans of 24 voxels span 192 mm: 8 mm voxels, stored here at 3 mm
+    result = ingest(raw_dir, "aibl", tmp_path / "p", "--shape", 64)
+    assert result.exit_code == 0, result.output
+    assert "much coarser" in result.output and "--shape 24" in result.output
+    manifest = json.loads((tmp_path / "p/cohorts/aibl/manifest.json").read_text())
+    assert any("much coarser" in w for w in manifest["warnings"])

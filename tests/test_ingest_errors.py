@@ -129,8 +129,14 @@ def test_missing_images_skipped_on_request(raw, project):
 
 
 def test_truncated_gzip(raw, unchanged):
-    path = next((raw / "adni_mri").rglob("*.nii.gz"))
+    line, row = baseline_line(read_rows(raw / "adni.csv"), 2)
+    path = next((raw / "adni_mri").rglob(f"*_I{row['IMAGEUID']}.nii.gz"))
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    assert_user_error(
+        ingest_adni(raw, unchanged),
+        f"adni.csv: line {line} (subject {row['PTID']})",
+        path.name,
+    )
     assert_user_error(ingest_adni(raw, unchanged), path.name, "cannot read this NIfTI", "re-export")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from citab_cli import __version__
 from citab_cli.core import atomic, image_paths, splits
 from citab_cli.core.errors import CitabError
-from citab_cli.core.preprocess import preprocess_file
+from citab_cli.core.preprocess import Preprocessed, preprocess_file
 from citab_cli.core.project import (
     IMAGES_FILE,
     MANIFEST_FILE,
@@ -189,31 +189,32 @@ def _init_worker() -> None:
 
 def _preprocess_job(index: int, path: Path, settings: ImageSettings):
     try:
-        volume, digest = preprocess_file(path, settings)
-        return index, volume, digest, None
+        return index, preprocess_file(path, settings), None
     except CitabError as exc:
-        return index, None, None, str(exc)
+        return index, None, str(exc)
 
 
 def preprocess_all(
     paths: list[Path],
     settings: ImageSettings,
     workers: int,
-    sink: Callable[[int, np.ndarray, str], None],
+    sink: Callable[[int, Preprocessed], None],
     progress: Callable[[], None] | None = None,
+    origins: list[str] | None = None,
 ) -> None:
     """Preprocess every file, in `workers` processes, handing each result to `sink`.
 
-    Every unreadable file is collected; if any, one CitabError names the first and counts the rest.
+    Every unreadable file is collected; if any, one CitabError names the first (prefixed with
+    its `origins` entry, e.g. the CSV line it came from) and counts the rest.
     """
     failures: list[tuple[int, str]] = []
 
     def accept(result) -> None:
-        index, volume, digest, error = result
+        index, done, error = result
         if error is not None:
             failures.append((index, error))
         else:
-            sink(index, volume, digest)
+            sink(index, done)
         if progress is not None:
             progress()
 
@@ -244,8 +245,10 @@ def preprocess_all(
                 raise
     if failures:
         failures.sort()
+        index, message = failures[0]
+        origin = f"{origins[index]}: " if origins else ""
         more = f" (and {len(failures) - 1} more unreadable image(s))" if len(failures) > 1 else ""
-        raise CitabError(failures[0][1] + more)
+        raise CitabError(origin + message + more)
 
 
 def _column_stats(values: np.ndarray, spec) -> dict:
@@ -356,10 +359,25 @@ def split_plan(plan: IngestPlan) -> list[str]:
 
 
 def _keep(
-    store: np.ndarray, digests: list[str], index: int, volume: np.ndarray, digest: str
+    store: np.ndarray, digests: list[str], spacings: list, index: int, done: Preprocessed
 ) -> None:
-    store[index] = volume
-    digests[index] = digest
+    store[index] = done.volume
+    digests[index] = done.sha256
+    spacings[index] = done.source_spacing
+
+
+def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
+    """A warning when the scans are much coarser than the grid they are stored on."""
+    source = float(np.median([max(s) for s in spacings]))
+    target = max(settings.spacing)
+    if source <= 2 * target:
+        return None
+    suggested = max(8, round(min(settings.shape) * target / source))
+    return (
+        f"the scans' voxels ({source:g} mm) are much coarser than the project's "
+        f"({target:g} mm): storage grows with no detail gained; a project with --shape "
+        f"{suggested} would hold the same information"
+    )
 
 
 def execute(
@@ -372,6 +390,7 @@ def execute(
     split_of = split_plan(plan)
     target = project.cohort_dir(plan.cohort)
     digests = [""] * len(plan.images)
+    spacings: list = [None] * len(plan.images)
     with (
         atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir),
         atomic.staged_directory(target) as stage,
@@ -384,11 +403,18 @@ def execute(
             plan.images,
             plan.settings.image,
             workers,
-            functools.partial(_keep, store, digests),
+            functools.partial(_keep, store, digests, spacings),
             progress,
+            origins=[
+                f"{plan.csv_path}: line {line} (subject {subject})"
+                for line, subject in zip(plan.table.lines, plan.table.subjects, strict=True)
+            ],
         )
         store.flush()
         del store
+        coarse = _resolution_warning(spacings, plan.settings.image)
+        if coarse:
+            plan.warnings.append(coarse)
         save_file(
             {"values": np.ascontiguousarray(plan.table.values)},
             str(stage / TABULAR_FILE),

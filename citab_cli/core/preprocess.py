@@ -111,10 +111,25 @@ def to_grid(volume: Volume, settings: ImageSettings) -> np.ndarray:
     return data.astype(np.float16)
 
 
-def preprocess_file(path: Path, settings: ImageSettings) -> tuple[np.ndarray, str]:
-    """(volume on the project grid, sha256 of the source file) for one scan."""
+@dataclass(frozen=True)
+class Preprocessed:
+    """One scan on the project grid, with what ingest records about its source."""
+
+    volume: np.ndarray  # (D, H, W) float16
+    sha256: str  # of the source file
+    source_spacing: tuple[float, float, float]  # mm, as stored in the source header
+
+
+def preprocess_file(path: Path, settings: ImageSettings) -> Preprocessed:
+    """Load, check and preprocess one scan."""
     try:
-        return to_grid(load_volume(path), settings), file_sha256(path)
+        volume = load_volume(path)
+        spacing = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
+        return Preprocessed(
+            volume=to_grid(volume, settings),
+            sha256=file_sha256(path),
+            source_spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+        )
     except CitabError as exc:
         message = str(exc)
         if not message.startswith(str(path)):
