@@ -279,3 +279,18 @@ def test_failure_while_preprocessing_leaves_no_staging(raw, project):
 
 def test_shape_conflicting_with_project(raw, unchanged):
     assert_user_error(ingest_adni(raw, unchanged, "--shape", "32"), "stores images as (24, 24, 24)")
+
+
+def test_bad_paths_and_grids(raw, tmp_path):
+    target = tmp_path / "new"
+    assert_user_error(
+        run("ingest", raw / "nothere.csv", "--images", raw / "adni_mri", "--project", target),
+        "nothere.csv: CSV file not found",
+    )
+    assert_user_error(
+        run("ingest", raw / "adni.csv", "--images", raw / "nothere", "--project", target),
+        "the --images folder does not exist",
+    )
+    assert_user_error(ingest_adni(raw, target, "--shape", "4"), "between 8 and 512 voxels")
+    assert_user_error(ingest_adni(raw, target, "--shape", "2,3"), "one positive number or three")
+    assert not target.exists()

@@ -98,7 +98,8 @@ def _project_settings(
     try:
         image = ImageSettings(shape=grid, spacing=spacing or default_spacing(grid))
     except ValueError as exc:
-        raise CitabError(f"invalid --shape/--spacing: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")  # type: ignore[attr-defined]
+        raise CitabError(f"invalid --shape/--spacing: {reason}") from None
     return ProjectSettings(image=image), True
 
 
@@ -113,6 +114,8 @@ def plan(
     spacing: tuple[float, float, float] | None = None,
 ) -> IngestPlan:
     """Read and check the table, the schema and the image files; write nothing."""
+    if not csv_path.is_file():
+        raise CitabError(f"{csv_path}: CSV file not found; check the path")
     project = Project(project_root)
     settings, new_project = _project_settings(project, shape, spacing)
     explicit_schema = load_schema(schema_file) if schema_file is not None else None
