@@ -1,0 +1,1 @@
+"""Network layers, one concept per module."""

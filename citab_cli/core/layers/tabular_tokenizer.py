@@ -1,0 +1,54 @@
+"""Header-aware cell tokens: each cell is its value joined to its column's meaning.
+
+numeric cell:      (w * z + b) * A(h)       h: header embedding of the column
+categorical cell:  A(h_level)               h_level: embedding of "<description>: <level>"
+missing cell:      m * A(h)                 the model still knows which column is missing
+absent column:     no token (masked)
+A learned CLS token is prepended; there is no column positional embedding, so the tokens do not
+depend on column order or on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from citab_cli.core.model.batch import TabularBatch
+
+
+class TabularTokenizer(nn.Module):
+    def __init__(self, header_dim: int, dim: int, categorical_as_levels: bool = True):
+        super().__init__()
+        self.categorical_as_levels = categorical_as_levels
+        self.adapter = nn.Linear(header_dim, dim)  # A
+        self.value_scale = nn.Parameter(torch.ones(dim))  # w
+        self.value_shift = nn.Parameter(torch.zeros(dim))  # b
+        self.missing = nn.Parameter(torch.randn(dim) * 0.02)  # m
+        self.cls = nn.Parameter(torch.randn(dim) * 0.02)
+
+    def cell_tokens(self, batch: TabularBatch) -> torch.Tensor:
+        """(B, C, D) one token per cell slot (padding slots are zeros)."""
+        meaning = self.adapter(batch.column_vectors)  # (B, C, D)
+        z = batch.values[..., None]  # (B, C, 1)
+        tokens = (self.value_scale * z + self.value_shift) * meaning
+        if self.categorical_as_levels:
+            levels = self.adapter(batch.level_vectors)
+            tokens = torch.where(batch.categorical[..., None], levels, tokens)
+        tokens = torch.where(batch.missing[..., None], self.missing * meaning, tokens)
+        return tokens * batch.present[..., None].to(tokens.dtype)
+
+    def with_cls(
+        self, cells: torch.Tensor, present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepend CLS: (B, C, D), (B, C) -> (B, 1 + C, D), keep mask (B, 1 + C)."""
+        b = cells.shape[0]
+        cls = self.cls.expand(b, 1, -1).to(cells.dtype)
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=present.device), present], 1)
+        return torch.cat([cls, cells], dim=1), keep
+
+    def level_logits(self, tokens: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores of each candidate level for reconstructed cells.
+
+        tokens (N, D), candidates (N, L, E) header embeddings -> (N, L).
+        """
+        return torch.einsum("nd,nld->nl", tokens, self.adapter(candidates))

@@ -1,0 +1,37 @@
+"""ITC: symmetric CLIP loss between image and table embeddings.
+
+Under data parallelism, pass `gather`: it returns every rank's embeddings (with gradients for
+the local part) and where this rank's rows start, so negatives come from the whole global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def itc_loss(
+    image: torch.Tensor, table: torch.Tensor, temperature: float, gather: Gather | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """image, table (B, P) -> (loss, in-batch logits (B, B) image -> table).
+
+    Row i of `image` and row i of `table` are the positive pair; all other rows of the
+    (gathered) batch are negatives, in both directions.
+    """
+    image = F.normalize(image.float(), dim=-1)
+    table = F.normalize(table.float(), dim=-1)
+    if gather is None:
+        all_image, all_table, offset = image, table, 0
+    else:
+        all_image, offset = gather(image)
+        all_table, _ = gather(table)
+    b = image.shape[0]
+    targets = torch.arange(offset, offset + b, device=image.device)
+    image_to_table = image @ all_table.T / temperature  # (B, W*B)
+    table_to_image = table @ all_image.T / temperature  # (B, W*B)
+    loss = (F.cross_entropy(image_to_table, targets) + F.cross_entropy(table_to_image, targets)) / 2
+    return loss, image_to_table[:, offset : offset + b]

@@ -1,0 +1,1 @@
+"""The CITab model: configuration, batch format and assembly (`build_model`)."""

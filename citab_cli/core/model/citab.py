@@ -1,0 +1,193 @@
+"""The CITab network: tabular encoder, image encoder, fusion and heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from citab_cli.core.layers.prototype_mixture import PrototypeMixture
+from citab_cli.core.layers.resnet3d import ResNet3d, feature_grid
+from citab_cli.core.layers.tabular_tokenizer import TabularTokenizer
+from citab_cli.core.layers.transformer import Block, FeedForward
+from citab_cli.core.model.batch import TabularBatch
+from citab_cli.core.model.config import ModelConfig
+
+
+@dataclass
+class TabularOutput:
+    tokens: torch.Tensor  # (B, 1 + C, D) after the final norm; position 0 is CLS
+    keep: torch.Tensor  # (B, 1 + C) bool
+    gates: list[torch.Tensor]  # per layer (B, 1 + C, K)
+
+    @property
+    def cls(self) -> torch.Tensor:
+        return self.tokens[:, 0]
+
+
+@dataclass
+class ImageOutput:
+    feature_map: torch.Tensor  # (B, C_img, D', H', W')
+    tokens: torch.Tensor  # (B, N, D) projected, with 3D positional embedding
+    pooled: torch.Tensor  # (B, C_img)
+
+
+class TabularEncoder(nn.Module):
+    """Header-aware tokens, then pre-norm transformer blocks whose feed-forward is P-MoLin."""
+
+    def __init__(
+        self,
+        header_dim: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        experts: int,
+        expert_ratio: float,
+        linear_experts: bool,
+        shared_prototypes: bool,
+        gate: str,
+        gate_temperature: float,
+        categorical_as_levels: bool,
+    ):
+        super().__init__()
+        self.tokenizer = TabularTokenizer(header_dim, dim, categorical_as_levels)
+        shared = nn.Parameter(torch.randn(experts, dim) / dim**0.5) if shared_prototypes else None
+        self.blocks = nn.ModuleList(
+            Block(
+                dim,
+                heads,
+                PrototypeMixture(
+                    dim,
+                    experts,
+                    expert_ratio,
+                    linear_experts,
+                    gate,
+                    gate_temperature,
+                    prototypes=shared,
+                ),
+            )
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def encode_cells(self, cells: torch.Tensor, present: torch.Tensor) -> TabularOutput:
+        """cells (B, C, D) cell tokens (e.g. scaled for integrated gradients), present (B, C)."""
+        x, keep = self.tokenizer.with_cls(cells, present)
+        gates = []
+        for block in self.blocks:
+            x, g = block(x, keep)
+            gates.append(g)
+        return TabularOutput(self.norm(x), keep, gates)
+
+    def forward(self, batch: TabularBatch) -> TabularOutput:
+        return self.encode_cells(self.tokenizer.cell_tokens(batch), batch.present)
+
+
+class FusionEncoder(nn.Module):
+    """Self-attention over [tab CLS, tab tokens, image tokens]; output 0 is the joint embedding."""
+
+    def __init__(self, dim: int, layers: int, heads: int, ffn_ratio: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, FeedForward(dim, ffn_ratio)) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, table: TabularOutput, image_tokens: torch.Tensor) -> torch.Tensor:
+        """-> (B, D) multimodal embedding."""
+        b, n, _ = image_tokens.shape
+        x = torch.cat([table.tokens, image_tokens.to(table.tokens.dtype)], dim=1)  # (B, T + N, D)
+        keep = torch.cat([table.keep, torch.ones(b, n, dtype=torch.bool, device=x.device)], 1)
+        for block in self.blocks:
+            x, _ = block(x, keep)
+        return self.norm(x[:, 0])
+
+
+class CITab(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        tab, img = config.tabular, config.image
+        self.tabular = TabularEncoder(
+            config.header_dim,
+            tab.dim,
+            tab.layers,
+            tab.heads,
+            tab.experts,
+            tab.expert_ratio,
+            tab.linear_experts,
+            tab.shared_prototypes,
+            tab.gate,
+            tab.gate_temperature,
+            tab.categorical == "levels",
+        )
+        self.image = ResNet3d(img.depth, img.width)
+        channels = self.image.out_channels
+        grid = feature_grid(img.shape)
+        self.image_grid = grid
+        self.image_tokens = nn.Linear(channels, tab.dim)
+        self.image_position = nn.Parameter(
+            torch.randn(1, grid[0] * grid[1] * grid[2], tab.dim) * 0.02
+        )
+        self.fusion = FusionEncoder(
+            tab.dim, config.fusion.layers, config.fusion.heads, config.fusion.ffn_ratio
+        )
+        p = config.projection_dim
+        self.image_projection = nn.Sequential(
+            nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, p)
+        )
+        self.tabular_projection = nn.Sequential(
+            nn.Linear(tab.dim, tab.dim), nn.ReLU(), nn.Linear(tab.dim, p)
+        )
+        self.matching_head = nn.Linear(tab.dim, 2)
+        self.numeric_head = nn.Linear(tab.dim, 1)
+
+    def encode_image(self, images: torch.Tensor) -> ImageOutput:
+        """images (B, 1, D, H, W) of the configured shape."""
+        if tuple(images.shape[2:]) != tuple(self.config.image.shape):
+            raise ValueError(
+                f"images of shape {tuple(images.shape[2:])} do not match the "
+                f"configured image shape {self.config.image.shape}"
+            )
+        features = self.image(images)  # (B, C, D', H', W')
+        flat = features.flatten(2).transpose(1, 2)  # (B, N, C)
+        tokens = self.image_tokens(flat) + self.image_position
+        return ImageOutput(features, tokens, features.mean(dim=(2, 3, 4)))
+
+    def encode_tabular(self, batch: TabularBatch) -> TabularOutput:
+        return self.tabular(batch)
+
+    def fuse(self, table: TabularOutput, image: ImageOutput) -> torch.Tensor:
+        return self.fusion(table, image.tokens)
+
+    def forward(self, images: torch.Tensor, batch: TabularBatch) -> dict[str, torch.Tensor]:
+        """Embeddings for downstream use: multimodal CLS, tabular CLS, pooled image (B, *)."""
+        image = self.encode_image(images)
+        table = self.encode_tabular(batch)
+        return {"multimodal": self.fuse(table, image), "tabular": table.cls, "image": image.pooled}
+
+
+def build_model(config: ModelConfig) -> CITab:
+    """The only way a model is made: everything it needs is in `config`."""
+    return CITab(config)
+
+
+def parameter_counts(model: CITab) -> dict[str, int]:
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    fusion = count(model.fusion) + count(model.image_tokens) + model.image_position.numel()
+    heads = (
+        count(model.image_projection)
+        + count(model.tabular_projection)
+        + count(model.matching_head)
+        + count(model.numeric_head)
+    )
+    return {
+        "tabular_encoder": count(model.tabular),
+        "image_encoder": count(model.image),
+        "fusion": fusion,
+        "heads": heads,
+        "total": count(model),
+    }

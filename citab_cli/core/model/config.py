@@ -1,0 +1,105 @@
+"""Model configuration: strict, round-tripping, and the named presets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from citab_cli.core.errors import CitabError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TabularConfig(_Strict):
+    """Tabular encoder: header-aware tokens, then pre-norm transformer blocks with P-MoLin."""
+
+    dim: int = Field(512, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(8, ge=1)
+    experts: int = Field(5, ge=1, description="K: prototypes and experts per P-MoLin layer")
+    expert_ratio: float = Field(1.75, gt=0, description="hidden width of an expert / dim")
+    linear_experts: bool = False
+    shared_prototypes: bool = False
+    gate: Literal["dot", "cosine"] = "dot"
+    gate_temperature: float = Field(1.0, gt=0)
+    categorical: Literal["levels", "numeric"] = Field(
+        "levels", description="levels: a level's own header text; numeric: the paper's behaviour"
+    )
+    prototype_balance: float = Field(0.0, ge=0, description="weight of the balance regulariser")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TabularConfig:
+        if self.dim % self.heads:
+            raise ValueError("tabular.dim must be a multiple of tabular.heads")
+        return self
+
+
+class ImageConfig(_Strict):
+    """3D ResNet image encoder."""
+
+    depth: Literal[10, 18, 34, 50] = 50
+    width: int = Field(64, ge=4, description="channels of the stem; stages use 1, 2, 4, 8 x")
+    shape: tuple[int, int, int] = (160, 208, 176)
+
+
+class FusionConfig(_Strict):
+    layers: int = Field(4, ge=1)
+    heads: int = Field(8, ge=1)
+    ffn_ratio: float = Field(4.0, gt=0)
+
+
+class LossConfig(_Strict):
+    """loss = (ITC + ITM) / 2 + mtr_weight * MTR."""
+
+    itc_temperature: float = Field(0.1, gt=0)
+    itm_same_cohort: bool = Field(
+        False, description="draw ITM hard negatives within the same cohort when the batch allows"
+    )
+    mtr_weight: float = Field(0.0, ge=0)
+    mtr_mask_fraction: float = Field(0.15, gt=0, lt=1)
+
+
+class ModelConfig(_Strict):
+    header_dim: int = Field(384, ge=1, description="dimension of the header embeddings")
+    projection_dim: int = Field(128, ge=1)
+    tabular: TabularConfig = TabularConfig()
+    image: ImageConfig = ImageConfig()
+    fusion: FusionConfig = FusionConfig()
+    loss: LossConfig = LossConfig()
+
+    @model_validator(mode="after")
+    def _fusion_heads_divide(self) -> ModelConfig:
+        if self.tabular.dim % self.fusion.heads:
+            raise ValueError("tabular.dim (the fusion width) must be a multiple of fusion.heads")
+        return self
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        projection_dim=16,
+        tabular=TabularConfig(dim=32, layers=1, heads=4, experts=3),
+        image=ImageConfig(depth=10, width=8, shape=(24, 24, 24)),
+        fusion=FusionConfig(layers=1, heads=4, ffn_ratio=2.0),
+    ),
+    "small": ModelConfig(
+        projection_dim=64,
+        tabular=TabularConfig(dim=128, layers=2, heads=8, experts=4),
+        image=ImageConfig(depth=10, width=16, shape=(48, 48, 48)),
+        fusion=FusionConfig(layers=2, heads=8, ffn_ratio=4.0),
+    ),
+    "paper": ModelConfig(
+        projection_dim=128,
+        tabular=TabularConfig(dim=512, layers=4, heads=8, experts=5, expert_ratio=1.75),
+        image=ImageConfig(depth=50, width=64, shape=(160, 208, 176)),
+        fusion=FusionConfig(layers=4, heads=8, ffn_ratio=4.0),
+    ),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise CitabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,105 @@
+"""The pretraining objective: loss = (ITC + ITM) / 2 + lambda * MTR."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from citab_cli.core.layers.prototype_mixture import balance_penalty
+from citab_cli.core.losses.contrastive import Gather, itc_loss
+from citab_cli.core.losses.matching import hard_negatives, itm_loss
+from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
+from citab_cli.core.model.batch import TabularBatch
+from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
+
+
+def _stack_images(parts: list[ImageOutput]) -> torch.Tensor:
+    return torch.cat([p.tokens for p in parts])
+
+
+def pretraining_loss(
+    model: CITab,
+    images: torch.Tensor,
+    batch: TabularBatch,
+    cohorts: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    gather: Gather | None = None,
+) -> dict[str, torch.Tensor]:
+    """Losses for one batch: images (B, 1, D, H, W) already augmented; batch the raw rows.
+
+    cohorts (B,) cohort ids, used to draw ITM negatives within a cohort when configured.
+    Returns {"loss", "itc", "itm", "mtr", "balance"} (scalars; "loss" is what to minimise).
+    """
+    config = model.config.loss
+    b = images.shape[0]
+    image = model.encode_image(images)
+    table = model.encode_tabular(batch)
+
+    itc, logits = itc_loss(
+        model.image_projection(image.pooled),
+        model.tabular_projection(table.cls),
+        config.itc_temperature,
+        gather,
+    )
+
+    groups = cohorts if config.itm_same_cohort else None
+    table_for_image, image_for_table = hard_negatives(logits, generator, groups)
+    # Three sets of pairs in one fusion pass: true pairs, each image with another table, each
+    # table with another image.
+    fused_tables = TabularOutput(
+        tokens=torch.cat([table.tokens, table.tokens[table_for_image], table.tokens]),
+        keep=torch.cat([table.keep, table.keep[table_for_image], table.keep]),
+        gates=[],
+    )
+    fused_images = ImageOutput(
+        feature_map=image.feature_map,
+        tokens=torch.cat([image.tokens, image.tokens, image.tokens[image_for_table]]),
+        pooled=image.pooled,
+    )
+    scores = model.matching_head(model.fuse(fused_tables, fused_images))  # (3B, 2)
+    itm = itm_loss(scores, positives=b)
+
+    loss = (itc + itm) / 2
+    mtr = torch.zeros((), device=images.device)
+    if config.mtr_weight > 0:
+        mtr = _reconstruction(model, batch, config.mtr_mask_fraction, generator)
+        loss = loss + config.mtr_weight * mtr
+    balance = torch.zeros((), device=images.device)
+    if model.config.tabular.prototype_balance > 0:
+        balance = torch.stack([balance_penalty(g, table.keep) for g in table.gates]).mean()
+        loss = loss + model.config.tabular.prototype_balance * balance
+    return {
+        "loss": loss,
+        "itc": itc.detach(),
+        "itm": itm.detach(),
+        "mtr": mtr.detach(),
+        "balance": balance.detach(),
+    }
+
+
+def _reconstruction(
+    model: CITab, batch: TabularBatch, fraction: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    observed = batch.present & ~batch.missing
+    masked = choose_cells(observed, fraction, generator)
+    out = model.encode_tabular(batch.with_missing(masked)).tokens[:, 1:]  # (B, C, D)
+    numeric_mask = masked & ~batch.categorical
+    level_mask = masked & batch.categorical
+    if batch.level_candidates is not None and batch.candidate_mask is not None:
+        logits = model.tabular.tokenizer.level_logits(
+            out.reshape(-1, out.shape[-1]),
+            batch.level_candidates.reshape(-1, *batch.level_candidates.shape[2:]),
+        ).reshape(*batch.candidate_mask.shape)  # (B, C, L)
+        logits = logits.masked_fill(~batch.candidate_mask, float("-inf"))
+        level_target = batch.level_index
+        level_mask = level_mask & (level_target >= 0)
+    else:
+        logits = torch.zeros(*masked.shape, 1, device=out.device)
+        level_target = torch.zeros_like(masked, dtype=torch.long)
+        level_mask = torch.zeros_like(masked)
+    prediction = model.numeric_head(out).squeeze(-1)  # (B, C)
+    return mtr_loss(prediction, batch.values, numeric_mask, logits, level_target, level_mask)
+
+
+Objective = Callable[..., dict[str, torch.Tensor]]
