@@ -37,3 +37,10 @@ def test_readme_links_resolve():
     readme = (DOCS.parent / "README.md").read_text()
     for target in re.findall(r"\]\(([^)#]+)\)", readme):
         assert (DOCS.parent / target).exists(), target
+
+
+def test_model_config_example_is_the_paper_preset():
+    from citab_cli.core.model.config import ModelConfig, preset
+
+    (block,) = yaml_blocks("model.md")
+    assert parse_model(block, Path("docs/model.md"), ModelConfig, "model config") == preset("paper")
