@@ -1,0 +1,220 @@
+"""`citab pretrain`: self-supervised pretraining across cohorts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from citab_cli.commands.console import console, err_console
+from citab_cli.commands.options import ProjectOption
+
+
+class Preset(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    paper = "paper"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def pretrain(
+    cohorts: str = typer.Option(None, "--cohorts", help="Comma-separated ingested cohorts."),
+    preset: Preset = typer.Option(
+        None, "--preset", help="Model and training preset [default: small]."
+    ),
+    config_file: Path = typer.Option(
+        None, "--config", help="YAML overriding the preset (keys as in the run's config.yaml)."
+    ),
+    epochs: int = typer.Option(None, "--epochs", min=1),
+    batch_size: int = typer.Option(None, "--batch-size", min=2, help="Per process."),
+    seed: int = typer.Option(None, "--seed"),
+    balance_cohorts: bool = typer.Option(
+        None,
+        "--balance-cohorts/--proportional",
+        help="Equal cohort shares per batch, or proportional to size [default].",
+    ),
+    include_val: bool = typer.Option(
+        None,
+        "--include-val/--train-only",
+        help="Also pretrain on validation subjects [default: train only].",
+    ),
+    run: str = typer.Option(
+        None, "--run", help="Run name [default: <preset>-<time>; with --resume, the newest run]."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last state."),
+    device: Device = typer.Option(Device.auto, "--device"),
+    project: Path = ProjectOption,
+) -> None:
+    """Pretrain one model on several cohorts at once (image-table contrastive and matching)."""
+    import torch
+
+    from citab_cli.core import pretrain as core
+    from citab_cli.core.errors import CitabError
+    from citab_cli.core.project import Project
+
+    store = Project(project)
+    store.load_settings()
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "balance_cohorts": balance_cohorts,
+        "include_val": include_val,
+    }
+    names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
+    if resume:
+        name = run or core.newest_run(store)
+        directory = core.run_dir(store, name)
+        if not (directory / core.CONFIG_FILE).is_file():
+            raise CitabError(f"{directory}: no run to resume; start it without --resume")
+        base = core.load_run_config(directory)
+        if preset is not None or config_file is not None:
+            raise CitabError("--preset and --config cannot change a resumed run; leave them out")
+    else:
+        if not names:
+            raise CitabError("name the cohorts to pretrain on: --cohorts adni,nacc,aibl")
+        chosen = (preset or Preset.small).value
+        name = run or f"{chosen}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        base = _load_config(chosen, config_file)
+    config = _apply(base, names, overrides)
+    dist = _distributed()
+    target = _device(device, dist)
+    if dist.world > 1:
+        torch.distributed.init_process_group("nccl" if target.startswith("cuda") else "gloo")
+
+    interrupted = {"flag": False}
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: stop cleanly after this step
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+        err_console.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    show = dist.main
+    try:
+        with Progress(*columns, console=err_console, disable=not show, transient=True) as bar:
+            task = bar.add_task(f"pretraining {name}", total=1, loss="")
+
+            def on_step(step: int, metrics: dict) -> None:
+                loss = f"loss {metrics['loss']:.4f}" if "loss" in metrics else None
+                bar.update(task, completed=step, **({"loss": loss} if loss else {}))
+
+            hooks = core.Hooks(
+                message=lambda text: bar.console.print(text) if show else None,
+                start=lambda total, done: bar.update(task, total=total, completed=done),
+                step=on_step,
+                stop=lambda step: interrupted["flag"],
+            )
+            result = core.pretrain(
+                store, config, name, resume=resume, device=target, dist=dist, hooks=hooks
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if not show:
+        return
+    if result.stopped_early:
+        console.print(
+            f"[yellow]Stopped[/] at step {result.steps}; continue with "
+            f"`citab pretrain --resume --run {name}`"
+        )
+    else:
+        console.print(f"[green]Done[/]: {result.steps} steps, {result.epochs_done} epoch(s).")
+    if result.best:
+        parts = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.best.items()
+        )
+        console.print(f"Best checkpoint ({parts})")
+    if result.skipped_steps:
+        console.print(
+            f"[yellow]warning:[/] {result.skipped_steps} step(s) skipped for a non-finite loss"
+        )
+    console.print(
+        f"Run files: {result.run_dir}/ (config.yaml, metrics.jsonl, best.safetensors, "
+        "last.safetensors, last.state.safetensors)"
+    )
+    if result.stopped_early:
+        raise typer.Exit(130)
+
+
+def _load_config(preset: str, path: Path | None):
+    from citab_cli.core import yaml_io
+    from citab_cli.core.errors import CitabError
+    from citab_cli.core.pretrain_config import PretrainConfig, pretrain_preset
+
+    base = pretrain_preset(preset)
+    if path is None:
+        return base
+    import yaml
+
+    try:
+        override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        override = None
+    if not isinstance(override, dict):
+        # let the strict loader produce the precise message (file, line)
+        yaml_io.load_model(path, PretrainConfig, "pretraining config")
+        raise CitabError(f"{path}: a pretraining config must be a YAML mapping")
+    merged = _merge(base.model_dump(mode="json"), override)
+    return yaml_io.parse_model(yaml_io.dump(merged), path, PretrainConfig, "pretraining config")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply(base, cohorts: list[str] | None, overrides: dict):
+    train = base.train.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    update = {"train": train}
+    if cohorts is not None:
+        update["cohorts"] = cohorts
+    return base.model_copy(update=update)
+
+
+def _distributed():
+    """The process's place in a torchrun launch (one process when not launched by torchrun)."""
+    from citab_cli.core.pretrain import SINGLE, Distributed
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(choice: Device, dist) -> str:
+    import torch
+
+    from citab_cli.core.errors import CitabError
+
+    if choice == Device.cuda and not torch.cuda.is_available():
+        raise CitabError("--device cuda, but PyTorch sees no CUDA device; use --device cpu")
+    if choice == Device.cpu or not torch.cuda.is_available():
+        return "cpu"
+    torch.cuda.set_device(dist.local_rank)
+    return f"cuda:{dist.local_rank}"

@@ -1,0 +1,128 @@
+"""Checkpoints: safetensors files that describe themselves. Never pickle.
+
+A checkpoint holds tensors plus one JSON document in the safetensors metadata (key "citab"):
+the citab version, what kind of file it is, the configuration, the cohorts the model was trained
+on (schema fingerprints and column lists), the header encoder, the step and the metrics, and a
+sha256 checksum of the tensors, verified on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from citab_cli import __version__
+from citab_cli.core import atomic
+from citab_cli.core.errors import CitabError
+
+FORMAT = "citab-checkpoint"
+MODEL = "model"
+STATE = "training-state"
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(
+            tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        )
+    return digest.hexdigest()
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> None:
+    """Write atomically: the previous file at `path` stays whole until the new one is complete."""
+    from safetensors.torch import save as to_bytes
+
+    plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    document = {
+        "format": FORMAT,
+        "kind": kind,
+        "citab_version": __version__,
+        **meta,
+        "checksum": _checksum(plain),
+    }
+    data = to_bytes(plain, metadata={"citab": json.dumps(document)})
+    try:
+        atomic.write_bytes(path, data)
+    except OSError as exc:
+        raise CitabError(
+            f"{path}: cannot write the checkpoint ({exc.strerror or exc}); free disk "
+            "space or check permissions; the previous checkpoint is intact"
+        ) from None
+
+
+def _refuse_other_formats(path: Path, head: bytes) -> None:
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CitabError(
+            f"{path}: this is a pickle (torch.save) file; citab loads safetensors "
+            "only, because unpickling a file can run arbitrary code"
+        )
+
+
+def load(path: Path, kind: str | None = MODEL) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata document); every problem with the file is a CitabError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as from_bytes
+
+    if not path.is_file():
+        raise CitabError(f"{path}: checkpoint not found; check the path")
+    data = path.read_bytes()
+    _refuse_other_formats(path, data[:8])
+    try:
+        tensors = from_bytes(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        document = json.loads(header.get("__metadata__", {}).get("citab", "null"))
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError):
+        raise CitabError(
+            f"{path}: not a readable safetensors file (truncated or corrupt); use "
+            "another checkpoint or re-run"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CitabError(
+            f"{path}: a safetensors file, but not a citab checkpoint (no citab metadata)"
+        )
+    if kind is not None and document.get("kind") != kind:
+        raise CitabError(f"{path}: holds a {document.get('kind')}, not a {kind}")
+    if document.get("checksum") != _checksum(tensors):
+        raise CitabError(f"{path}: checksum mismatch, the file is corrupt; use another checkpoint")
+    return tensors, document
+
+
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, names: dict[int, str]
+) -> dict[str, torch.Tensor]:
+    """Adam-style state flattened to named tensors: optimizer/<parameter>/<field>."""
+    out = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for field, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value):
+                    out[f"optimizer/{names[id(param)]}/{field}"] = value
+    return out
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]
+) -> None:
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            prefix = f"optimizer/{names[id(param)]}/"
+            state = {
+                k[len(prefix) :]: v.to(param.device)
+                for k, v in tensors.items()
+                if k.startswith(prefix)
+            }
+            if state:
+                if "step" in state:
+                    state["step"] = (
+                        state["step"].to("cpu") if state["step"].dim() == 0 else state["step"]
+                    )
+                optimizer.state[param] = state

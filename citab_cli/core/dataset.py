@@ -1,0 +1,198 @@
+"""Ingested cohorts as model input: normalised table cells, header vectors, memory-mapped scans."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from citab_cli.core import headers
+from citab_cli.core.errors import CitabError
+from citab_cli.core.project import IMAGES_FILE, SUBJECTS_FILE, TABULAR_FILE, Project
+
+#: Standardised values are clipped to this many standard deviations.
+ZSCORE_CLIP = 5.0
+
+
+@dataclass
+class CohortData:
+    """One ingested cohort, ready to batch. Row i of every array is subject i."""
+
+    name: str
+    subjects: list[str]
+    splits: np.ndarray  # (N,) str: train / val / test
+    labels: list[str | None]
+    z: np.ndarray  # (N, C) float32 normalised numeric value, 0 where missing or categorical
+    missing: np.ndarray  # (N, C) bool
+    level: np.ndarray  # (N, C) int64 level index of categorical cells, -1 elsewhere
+    categorical: np.ndarray  # (C,) bool
+    column_vectors: np.ndarray  # (C, E) header embedding of each column
+    level_vectors: (
+        np.ndarray
+    )  # (C, L, E) embedding of each level text (zeros past a column's levels)
+    level_count: np.ndarray  # (C,) levels per column (0 for numeric)
+    images: np.ndarray  # (N, D, H, W) float16 memory map
+    schema_fingerprint: str
+    columns: list[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.subjects)
+
+
+def _normalise(
+    values: np.ndarray, columns: list[dict]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, missing, level) from stored values (N, C) and the manifest's column entries."""
+    missing = np.isnan(values)
+    z = np.zeros_like(values, dtype=np.float32)
+    level = np.full(values.shape, -1, dtype=np.int64)
+    for j, column in enumerate(columns):
+        v = values[:, j]
+        present = ~missing[:, j]
+        if column["type"] == "categorical":
+            level[present, j] = v[present].astype(np.int64)
+            continue
+        if column.get("normalize") == "range" and column.get("range"):
+            lo, hi = column["range"]
+            z[present, j] = 2.0 * (v[present] - lo) / (hi - lo) - 1.0
+        else:
+            stats = column.get("train_stats", {})
+            mean, std = stats.get("mean", 0.0), stats.get("std", 1.0) or 1.0
+            z[present, j] = np.clip((v[present] - mean) / std, -ZSCORE_CLIP, ZSCORE_CLIP)
+    return z, missing, level
+
+
+def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> CohortData:
+    """Read a cohort from the project; its header texts must already be in `cache`."""
+    from safetensors.numpy import load_file
+
+    manifest = project.manifest(name)
+    columns = manifest["columns"]
+    values = load_file(str(project.cohort_file(name, TABULAR_FILE)))["values"]
+    with open(project.cohort_file(name, SUBJECTS_FILE), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    index = cache.lookup()
+    try:
+        column_vectors = np.stack(
+            [
+                cache.vectors[
+                    index[headers.text_key(headers.column_text(c["description"], c.get("unit")))]
+                ]
+                for c in columns
+            ]
+        )
+        max_levels = max([len(c.get("levels", [])) for c in columns] + [1])
+        level_vectors = np.zeros((len(columns), max_levels, cache.dim), dtype=np.float32)
+        for j, c in enumerate(columns):
+            for k, lv in enumerate(c.get("levels", [])):
+                level_vectors[j, k] = cache.vectors[
+                    index[headers.text_key(headers.level_text(c["description"], lv))]
+                ]
+    except KeyError:
+        raise CitabError(
+            f"cohort '{name}' has header texts missing from the "
+            f"{cache.encoder_id} cache; run `citab embed-headers`"
+        ) from None
+    z, missing, level = _normalise(values, columns)
+    return CohortData(
+        name=name,
+        subjects=[r["subject"] for r in rows],
+        splits=np.array([r["split"] for r in rows]),
+        labels=[r["label"] or None for r in rows],
+        z=z,
+        missing=missing,
+        level=level,
+        categorical=np.array([c["type"] == "categorical" for c in columns]),
+        column_vectors=column_vectors.astype(np.float32),
+        level_vectors=level_vectors,
+        level_count=np.array([len(c.get("levels", [])) for c in columns]),
+        images=np.load(project.cohort_file(name, IMAGES_FILE), mmap_mode="r"),
+        schema_fingerprint=manifest["schema"]["fingerprint"],
+        columns=[c["name"] for c in columns],
+    )
+
+
+class Collator:
+    """Turns (cohort, row) pairs into model input on the host, as torch tensors."""
+
+    def __init__(self, cohorts: list[CohortData], categorical_as_levels: bool = True):
+        self.cohorts = cohorts
+        self.categorical_as_levels = categorical_as_levels
+        self.width = max(c.z.shape[1] for c in cohorts)
+        self.max_levels = max(c.level_vectors.shape[1] for c in cohorts)
+        self.dim = cohorts[0].column_vectors.shape[1]
+
+    def images(self, items: np.ndarray) -> np.ndarray:
+        """items (B, 2) [cohort, row] -> (B, 1, D, H, W) float32."""
+        return np.stack([self.cohorts[c].images[r] for c, r in items]).astype(np.float32)[:, None]
+
+    def table(self, items: np.ndarray):
+        """items (B, 2) [cohort, row] -> TabularBatch (on the CPU)."""
+        import torch
+
+        from citab_cli.core.model.batch import TabularBatch
+
+        b, c, e, lmax = len(items), self.width, self.dim, self.max_levels
+        column_vectors = np.zeros((b, c, e), np.float32)
+        level_vectors = np.zeros((b, c, e), np.float32)
+        values = np.zeros((b, c), np.float32)
+        categorical = np.zeros((b, c), bool)
+        missing = np.zeros((b, c), bool)
+        present = np.zeros((b, c), bool)
+        level_index = np.full((b, c), -1, np.int64)
+        candidates = np.zeros((b, c, lmax, e), np.float32)
+        candidate_mask = np.zeros((b, c, lmax), bool)
+        for i, (ci, row) in enumerate(items):
+            cohort = self.cohorts[ci]
+            n = cohort.z.shape[1]
+            column_vectors[i, :n] = cohort.column_vectors
+            present[i, :n] = True
+            missing[i, :n] = cohort.missing[row]
+            values[i, :n] = cohort.z[row]
+            levels = cohort.level[row]
+            cat = cohort.categorical & (levels >= 0)
+            if self.categorical_as_levels:
+                categorical[i, :n] = cohort.categorical
+                level_vectors[i, :n][cat] = cohort.level_vectors[cat, levels[cat]]
+            else:  # the paper's behaviour: a level is a number in [-1, 1]
+                span = np.maximum(cohort.level_count - 1, 1)
+                values[i, :n] = np.where(cat, 2.0 * levels / span - 1.0, values[i, :n])
+            level_index[i, :n] = levels
+            nl = cohort.level_vectors.shape[1]
+            candidates[i, :n, :nl] = cohort.level_vectors
+            candidate_mask[i, :n] = np.arange(lmax)[None, :] < cohort.level_count[:, None]
+        return TabularBatch(
+            column_vectors=torch.from_numpy(column_vectors),
+            level_vectors=torch.from_numpy(level_vectors),
+            values=torch.from_numpy(values),
+            categorical=torch.from_numpy(categorical),
+            missing=torch.from_numpy(missing),
+            present=torch.from_numpy(present),
+            level_index=torch.from_numpy(level_index),
+            level_candidates=torch.from_numpy(candidates),
+            candidate_mask=torch.from_numpy(candidate_mask),
+        )
+
+
+def subjects_in(cohorts: list[CohortData], splits: set[str]) -> np.ndarray:
+    """(M, 2) [cohort, row] of every subject whose split is in `splits`."""
+    parts = [
+        np.stack([np.full(int((c.splits == s).sum()), i), np.nonzero(c.splits == s)[0]], 1)
+        for i, c in enumerate(cohorts)
+        for s in sorted(splits)
+    ]
+    parts = [p for p in parts if len(p)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 2), np.int64)
+
+
+def check_images_match(cohorts: list[CohortData], shape: tuple[int, int, int], where: Path) -> None:
+    for c in cohorts:
+        if tuple(c.images.shape[1:]) != tuple(shape):
+            raise CitabError(
+                f"cohort '{c.name}' stores images of {tuple(c.images.shape[1:])} "
+                f"but the model expects {tuple(shape)}; set image.shape in the "
+                f"config to the project's grid ({where})"
+            )

@@ -1,0 +1,63 @@
+"""Pretraining configuration: the model plus how to train it. Strict and round-tripping."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from citab_cli.core.augment import AugmentConfig
+from citab_cli.core.errors import CitabError
+from citab_cli.core.model.config import PRESETS, ModelConfig
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(12, ge=2, description="per process; ITM needs at least 2")
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1.5e-6, ge=0)
+    warmup_epochs: float = Field(10, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    balance_cohorts: bool = Field(False, description="equal cohort shares instead of proportional")
+    include_val: bool = Field(False, description="pretrain on validation subjects too")
+    checkpoint_every: int = Field(200, ge=1, description="steps between last.safetensors writes")
+    validate_every: int = Field(1, ge=1, description="epochs between validations")
+    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
+    max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite losses before stopping")
+    augment: AugmentConfig = AugmentConfig()
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cohorts: list[str] = []
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+TRAIN_PRESETS = {
+    "tiny": TrainConfig(
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        warmup_epochs=0.5,
+        checkpoint_every=20,
+        log_every=5,
+    ),
+    "small": TrainConfig(
+        epochs=15,
+        batch_size=16,
+        learning_rate=3e-4,
+        warmup_epochs=1,
+        checkpoint_every=50,
+        log_every=10,
+    ),
+    "paper": TrainConfig(),
+}
+
+
+def pretrain_preset(name: str) -> PretrainConfig:
+    if name not in PRESETS:
+        raise CitabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PretrainConfig(model=PRESETS[name], train=TRAIN_PRESETS[name])
