@@ -365,3 +365,51 @@ def test_test_subjects_never_reach_pretraining(embedded: Path):
     assert all(cohorts[c].splits[r] == "train" for c, r in order)
     counts = [int((order[:, 0] == c).sum()) for c in range(3)]
     assert max(counts) - min(counts) <= len(order) // 3  # balanced draws use every cohort
+
+
+def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_gathered_itc_over_two_ranks_equals_one_process(tmp_path: Path):
+    script = Path(__file__).parent / "scripts" / "ddp_itc.py"
+    done = _torchrun(str(script), str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["loss_gap"] < 1e-5 and result["grad_gap"] < 1e-6, result
+
+
+def test_two_process_pretraining_on_cpu(embedded: Path):
+    done = _torchrun(
+        "-m",
+        "citab_cli",
+        "pretrain",
+        "--cohorts",
+        COHORTS,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--run-name",
+        "ddp",
+        "--device",
+        "cpu",
+        "--project",
+        str(embedded),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = checkpoint.load(embedded / "runs/ddp/last.safetensors")[1]
+    # 33 train subjects, batches of 4 on each of 2 processes: 4 steps
+    assert meta["step"] == 4
+    assert not [p for p in (embedded / "runs").iterdir() if p.name != "ddp"]

@@ -49,7 +49,11 @@ def pretrain(
         help="Also pretrain on validation subjects [default: train only].",
     ),
     run: str = typer.Option(
-        None, "--run", help="Run name [default: <preset>-<time>; with --resume, the newest run]."
+        None,
+        "--run",
+        "--run-name",
+        help="Run name [default: <preset>-<time>; with --resume, the newest run]. Under torchrun "
+        "write --run-name (torchrun takes --run for its own --run-path).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last state."),
     device: Device = typer.Option(Device.auto, "--device"),

@@ -165,17 +165,33 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class _Gather:
-    """All-gather with gradients for the local part (ITC negatives from every rank)."""
+class _AllGather(torch.autograd.Function):
+    """Concatenate every rank's rows; the gradient of the local rows sums over all ranks' losses."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        ctx.rank, ctx.rows = rank, local.shape[0]
+        parts = [torch.empty_like(local) for _ in range(world)]
+        torch.distributed.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        torch.distributed.all_reduce(grad)
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows], None, None
+
+
+class Gather:
+    """ITC negatives from every rank: (all rows, where this rank's rows start)."""
 
     def __init__(self, dist: Distributed):
         self.dist = dist
 
     def __call__(self, local: torch.Tensor) -> tuple[torch.Tensor, int]:
-        from torch.distributed.nn.functional import all_gather
-
-        parts = all_gather(local)
-        return torch.cat(parts), self.dist.rank * local.shape[0]
+        gathered = _AllGather.apply(local, self.dist.rank, self.dist.world)
+        return gathered, self.dist.rank * local.shape[0]
 
 
 def _metadata(
@@ -326,7 +342,7 @@ def pretrain(
             model, device_ids=[target.index] if target.type == "cuda" else None
         )
     inner: CITab = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
-    gather = _Gather(dist) if dist.world > 1 else None
+    gather = Gather(dist) if dist.world > 1 else None
     collator = Collator(cohorts, config.model.tabular.categorical == "levels")
     sizes = [c.size for c in cohorts]
     metrics_path = directory / METRICS_FILE
