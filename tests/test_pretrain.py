@@ -413,3 +413,27 @@ def test_two_process_pretraining_on_cpu(embedded: Path):
     # 33 train subjects, batches of 4 on each of 2 processes: 4 steps
     assert meta["step"] == 4
     assert not [p for p in (embedded / "runs").iterdir() if p.name != "ddp"]
+
+
+def test_data_parallel_ranks_keep_identical_weights(tmp_path: Path):
+    script = Path(__file__).parent / "scripts" / "ddp_weights.py"
+    done = _torchrun(str(script), str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    sums = json.loads((tmp_path / "weights0.json").read_text())["sums"]
+    assert sums[0] == sums[1]
+
+
+def test_repeated_non_finite_losses_stop_with_a_clear_error(embedded: Path, monkeypatch):
+    from citab_cli.core.model import objective
+
+    real = objective.pretraining_loss
+
+    def poisoned(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(objective, "pretraining_loss", poisoned)
+    with pytest.raises(core.CitabError, match="not finite 5 steps in a row"):
+        core.pretrain(Project(embedded), tiny(), "nan")
+    state = checkpoint.load(embedded / "runs/nan/last.state.safetensors", kind=checkpoint.STATE)
+    assert state[1]["skipped"] == 5

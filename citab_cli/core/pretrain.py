@@ -28,8 +28,9 @@ from citab_cli.core.dataset import (
     subjects_in,
 )
 from citab_cli.core.errors import CitabError
+from citab_cli.core.loader import Prefetcher
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.model.objective import pretraining_loss
+from citab_cli.core.model.objective import PretrainingObjective, pretraining_loss
 from citab_cli.core.pretrain_config import PretrainConfig
 from citab_cli.core.project import Project
 from citab_cli.core.schedule import learning_rate
@@ -217,13 +218,11 @@ def _metadata(
 
 
 def _model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    inner = model.module if hasattr(model, "module") else model
-    return {k: v for k, v in inner.state_dict().items()}
+    return dict(model.state_dict())
 
 
 def _parameter_names(model: torch.nn.Module) -> dict[int, str]:
-    inner = model.module if hasattr(model, "module") else model
-    return {id(p): name for name, p in inner.named_parameters()}
+    return {id(p): name for name, p in model.named_parameters()}
 
 
 def _check_resumable(
@@ -303,7 +302,7 @@ def pretrain(
     # -- model and optimiser -------------------------------------------------------------------
     target = torch.device(device)
     torch.manual_seed(train.seed)
-    model: torch.nn.Module = build_model(config.model).to(target)
+    model: CITab = build_model(config.model).to(target)
     if target.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(
@@ -335,13 +334,16 @@ def pretrain(
         directory.mkdir(parents=True, exist_ok=True)
         atomic.write_text(directory / CONFIG_FILE, yaml_io.dump(config.model_dump(mode="json")))
         (directory / METRICS_FILE).write_text("")
+    objective: torch.nn.Module = PretrainingObjective(model)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(
-            model, device_ids=[target.index] if target.type == "cuda" else None
+        objective = DistributedDataParallel(
+            objective,
+            device_ids=[target.index] if target.type == "cuda" else None,
+            # the reconstruction head only learns when MTR is on
+            find_unused_parameters=config.model.loss.mtr_weight == 0,
         )
-    inner: CITab = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
     gather = Gather(dist) if dist.world > 1 else None
     collator = Collator(cohorts, config.model.tabular.categorical == "levels")
     sizes = [c.size for c in cohorts]
@@ -376,19 +378,18 @@ def pretrain(
     bad_in_a_row = 0
     window_start, window_samples = time.perf_counter(), 0
     stopped = False
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda" else None
     while step < total_steps and not stopped:
         epoch, offset = divmod(step, steps_per_epoch)
         order = epoch_order(items, sizes, train.seed, epoch, train.balance_cohorts)
-        for index in range(offset, steps_per_epoch):
-            batch_items = order[index * per_step : (index + 1) * per_step]
-            batch_items = batch_items[
+        batches = (
+            order[index * per_step : (index + 1) * per_step][
                 dist.rank * train.batch_size : (dist.rank + 1) * train.batch_size
             ]
-            images = torch.from_numpy(collator.images(batch_items))
-            table = collator.table(batch_items)
+            for index in range(offset, steps_per_epoch)
+        )
+        for batch_items, images, table in Prefetcher(batches, collator, pin=target.type == "cuda"):
+            images = images.to(target, non_blocking=True)
             if target.type == "cuda":
-                images = images.pin_memory().to(target, non_blocking=True)
                 images = images.contiguous(memory_format=torch.channels_last_3d)
             table = table.to(target)
             params = sample_parameters(train.augment, train.seed, epoch, _subject_ids(batch_items))
@@ -398,11 +399,8 @@ def pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = rate
             generator = _step_generator(train.seed, step, target)
-            if autocast is not None:
-                with autocast:
-                    losses = pretraining_loss(inner, images, table, cohort_ids, generator, gather)
-            else:
-                losses = pretraining_loss(inner, images, table, cohort_ids, generator, gather)
+            with torch.autocast(target.type, dtype=torch.bfloat16, enabled=target.type == "cuda"):
+                losses = objective(images, table, cohort_ids, generator, gather)
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(losses["loss"]).item():
                 skipped += 1
@@ -445,7 +443,7 @@ def pretrain(
         else:
             finished_epoch = epoch + 1
             if finished_epoch % train.validate_every == 0 or step == total_steps:
-                scores = validate(inner, collator, cohorts, train.batch_size, target, train.seed)
+                scores = validate(model, collator, cohorts, train.batch_size, target, train.seed)
                 scores.update(step=step, epoch=finished_epoch)
                 log({"validation": scores})
                 hooks.message(_describe(scores))

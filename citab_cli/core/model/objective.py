@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
@@ -102,4 +100,20 @@ def _reconstruction(
     return mtr_loss(prediction, batch.values, numeric_mask, logits, level_target, level_mask)
 
 
-Objective = Callable[..., dict[str, torch.Tensor]]
+class PretrainingObjective(torch.nn.Module):
+    """The model and its pretraining loss as one module, so data parallelism wraps the whole
+    computation (its gradient synchronisation is set up in forward)."""
+
+    def __init__(self, model: CITab):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        batch: TabularBatch,
+        cohorts: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        gather: Gather | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return pretraining_loss(self.model, images, batch, cohorts, generator, gather)
