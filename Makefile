@@ -32,6 +32,9 @@ demo: $(STAMP)
 	  $(BIN)/citab ingest $(DEMO_DIR)/raw/$$c.csv --images $(DEMO_DIR)/raw/$${c}_mri \
 	    --project $(DEMO_DIR)/project --shape 48 || exit 1; \
 	done
+	$(BIN)/citab embed-headers --project $(DEMO_DIR)/project
+	$(BIN)/citab pretrain --cohorts adni,nacc,aibl --preset small --run demo \
+	  --project $(DEMO_DIR)/project
 	$(BIN)/citab info --project $(DEMO_DIR)/project
 
 bench-ingest: $(STAMP)

@@ -44,3 +44,18 @@ def test_model_config_example_is_the_paper_preset():
 
     (block,) = yaml_blocks("model.md")
     assert parse_model(block, Path("docs/model.md"), ModelConfig, "model config") == preset("paper")
+
+
+def test_pretraining_config_example_overrides_the_preset(tmp_path: Path):
+    from citab_cli.commands.pretrain import _load_config
+
+    (block,) = yaml_blocks("pretraining.md")
+    path = tmp_path / "override.yaml"
+    path.write_text(block)
+    config = _load_config("small", path)
+    assert config.train.epochs == 50 and config.train.learning_rate == 0.0003
+    assert config.train.augment.rotate_degrees == 5.0 and config.train.augment.flip == 0.5
+    assert config.model.loss.mtr_weight == 0.5 and config.model.tabular.dim == 128
+    path.write_text("train:\n  epochs: 5\n  epohcs: 6\n")
+    with pytest.raises(Exception, match="override.yaml:3: unknown key 'epohcs'"):
+        _load_config("small", path)

@@ -55,4 +55,17 @@ def info(project: Path = ProjectOption) -> None:
                 )
     caches = ", ".join(p.name for p in found.header_caches) or "none"
     console.print(f"  header caches: {caches}")
-    console.print(f"  runs: {', '.join(found.runs) or 'none'}")
+    if not found.runs:
+        console.print("  runs: none")
+    for run in found.runs:
+        best = run.best
+        scores = ", ".join(
+            f"{label} {best[key]:.3f}"
+            for key, label in (("val_loss", "val loss"), ("val_probe_bacc", "probe bal. acc."))
+            if key in best
+        )
+        step = f"step {run.step}" if run.step is not None else "no checkpoint yet"
+        console.print(
+            f"  run {run.name}: {', '.join(run.cohorts) or '?'}; {step}"
+            + (f"; best at epoch {best.get('epoch')}: {scores}" if scores else "")
+        )

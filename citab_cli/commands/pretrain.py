@@ -162,35 +162,16 @@ def pretrain(
 
 
 def _load_config(preset: str, path: Path | None):
+    """The preset, with the keys of the YAML file at `path` (if any) merged over it."""
     from citab_cli.core import yaml_io
-    from citab_cli.core.errors import CitabError
     from citab_cli.core.pretrain_config import PretrainConfig, pretrain_preset
 
     base = pretrain_preset(preset)
     if path is None:
         return base
-    import yaml
-
-    try:
-        override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        override = None
-    if not isinstance(override, dict):
-        # let the strict loader produce the precise message (file, line)
-        yaml_io.load_model(path, PretrainConfig, "pretraining config")
-        raise CitabError(f"{path}: a pretraining config must be a YAML mapping")
-    merged = _merge(base.model_dump(mode="json"), override)
-    return yaml_io.parse_model(yaml_io.dump(merged), path, PretrainConfig, "pretraining config")
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return yaml_io.load_model(
+        path, PretrainConfig, "pretraining config", defaults=base.model_dump(mode="json")
+    )
 
 
 def _apply(base, cohorts: list[str] | None, overrides: dict):

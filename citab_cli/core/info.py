@@ -22,12 +22,20 @@ class CohortInfo:
 
 
 @dataclass
+class RunInfo:
+    name: str
+    cohorts: list[str]
+    step: int | None  # of last.safetensors; None while no checkpoint exists
+    best: dict  # metrics of best.safetensors
+
+
+@dataclass
 class ProjectInfo:
     root: Path
     settings: ProjectSettings
     cohorts: list[CohortInfo]
     header_caches: list[Path] = field(default_factory=list)
-    runs: list[str] = field(default_factory=list)
+    runs: list[RunInfo] = field(default_factory=list)
 
 
 def describe(project: Project) -> ProjectInfo:
@@ -52,5 +60,30 @@ def describe(project: Project) -> ProjectInfo:
         settings=settings,
         cohorts=cohorts,
         header_caches=project.header_caches(),
-        runs=project.runs(),
+        runs=[_run(project, name) for name in project.runs()],
+    )
+
+
+def _metadata(path: Path) -> dict:
+    """The citab metadata of a checkpoint, read from its header only ({} if unreadable)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return json.loads((handle.metadata() or {}).get("citab", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
+def _run(project: Project, name: str) -> RunInfo:
+    folder = project.runs_dir / name
+    last = _metadata(folder / "last.safetensors") if (folder / "last.safetensors").is_file() else {}
+    best = _metadata(folder / "best.safetensors") if (folder / "best.safetensors").is_file() else {}
+    return RunInfo(
+        name=name,
+        cohorts=sorted(last.get("cohorts", {})),
+        step=last.get("step"),
+        best=best.get("metrics", {}),
     )

@@ -47,8 +47,22 @@ def _check_duplicate_keys(node: yaml.Node | None, path: Path) -> None:
             _check_duplicate_keys(item, path)
 
 
-def load_model(path: Path, model: type[BaseModel], what: str) -> BaseModel:
-    """Parse `path` as YAML and validate it as `model`; every problem is a CitabError."""
+def merge(base: dict, override: dict) -> dict:
+    """`base` with the keys of `override` replacing or, for mappings, merging into its own."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_model(
+    path: Path, model: type[BaseModel], what: str, defaults: dict | None = None
+) -> BaseModel:
+    """Parse `path` as YAML and validate it as `model` (its keys merged over `defaults`);
+    every problem is a CitabError naming the file and, where it can, the line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -58,10 +72,12 @@ def load_model(path: Path, model: type[BaseModel], what: str) -> BaseModel:
             f"{path}: cannot read the {what} file ({exc.__class__.__name__}); "
             "it must be a UTF-8 YAML text file"
         ) from None
-    return parse_model(text, path, model, what)
+    return parse_model(text, path, model, what, defaults)
 
 
-def parse_model(text: str, path: Path, model: type[BaseModel], what: str) -> BaseModel:
+def parse_model(
+    text: str, path: Path, model: type[BaseModel], what: str, defaults: dict | None = None
+) -> BaseModel:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_duplicate_keys(node, path)
@@ -78,7 +94,7 @@ def parse_model(text: str, path: Path, model: type[BaseModel], what: str) -> Bas
             f"{path}: a {what} must be a YAML mapping of keys to values, not {type(data).__name__}"
         )
     try:
-        return model.model_validate(data)
+        return model.model_validate(merge(defaults, data) if defaults else data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
