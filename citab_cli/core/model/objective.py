@@ -12,10 +12,6 @@ from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
 
 
-def _stack_images(parts: list[ImageOutput]) -> torch.Tensor:
-    return torch.cat([p.tokens for p in parts])
-
-
 def pretraining_loss(
     model: CITab,
     images: torch.Tensor,
