@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from citab_cli import __version__
-from citab_cli.commands import headers, info, ingest, pretrain, schema, synth
+from citab_cli.commands import headers, info, ingest, pretrain, probe, schema, synth
 from citab_cli.commands.console import CitabGroup
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command("ingest")(ingest.ingest)
 app.add_typer(schema.app, name="schema")
 app.command("embed-headers")(headers.embed_headers)
 app.command("pretrain")(pretrain.pretrain)
+app.command("probe")(probe.probe)
 app.command("info")(info.info)
 
 

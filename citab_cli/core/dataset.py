@@ -36,6 +36,7 @@ class CohortData:
     images: np.ndarray  # (N, D, H, W) float16 memory map
     schema_fingerprint: str
     columns: list[str]
+    classes: list[str]  # the schema's classes, in its order
 
     @property
     def size(self) -> int:
@@ -112,6 +113,7 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
         images=np.load(project.cohort_file(name, IMAGES_FILE), mmap_mode="r"),
         schema_fingerprint=manifest["schema"]["fingerprint"],
         columns=[c["name"] for c in columns],
+        classes=list(manifest["classes"]),
     )
 
 

