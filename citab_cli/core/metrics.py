@@ -22,7 +22,7 @@ def balanced_accuracy(y: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(recalls))
 
 
-def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve: the probability a positive outranks a negative (ties half)."""
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
@@ -42,8 +42,8 @@ def macro_auc(y: np.ndarray, probabilities: np.ndarray) -> float:
     """One-vs-rest AUC averaged over the classes present in `y` (binary: the usual AUC)."""
     classes = np.unique(y)
     if probabilities.shape[1] == 2:
-        return _binary_auc(y == 1, probabilities[:, 1])
-    values = [_binary_auc(y == c, probabilities[:, c]) for c in classes]
+        return binary_auc(y == 1, probabilities[:, 1])
+    values = [binary_auc(y == c, probabilities[:, c]) for c in classes]
     values = [v for v in values if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 
