@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 
 from citab_cli import __version__
-from citab_cli.commands import headers, info, ingest, pretrain, probe, schema, synth
+from citab_cli.commands import (
+    finetune,
+    headers,
+    info,
+    ingest,
+    pretrain,
+    probe,
+    schema,
+    synth,
+)
 from citab_cli.commands.console import CitabGroup
 
 app = typer.Typer(
@@ -40,6 +49,7 @@ app.add_typer(schema.app, name="schema")
 app.command("embed-headers")(headers.embed_headers)
 app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
+app.command("finetune")(finetune.finetune)
 app.command("info")(info.info)
 
 

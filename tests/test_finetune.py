@@ -1,0 +1,183 @@
+"""`citab finetune`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from citab_cli.core import checkpoint
+from citab_cli.core import finetune as core
+from citab_cli.core import pretrain as pretraining
+from citab_cli.core.project import Project
+from tests.conftest import assert_user_error, run
+from tests.test_pretrain import tiny
+from tests.test_probe import pretrained  # noqa: F401  (fixture)
+
+
+def _finetune(root: Path, **kw):
+    args = dict(
+        cohort="adni",
+        strategy="frozen",
+        label_fraction=1.0,
+        seeds=1,
+        epochs=2,
+        patience=2,
+        resamples=30,
+    )
+    args.update(kw)
+    return core.finetune(Project(root), "best.safetensors", **args)
+
+
+def test_frozen_means_frozen(pretrained: Path):  # noqa: F811
+    report = _finetune(pretrained)
+    source, _ = checkpoint.load(pretrained / "runs/base/best.safetensors")
+    tuned, meta = checkpoint.load(report.model_file, kind="classifier")
+    for name, tensor in source.items():  # weights and BatchNorm statistics alike
+        assert torch.equal(tuned[f"backbone.{name}"], tensor), name
+    assert meta["classes"] == ["CN", "MCI", "AD"] and meta["finetuned_on"] == "adni"
+    assert meta["strategy"] == "frozen"
+
+
+def test_trainable_moves_the_backbone(pretrained: Path):  # noqa: F811
+    report = _finetune(pretrained, strategy="trainable")
+    source, _ = checkpoint.load(pretrained / "runs/base/best.safetensors")
+    tuned, _ = checkpoint.load(report.model_file, kind="classifier")
+    assert any(
+        not torch.equal(tuned[f"backbone.{n}"], t)
+        for n, t in source.items()
+        if t.is_floating_point()
+    )
+
+
+def test_same_seed_same_numbers(pretrained: Path):  # noqa: F811
+    assert _finetune(pretrained).summary == _finetune(pretrained).summary
+
+
+def test_never_trains_on_test_subjects(pretrained: Path, monkeypatch):  # noqa: F811
+    seen = []
+    real = core.train_classifier
+
+    def spy(model, strategy, collator, layout, rows, *args):
+        seen.append(
+            (
+                set(rows.tolist()),
+                set(layout.rows["train"].tolist()),
+                set(layout.rows["test"].tolist()),
+            )
+        )
+        return real(model, strategy, collator, layout, rows, *args)
+
+    monkeypatch.setattr(core, "train_classifier", spy)
+    _finetune(pretrained, label_fraction=0.5, seeds=2)
+    assert len(seen) == 4  # fine-tuned and scratch, two seeds
+    for rows, train, test in seen:
+        assert rows <= train and not rows & test
+
+
+def test_report_and_saved_model(pretrained: Path):  # noqa: F811
+    report = _finetune(pretrained)
+    document = json.loads((report.folder / "report.json").read_text())
+    assert set(document) == {
+        "kind",
+        "checkpoint",
+        "run",
+        "cohort",
+        "cohort_seen_in_pretraining",
+        "strategy",
+        "classes",
+        "subjects",
+        "label_fraction",
+        "seeds",
+        "budget",
+        "results",
+        "validation_curves",
+        "created",
+    }
+    assert set(document["results"]) == {"finetuned", "scratch"}
+    assert {p.name for p in report.folder.iterdir()} == {
+        "report.json",
+        "report.md",
+        "confusion_matrix.png",
+        "roc.png",
+        "validation_curve.png",
+        "finetuned.safetensors",
+    }
+    model, meta = core.load_classifier(report.model_file)
+    assert model.head.out_features == 3 and "adni" in meta["cohorts"]
+
+
+def test_cohort_never_seen_in_pretraining(pretrained: Path, tmp_path: Path):  # noqa: F811
+    import shutil
+
+    shutil.copytree(pretrained, tmp_path / "copy")
+    pretrained = tmp_path / "copy"
+    store = Project(pretrained)
+    pretraining.pretrain(store, tiny("nacc,aibl", epochs=1), "without-adni")
+    report = core.finetune(
+        store,
+        str(pretrained / "runs/without-adni/best.safetensors"),
+        "adni",
+        epochs=1,
+        resamples=20,
+    )
+    document = json.loads((report.folder / "report.json").read_text())
+    assert document["cohort_seen_in_pretraining"] is False
+    assert np.isfinite(report.summary["finetuned"]["balanced_accuracy"]["mean"])
+
+
+def test_cli_and_bad_input(pretrained: Path):  # noqa: F811
+    result = run(
+        "finetune",
+        "--ckpt",
+        "best.safetensors",
+        "--cohort",
+        "adni",
+        "--epochs",
+        1,
+        "--project",
+        pretrained,
+    )
+    assert result.exit_code == 0, result.output
+    assert "fine-tuned (frozen)" in result.output and "from scratch" in result.output
+    for bad in ("0", "2"):
+        assert_user_error(
+            run(
+                "finetune",
+                "--ckpt",
+                "best.safetensors",
+                "--cohort",
+                "adni",
+                "--label-fraction",
+                bad,
+                "--project",
+                pretrained,
+            ),
+            "outside (0, 1]",
+        )
+    assert_user_error(
+        run("finetune", "--ckpt", "best.safetensors", "--cohort", "oasis", "--project", pretrained),
+        "not ingested",
+    )
+
+
+@pytest.mark.parametrize("strategy", ["frozen"])
+def test_pickle_checkpoint_refused(pretrained: Path, tmp_path: Path, strategy: str):  # noqa: F811
+    torch.save({"w": torch.zeros(1)}, tmp_path / "m.pt")
+    assert_user_error(
+        run(
+            "finetune",
+            "--ckpt",
+            tmp_path / "m.pt",
+            "--cohort",
+            "adni",
+            "--strategy",
+            strategy,
+            "--project",
+            pretrained,
+        ),
+        "pickle",
+    )
