@@ -6,6 +6,7 @@ import typer
 
 from citab_cli import __version__
 from citab_cli.commands import (
+    explain,
     finetune,
     headers,
     info,
@@ -50,6 +51,7 @@ app.command("embed-headers")(headers.embed_headers)
 app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
 app.command("finetune")(finetune.finetune)
+app.command("explain")(explain.explain)
 app.command("info")(info.info)
 
 

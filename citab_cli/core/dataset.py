@@ -42,6 +42,10 @@ class CohortData:
     def size(self) -> int:
         return len(self.subjects)
 
+    def present_columns(self) -> np.ndarray:
+        """(C,) bool: columns with at least one observed value."""
+        return ~self.missing.all(axis=0)
+
 
 def _normalise(
     values: np.ndarray, columns: list[dict]

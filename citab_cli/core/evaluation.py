@@ -44,9 +44,17 @@ def resolve_checkpoint(project: Project, ckpt: str) -> Path:
     return project.runs_dir / newest / ckpt
 
 
-def load_checkpoint(project: Project, ckpt: str) -> LoadedCheckpoint:
+def load_checkpoint(
+    project: Project, ckpt: str, kinds: tuple[str, ...] = (checkpoint.MODEL,)
+) -> LoadedCheckpoint:
+    """A checkpoint of one of `kinds`, checked against the project's encoder and image grid."""
     path = resolve_checkpoint(project, ckpt)
-    tensors, document = checkpoint.load(path)
+    tensors, document = checkpoint.load(path, kind=None)
+    if document.get("kind") not in kinds:
+        raise CitabError(
+            f"{path}: holds a {document.get('kind')}; this command takes a "
+            f"{' or a '.join(kinds)} checkpoint"
+        )
     config = PretrainConfig.model_validate(document["config"])
     settings = project.load_settings()
     encoder = document["header_encoder"]

@@ -158,6 +158,12 @@ class CITab(nn.Module):
     def encode_tabular(self, batch: TabularBatch) -> TabularOutput:
         return self.tabular(batch)
 
+    def embed_cells(
+        self, image: ImageOutput, cells: torch.Tensor, present: torch.Tensor
+    ) -> torch.Tensor:
+        """Multimodal embedding (B, D) from given cell tokens (B, C, D): for attributions."""
+        return self.fuse(self.tabular.encode_cells(cells, present), image)
+
     def fuse(self, table: TabularOutput, image: ImageOutput) -> torch.Tensor:
         return self.fusion(table, image.tokens)
 

@@ -1,0 +1,51 @@
+"""`citab explain`: attributions by header text, prototype concepts, 3D saliency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from citab_cli.commands.console import console, err_console
+from citab_cli.commands.options import ProjectOption
+
+
+def explain(
+    ckpt: str = typer.Option(
+        ...,
+        "--ckpt",
+        help="A fine-tuned classifier (finetuned."
+        "safetensors), or a pretrained checkpoint (then a linear probe is "
+        "fitted on the cohort's train subjects).",
+    ),
+    cohort: str = typer.Option(..., "--cohort", help="The cohort to explain."),
+    subjects: str = typer.Option(
+        "3", "--subjects", help="How many test subjects, or IDs (comma-separated)."
+    ),
+    steps: int = typer.Option(32, "--steps", min=4, help="Integrated-gradients steps."),
+    device: str = typer.Option("cpu", "--device"),
+    project: Path = ProjectOption,
+) -> None:
+    """Explain diagnoses: columns by header text, prototype routing, Grad-CAM on the scans."""
+    from citab_cli.core import explain as core
+    from citab_cli.core.project import Project
+
+    result = core.explain(
+        Project(project),
+        ckpt,
+        cohort,
+        subjects,
+        steps,
+        device,
+        message=lambda text: err_console.print(f"[dim]{text}...[/]"),
+    )
+    console.print(
+        f"[bold]{cohort}[/]: columns that drive the predicted diagnosis "
+        "(mean |integrated gradient|):"
+    )
+    for header, value in result.ranking[:8]:
+        console.print(f"  {value:8.4f}  {header}")
+    console.print(
+        f"  report: {result.folder / 'report.md'} (prototype routing heatmap, "
+        "Grad-CAM NIfTI and PNG per subject)"
+    )
