@@ -27,14 +27,7 @@ lint: $(STAMP)
 DEMO_DIR ?= demo-output
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/citab synth $(DEMO_DIR)/raw --cohorts adni,nacc,aibl --subjects 60 --shape 48 --seed 0
-	for c in adni nacc aibl; do \
-	  $(BIN)/citab ingest $(DEMO_DIR)/raw/$$c.csv --images $(DEMO_DIR)/raw/$${c}_mri \
-	    --project $(DEMO_DIR)/project --shape 48 || exit 1; \
-	done
-	$(BIN)/citab embed-headers --project $(DEMO_DIR)/project
-	$(BIN)/citab pretrain --cohorts adni,nacc,aibl --preset small --run demo \
-	  --project $(DEMO_DIR)/project
+	$(BIN)/citab demo --dir $(DEMO_DIR)
 	$(BIN)/citab info --project $(DEMO_DIR)/project
 
 bench-ingest: $(STAMP)

@@ -6,6 +6,7 @@ import typer
 
 from citab_cli import __version__
 from citab_cli.commands import (
+    demo,
     explain,
     finetune,
     headers,
@@ -52,6 +53,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
 app.command("finetune")(finetune.finetune)
 app.command("explain")(explain.explain)
+app.command("demo")(demo.demo)
 app.command("info")(info.info)
 
 

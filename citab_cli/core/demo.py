@@ -1,0 +1,69 @@
+"""`citab demo`: the whole path on synthetic cohorts, small enough for a laptop CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from citab_cli.core import explain, headers, ingest, probe, synth
+from citab_cli.core import pretrain as pretraining
+from citab_cli.core.errors import CitabError
+from citab_cli.core.pretrain_config import pretrain_preset
+from citab_cli.core.project import Project
+
+COHORTS = ("adni", "nacc", "aibl")
+
+
+@dataclass
+class DemoResult:
+    folder: Path
+    project: Path
+    run_dir: Path
+    probes: list[probe.ProbeReport]
+    explanation: explain.Explanation
+    fractions: tuple[float, ...]
+
+
+def run(
+    folder: Path,
+    subjects: int = 60,
+    shape: int = 48,
+    epochs: int = 15,
+    fractions: tuple[float, ...] = (0.1, 1.0),
+    seeds: int = 3,
+    workers: int = 1,
+    message: Callable[[str], None] = lambda text: None,
+) -> DemoResult:
+    """synth -> ingest -> embed-headers -> pretrain (small) -> probe -> explain, in `folder`."""
+    if folder.exists() and any(folder.iterdir()):
+        raise CitabError(
+            f"{folder} already exists and is not empty; choose a new --dir "
+            "(the demo never overwrites files)"
+        )
+    raw, root = folder / "raw", folder / "project"
+    message(f"writing {len(COHORTS)} synthetic cohorts of {subjects} subjects to {raw}")
+    synth.generate(raw, list(COHORTS), subjects, shape, seed=0)
+    for name in COHORTS:
+        message(f"ingesting {name}")
+        plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", root, shape=(shape,) * 3)
+        ingest.execute(plan, workers=workers)
+    project = Project(root)
+    message("embedding column headers")
+    headers.embed(project)
+    config = pretrain_preset("small")
+    config = config.model_copy(
+        update={
+            "cohorts": list(COHORTS),
+            "train": config.train.model_copy(update={"epochs": epochs}),
+        }
+    )
+    message(f"pretraining the small preset on {', '.join(COHORTS)} for {epochs} epochs")
+    pretraining.pretrain(project, config, "demo", hooks=pretraining.Hooks(message=message))
+    message("probing every cohort")
+    reports = probe.probe(
+        project, "best.safetensors", list(COHORTS), fractions, seeds, resamples=200
+    )
+    message("explaining one ADNI subject")
+    explanation = explain.explain(project, "best.safetensors", "adni", "1", steps=16)
+    return DemoResult(folder, root, root / "runs" / "demo", reports, explanation, fractions)
