@@ -59,3 +59,14 @@ def test_pretraining_config_example_overrides_the_preset(tmp_path: Path):
     path.write_text("train:\n  epochs: 5\n  epohcs: 6\n")
     with pytest.raises(Exception, match="override.yaml:3: unknown key 'epohcs'"):
         _load_config("small", path)
+
+
+def test_cli_reference_matches_the_app():
+    from citab_cli.app import app
+    from citab_cli.commands.reference import render
+
+    page = (DOCS / "cli.md").read_text()
+    assert page == render(app), "regenerate: python -m citab_cli.commands.reference > docs/cli.md"
+    for command in ("synth", "ingest", "schema infer", "schema check", "embed-headers",
+                    "pretrain", "probe", "finetune", "explain", "demo", "info"):
+        assert f"## `citab {command}`" in page

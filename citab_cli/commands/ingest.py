@@ -19,6 +19,7 @@ class OnMissingImage(str, Enum):
 
 
 def _default_workers() -> int:
+    """The number of CPUs, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -35,7 +36,10 @@ def ingest(
         "the shipped schemas/<cohort>.yaml].",
     ),
     workers: int = typer.Option(
-        _default_workers(), "--workers", min=1, help="Processes preprocessing images in parallel."
+        None,
+        "--workers",
+        min=1,
+        help="Processes preprocessing images in parallel [default: the number of CPUs, at most 8].",
     ),
     on_missing_image: OnMissingImage = typer.Option(
         OnMissingImage.error,
@@ -77,7 +81,7 @@ def ingest(
         summary = core.summarize(plan, core.split_plan(plan), written=None)
     else:
         with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
-            summary = core.execute(plan, workers=workers, progress=advance)
+            summary = core.execute(plan, workers=workers or _default_workers(), progress=advance)
     _render(summary, plan.settings.image.shape)
 
 
