@@ -70,3 +70,9 @@ def test_cli_reference_matches_the_app():
     for command in ("synth", "ingest", "schema infer", "schema check", "embed-headers",
                     "pretrain", "probe", "finetune", "explain", "demo", "info"):
         assert f"## `citab {command}`" in page
+
+
+def test_docs_links_resolve():
+    for page in DOCS.glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text()):
+            assert (DOCS / target).is_file(), (page.name, target)
