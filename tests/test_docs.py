@@ -67,8 +67,19 @@ def test_cli_reference_matches_the_app():
 
     page = (DOCS / "cli.md").read_text()
     assert page == render(app), "regenerate: python -m citab_cli.commands.reference > docs/cli.md"
-    for command in ("synth", "ingest", "schema infer", "schema check", "embed-headers",
-                    "pretrain", "probe", "finetune", "explain", "demo", "info"):
+    for command in (
+        "synth",
+        "ingest",
+        "schema infer",
+        "schema check",
+        "embed-headers",
+        "pretrain",
+        "probe",
+        "finetune",
+        "explain",
+        "demo",
+        "info",
+    ):
         assert f"## `citab {command}`" in page
 
 

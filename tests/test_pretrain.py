@@ -20,7 +20,7 @@ from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.pretrain_config import pretrain_preset
 from citab_cli.core.project import Project
-from tests.conftest import assert_user_error, run
+from tests.conftest import assert_user_error, ingest, run
 from tests.test_headers import FakeEncoder
 
 COHORTS = "adni,nacc,aibl"
@@ -314,21 +314,7 @@ def test_resume_refuses_a_reingested_schema(embedded: Path, raw_dir: Path, tmp_p
     schema = (embedded / "schemas/aibl.yaml").read_text()
     changed = tmp_path / "aibl.yaml"
     changed.write_text(schema.replace("History of smoking", "Ever smoked tobacco"))
-    assert (
-        run(
-            "ingest",
-            raw_dir / "aibl.csv",
-            "--images",
-            raw_dir / "aibl_mri",
-            "--schema",
-            changed,
-            "--project",
-            embedded,
-            "--workers",
-            1,
-        ).exit_code
-        == 0
-    )
+    assert ingest(raw_dir, "aibl", embedded, "--schema", changed).exit_code == 0
     from citab_cli.core import headers
 
     headers.embed(store)

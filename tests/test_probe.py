@@ -14,7 +14,7 @@ from citab_cli.core import metrics
 from citab_cli.core import pretrain as pretraining
 from citab_cli.core import probe as core
 from citab_cli.core.project import Project
-from tests.conftest import assert_user_error, run
+from tests.conftest import assert_user_error, ingest, run
 from tests.test_pretrain import tiny
 
 
@@ -263,21 +263,7 @@ def test_checkpoint_from_another_schema(pretrained: Path, tmp_path: Path, raw_di
     shutil.copytree(pretrained, root)
     schema = (root / "schemas/aibl.yaml").read_text()
     (tmp_path / "aibl.yaml").write_text(schema.replace("History of smoking", "Ever smoked"))
-    assert (
-        run(
-            "ingest",
-            raw_dir / "aibl.csv",
-            "--images",
-            raw_dir / "aibl_mri",
-            "--schema",
-            tmp_path / "aibl.yaml",
-            "--project",
-            root,
-            "--workers",
-            1,
-        ).exit_code
-        == 0
-    )
+    assert ingest(raw_dir, "aibl", root, "--schema", tmp_path / "aibl.yaml").exit_code == 0
     assert_user_error(
         run("probe", "--ckpt", "best.safetensors", "--cohorts", "aibl", "--project", root),
         "pretrained with another schema",
@@ -296,19 +282,8 @@ def test_cohort_without_labels(pretrained: Path, tmp_path: Path, raw_dir: Path):
         (schema[:start] + schema[end:]).replace("cohort: aibl", "cohort: unl")
     )
     assert (
-        run(
-            "ingest",
-            raw_dir / "aibl.csv",
-            "--images",
-            raw_dir / "aibl_mri",
-            "--schema",
-            tmp_path / "unl.yaml",
-            "--cohort",
-            "unl",
-            "--project",
-            root,
-            "--workers",
-            1,
+        ingest(
+            raw_dir, "aibl", root, "--schema", tmp_path / "unl.yaml", "--cohort", "unl"
         ).exit_code
         == 0
     )
