@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from citab_cli import __version__
-from citab_cli.core import atomic, image_paths, splits
+from citab_cli.core import atomic, image_paths, locks, splits
 from citab_cli.core.errors import CitabError
 from citab_cli.core.preprocess import Preprocessed, preprocess_file
 from citab_cli.core.project import (
@@ -387,50 +387,63 @@ def execute(
     plan: IngestPlan, workers: int = 1, progress: Callable[[], None] | None = None
 ) -> IngestSummary:
     """Preprocess the images and write the cohort; on any failure the project is unchanged."""
-    from safetensors.numpy import save_file
-
     project = plan.project
     split_of = split_plan(plan)
     target = project.cohort_dir(plan.cohort)
     digests = [""] * len(plan.images)
     spacings: list = [None] * len(plan.images)
-    with (
-        atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir),
-        atomic.staged_directory(target) as stage,
-    ):
-        shape = (len(plan.images), *plan.settings.image.shape)
-        store = np.lib.format.open_memmap(
-            stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=shape
-        )
-        preprocess_all(
-            plan.images,
-            plan.settings.image,
-            workers,
-            functools.partial(_keep, store, digests, spacings),
-            progress,
-            origins=[
-                f"{plan.csv_path}: line {line} (subject {subject})"
-                for line, subject in zip(plan.table.lines, plan.table.subjects, strict=True)
-            ],
-        )
-        store.flush()
-        del store
-        coarse = _resolution_warning(spacings, plan.settings.image)
-        if coarse:
-            plan.warnings.append(coarse)
-        save_file(
-            {"values": np.ascontiguousarray(plan.table.values)},
-            str(stage / TABULAR_FILE),
-            metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)},
-        )
-        (stage / SUBJECTS_FILE).write_text(_subjects_csv(plan, split_of, digests))
-        (stage / MANIFEST_FILE).write_text(json.dumps(_manifest(plan, split_of), indent=2))
-        for name in os.listdir(stage):
-            os.chmod(stage / name, 0o666 & ~atomic.umask())
-            with open(stage / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        # Everything that can fail has run; the project-level files go last, each atomic.
-        if plan.new_project:
-            project.write_settings(plan.settings)
-        atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
+    with atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir):
+        project.root.mkdir(parents=True, exist_ok=True)
+        with (
+            locks.hold(project.root, "writing to this project"),
+            atomic.staged_directory(target) as stage,
+        ):
+            _write_cohort(plan, stage, workers, progress, split_of, digests, spacings)
+            # Everything that can fail has run; the project-level files go last, each atomic.
+            if plan.new_project:
+                project.write_settings(plan.settings)
+            atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
     return summarize(plan, split_of, target)
+
+
+def _write_cohort(
+    plan: IngestPlan,
+    stage: Path,
+    workers: int,
+    progress: Callable[[], None] | None,
+    split_of: list[str],
+    digests: list[str],
+    spacings: list,
+) -> None:
+    """Preprocess the scans and write the cohort's four files into `stage`."""
+    from safetensors.numpy import save_file
+
+    shape = (len(plan.images), *plan.settings.image.shape)
+    store = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=shape)
+    preprocess_all(
+        plan.images,
+        plan.settings.image,
+        workers,
+        functools.partial(_keep, store, digests, spacings),
+        progress,
+        origins=[
+            f"{plan.csv_path}: line {line} (subject {subject})"
+            for line, subject in zip(plan.table.lines, plan.table.subjects, strict=True)
+        ],
+    )
+    store.flush()
+    del store
+    coarse = _resolution_warning(spacings, plan.settings.image)
+    if coarse:
+        plan.warnings.append(coarse)
+    save_file(
+        {"values": np.ascontiguousarray(plan.table.values)},
+        str(stage / TABULAR_FILE),
+        metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)},
+    )
+    (stage / SUBJECTS_FILE).write_text(_subjects_csv(plan, split_of, digests))
+    (stage / MANIFEST_FILE).write_text(json.dumps(_manifest(plan, split_of), indent=2))
+    for name in os.listdir(stage):
+        os.chmod(stage / name, 0o666 & ~atomic.umask())
+        with open(stage / name, "rb") as handle:
+            os.fsync(handle.fileno())

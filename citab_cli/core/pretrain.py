@@ -7,8 +7,10 @@ is derived from (seed, epoch, subject) or (seed, step), so a resumed run continu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citab_cli.core import atomic, checkpoint, headers, yaml_io
+from citab_cli.core import atomic, checkpoint, headers, locks, yaml_io
 from citab_cli.core.augment import augment, sample_parameters
 from citab_cli.core.dataset import (
     CohortData,
@@ -269,10 +271,42 @@ def pretrain(
     directory = run_dir(project, run)
     if resume and not (directory / STATE).is_file():
         raise CitabError(f"{directory}: no run to resume (no {STATE}); start it without --resume")
-    if not resume and directory.exists():
-        raise CitabError(
-            f"{directory} already exists; pass --resume to continue it, or choose another --run"
-        )
+    if dist.main and not resume:
+        try:
+            directory.mkdir(parents=True)
+        except FileExistsError:
+            raise CitabError(
+                f"{directory} already exists; pass --resume to continue it, or choose another --run"
+            ) from None
+    if dist.world > 1:
+        torch.distributed.barrier()
+    try:
+        with (
+            locks.hold(directory, f"training run '{run}'")
+            if dist.main
+            else contextlib.nullcontext()
+        ):
+            return _pretrain(
+                project, config, run, resume, device, dist, hooks, directory, cohort_names
+            )
+    except BaseException:
+        # A new run that stopped before its first checkpoint leaves nothing behind.
+        if dist.main and not resume and not (directory / STATE).exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _pretrain(
+    project: Project,
+    config: PretrainConfig,
+    run: str,
+    resume: bool,
+    device: str,
+    dist: Distributed,
+    hooks: Hooks,
+    directory: Path,
+    cohort_names: list[str],
+) -> PretrainResult:
     saved: tuple[dict, dict] | None = None
     if resume:
         saved = checkpoint.load(directory / STATE, kind=checkpoint.STATE)
@@ -331,7 +365,6 @@ def pretrain(
         step, best, skipped = document["step"], document.get("best", {}), document.get("skipped", 0)
         hooks.message(f"resuming {run} at step {step} of {total_steps}")
     elif dist.main:
-        directory.mkdir(parents=True, exist_ok=True)
         atomic.write_text(directory / CONFIG_FILE, yaml_io.dump(config.model_dump(mode="json")))
         (directory / METRICS_FILE).write_text("")
     objective: torch.nn.Module = PretrainingObjective(model)
