@@ -423,3 +423,56 @@ def test_repeated_non_finite_losses_stop_with_a_clear_error(embedded: Path, monk
         core.pretrain(Project(embedded), tiny(), "nan")
     state = checkpoint.load(embedded / "runs/nan/last.state.safetensors", kind=checkpoint.STATE)
     assert state[1]["skipped"] == 5
+
+
+KILL_POINTS = ["step:1", "step:10", "writing-last", "writing-state", "validation"]
+
+
+def _kill_script(project: Path, run_name: str, point: str, *extra: str):
+    script = Path(__file__).parent / "scripts" / "kill_at.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(script), str(project), run_name, point, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(ingested_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted run and, per kill point, a run killed there and resumed."""
+    import shutil
+
+    from citab_cli.core import headers
+
+    root = tmp_path_factory.mktemp("kill") / "project"
+    shutil.copytree(ingested_dir, root)
+    original = headers.load_encoder
+    headers.load_encoder = lambda model: FakeEncoder()
+    try:
+        headers.embed(Project(root))
+    finally:
+        headers.load_encoder = original
+    done = _kill_script(root, "reference", "none")
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = {}
+    for point in KILL_POINTS:
+        name = point.replace(":", "-")
+        killed = _kill_script(root, name, point)
+        resumed = _kill_script(root, name, "none", "--resume")
+        outcomes[point] = (killed.returncode, resumed.returncode, resumed.stderr[-2000:])
+    return root, outcomes
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_anywhere_then_resume_gives_the_same_weights(killed_and_resumed, point: str):
+    root, outcomes = killed_and_resumed
+    killed, resumed, stderr = outcomes[point]
+    assert killed == -signal.SIGKILL
+    assert resumed == 0, stderr
+    reference = _weights(root / "runs/reference/last.safetensors")
+    final = _weights(root / f"runs/{point.replace(':', '-')}/last.safetensors")
+    for key in reference:
+        assert torch.equal(reference[key], final[key]), key

@@ -269,9 +269,16 @@ def pretrain(
             "`citab ingest` for it, or fix --cohorts"
         )
     directory = run_dir(project, run)
+    restart = False
     if resume and not (directory / STATE).is_file():
-        raise CitabError(f"{directory}: no run to resume (no {STATE}); start it without --resume")
-    if dist.main and not resume:
+        if not (directory / CONFIG_FILE).is_file():
+            raise CitabError(
+                f"{directory}: no run to resume (no {STATE}); start it without --resume"
+            )
+        # stopped (e.g. killed) before its first checkpoint: start it again, same folder
+        hooks.message(f"run {run} has no checkpoint yet; starting it from the beginning")
+        resume, restart = False, True
+    if dist.main and not resume and not restart:
         try:
             directory.mkdir(parents=True)
         except FileExistsError:
