@@ -56,27 +56,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_step(preset: str, device: torch.device, batch: int, steps: int) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def model_step(
+    preset: str,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    bf16: bool | None = None,
+    channels_last: bool | None = None,
+    compile_model: bool = False,
+) -> dict:
+    """bf16 and channels_last default to on for CUDA, off for the CPU (as in training)."""
     from citab_cli.core.model.citab import build_model
     from citab_cli.core.model.config import preset as model_preset
     from citab_cli.core.model.objective import PretrainingObjective
 
+    cuda = device.type == "cuda"
+    bf16 = cuda if bf16 is None else bf16
+    channels_last = cuda if channels_last is None else channels_last
     config = model_preset(preset)
     torch.manual_seed(0)
     model = build_model(config).to(device)
-    if device.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     objective = PretrainingObjective(model)
+    if compile_model:
+        objective = torch.compile(objective)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     images = torch.randn(batch, 1, *config.image.shape, device=device)
-    if device.type == "cuda":
+    if channels_last:
         images = images.contiguous(memory_format=torch.channels_last_3d)
     table = _synthetic_batch(batch, config.header_dim, device=str(device))
 
     def step(i: int) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             losses = objective(images, table, None, torch.Generator(device=device).manual_seed(i))
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -85,11 +97,8 @@ def model_step(preset: str, device: torch.device, batch: int, steps: int) -> dic
 
     for i in range(3):  # warm-up (kernel selection, allocator)
         step(i)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(3)
-    flops = counter.get_total_flops()
-    if device.type == "cuda":
+    flops = _count_flops(model, config, batch, device, table)
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     start = time.perf_counter()
@@ -104,12 +113,31 @@ def model_step(preset: str, device: torch.device, batch: int, steps: int) -> dic
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {
+        "bf16": bf16,
+        "channels_last": channels_last,
+        "compiled": compile_model,
         "samples_per_s": round(batch / seconds, 2),
         "step_ms": round(seconds * 1000, 1),
         "tflop_per_step": round(flops / 1e12, 4),
         "tflops_achieved": round(flops / seconds / 1e12, 3),
         "peak_memory_gib": round(peak, 2),
     }
+
+
+def _count_flops(model, config, batch: int, device: torch.device, table) -> float:
+    """FLOPs of one forward + backward of the objective (fp32, uncompiled)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from citab_cli.core.model.objective import pretraining_loss
+
+    images = torch.randn(batch, 1, *config.image.shape, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        pretraining_loss(model, images, table, None, torch.Generator(device=device).manual_seed(0))[
+            "loss"
+        ].backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def end_to_end(preset: str, device: torch.device, batch: int, steps: int, subjects: int) -> dict:
