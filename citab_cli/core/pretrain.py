@@ -345,6 +345,7 @@ def _pretrain(
     torch.manual_seed(train.seed)
     model: CITab = build_model(config.model).to(target)
     if target.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(
         model.parameters(),
