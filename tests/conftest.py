@@ -18,6 +18,38 @@ SHAPE = 24
 SUBJECTS = 16
 
 
+class FakeEncoder:
+    """Deterministic stand-in: a vector from the text's hash; counts what it embeds."""
+
+    def __init__(self, dim: int = 8):
+        self.dim = dim
+        self.seen: list[str] = []
+
+    def encode(self, texts, **_):
+        self.seen.extend(texts)
+        out = []
+        for text in texts:
+            rng = np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))
+            v = rng.normal(size=self.dim)
+            out.append(v / np.linalg.norm(v))
+        return np.array(out, dtype=np.float32)
+
+
+def embedded_copy(source: Path, target: Path) -> Path:
+    """Copy the project `source` to `target` and fill its header cache with FakeEncoder."""
+    from citab_cli.core import headers
+    from citab_cli.core.project import Project
+
+    shutil.copytree(source, target)
+    original = headers.load_encoder
+    headers.load_encoder = lambda model: FakeEncoder()
+    try:
+        headers.embed(Project(target))
+    finally:
+        headers.load_encoder = original
+    return target
+
+
 def run(*args: str):
     """Invoke the CLI in-process; returns click's Result."""
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)

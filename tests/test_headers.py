@@ -11,24 +11,7 @@ from safetensors import safe_open
 
 from citab_cli.core import headers
 from citab_cli.core.project import Project
-from tests.conftest import assert_user_error, ingest, run
-
-
-class FakeEncoder:
-    """Deterministic stand-in: a vector from the text's hash; counts what it embeds."""
-
-    def __init__(self, dim: int = 8):
-        self.dim = dim
-        self.seen: list[str] = []
-
-    def encode(self, texts, **_):
-        self.seen.extend(texts)
-        out = []
-        for text in texts:
-            rng = np.random.default_rng(int(headers.text_key(text)[:8], 16))
-            v = rng.normal(size=self.dim)
-            out.append(v / np.linalg.norm(v))
-        return np.array(out, dtype=np.float32)
+from tests.conftest import FakeEncoder, assert_user_error, ingest, run
 
 
 @pytest.fixture()

@@ -20,8 +20,7 @@ from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.pretrain_config import pretrain_preset
 from citab_cli.core.project import Project
-from tests.conftest import assert_user_error, ingest, run
-from tests.test_headers import FakeEncoder
+from tests.conftest import FakeEncoder, assert_user_error, embedded_copy, ingest, run
 
 COHORTS = "adni,nacc,aibl"
 
@@ -443,18 +442,7 @@ def _kill_script(project: Path, run_name: str, point: str, *extra: str):
 @pytest.fixture(scope="module")
 def killed_and_resumed(ingested_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
     """One uninterrupted run and, per kill point, a run killed there and resumed."""
-    import shutil
-
-    from citab_cli.core import headers
-
-    root = tmp_path_factory.mktemp("kill") / "project"
-    shutil.copytree(ingested_dir, root)
-    original = headers.load_encoder
-    headers.load_encoder = lambda model: FakeEncoder()
-    try:
-        headers.embed(Project(root))
-    finally:
-        headers.load_encoder = original
+    root = embedded_copy(ingested_dir, tmp_path_factory.mktemp("kill") / "project")
     done = _kill_script(root, "reference", "none")
     assert done.returncode == 0, done.stderr[-2000:]
     outcomes = {}

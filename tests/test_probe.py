@@ -14,26 +14,14 @@ from citab_cli.core import metrics
 from citab_cli.core import pretrain as pretraining
 from citab_cli.core import probe as core
 from citab_cli.core.project import Project
-from tests.conftest import assert_user_error, ingest, run
+from tests.conftest import assert_user_error, embedded_copy, ingest, run
 from tests.test_pretrain import tiny
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, ingested_dir: Path) -> Path:
     """A project copy with a one-epoch tiny run (header vectors from the stand-in encoder)."""
-    import shutil
-
-    from citab_cli.core import headers
-    from tests.test_headers import FakeEncoder
-
-    root = tmp_path_factory.mktemp("probe") / "project"
-    shutil.copytree(ingested_dir, root)
-    original = headers.load_encoder
-    headers.load_encoder = lambda model: FakeEncoder()
-    try:
-        headers.embed(Project(root))
-    finally:
-        headers.load_encoder = original
+    root = embedded_copy(ingested_dir, tmp_path_factory.mktemp("probe") / "project")
     pretraining.pretrain(Project(root), tiny(epochs=1), "base")
     return root
 
@@ -288,7 +276,7 @@ def test_cohort_without_labels(pretrained: Path, tmp_path: Path, raw_dir: Path):
         == 0
     )
     from citab_cli.core import headers
-    from tests.test_headers import FakeEncoder
+    from tests.conftest import FakeEncoder
 
     original = headers.load_encoder
     headers.load_encoder = lambda model: FakeEncoder()

@@ -26,7 +26,7 @@ def test_a_second_ingest_into_a_busy_project_is_refused(project: Path, raw_dir: 
 
 def test_a_second_pretrain_of_the_same_run_is_refused(project: Path, monkeypatch):
     from citab_cli.core import headers
-    from tests.test_headers import FakeEncoder
+    from tests.conftest import FakeEncoder
 
     monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
     store = Project(project)
