@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from citab_cli.core import finetune, headers, ingest, probe, synth
-    from citab_cli.core import pretrain as pretraining
-    from citab_cli.core.pretrain_config import pretrain_preset
-    from citab_cli.core.project import Project
+    from citab_cli.core import headers, synth
+    from citab_cli.core.data import ingest
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.evaluation import finetune, probe
+    from citab_cli.core.training import loop as pretraining
+    from citab_cli.core.training.config import pretrain_preset
 
     fractions = tuple(float(f) for f in args.fractions.split(","))
     started = time.time()

@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from safetensors.numpy import load_file
 
-    from citab_cli.core import ingest, synth
-    from citab_cli.core.project import Project
+    from citab_cli.core import synth
+    from citab_cli.core.data import ingest
+    from citab_cli.core.data.project import Project
 
     cohorts = ["adni", "nacc", "aibl"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -141,11 +141,12 @@ def _count_flops(model, config, batch: int, device: torch.device, table) -> floa
 
 
 def end_to_end(preset: str, device: torch.device, batch: int, steps: int, subjects: int) -> dict:
-    from citab_cli.core import ingest, synth
-    from citab_cli.core import pretrain as core
+    from citab_cli.core import synth
+    from citab_cli.core.data import ingest
+    from citab_cli.core.data.project import Project
     from citab_cli.core.model.config import preset as model_preset
-    from citab_cli.core.pretrain_config import pretrain_preset
-    from citab_cli.core.project import Project
+    from citab_cli.core.training import loop as core
+    from citab_cli.core.training.config import pretrain_preset
 
     shape = model_preset(preset).image.shape
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args(argv)
 
-    from citab_cli.core.pretrain_config import pretrain_preset
+    from citab_cli.core.training.config import pretrain_preset
 
     device = torch.device(args.device)
     batch = args.batch_size or pretrain_preset(args.preset).train.batch_size

@@ -38,7 +38,7 @@ class FakeEncoder:
 def embedded_copy(source: Path, target: Path) -> Path:
     """Copy the project `source` to `target` and fill its header cache with FakeEncoder."""
     from citab_cli.core import headers
-    from citab_cli.core.project import Project
+    from citab_cli.core.data.project import Project
 
     shutil.copytree(source, target)
     original = headers.load_encoder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from citab_cli.core.schema import CohortSchema
+from citab_cli.core.data.schema import CohortSchema
 from citab_cli.core.settings import ProjectSettings
 from citab_cli.core.yaml_io import parse_model
 

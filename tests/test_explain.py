@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from citab_cli.core import explain as core
-from citab_cli.core.attribution import grad_cam, integrated_gradients
-from citab_cli.core.project import Project
+from citab_cli.core.data.project import Project
+from citab_cli.core.evaluation import explain as core
+from citab_cli.core.evaluation.attribution import grad_cam, integrated_gradients
 from tests.conftest import assert_user_error, run
 from tests.test_probe import pretrained  # noqa: F401  (fixture)
 
@@ -88,7 +88,7 @@ def test_explain_report(pretrained: Path):  # noqa: F811
 
 
 def test_explain_a_finetuned_classifier(pretrained: Path):  # noqa: F811
-    from citab_cli.core import finetune
+    from citab_cli.core.evaluation import finetune
 
     report = finetune.finetune(
         Project(pretrained), "best.safetensors", "adni", epochs=1, resamples=10

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from citab_cli.core import checkpoint
-from citab_cli.core import finetune as core
-from citab_cli.core import pretrain as pretraining
-from citab_cli.core.project import Project
+from citab_cli.core.data.project import Project
+from citab_cli.core.evaluation import finetune as core
+from citab_cli.core.training import checkpoint
+from citab_cli.core.training import loop as pretraining
 from tests.conftest import assert_user_error, run
 from tests.test_pretrain import tiny
 from tests.test_probe import pretrained  # noqa: F401  (fixture)

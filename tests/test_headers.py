@@ -10,7 +10,7 @@ import pytest
 from safetensors import safe_open
 
 from citab_cli.core import headers
-from citab_cli.core.project import Project
+from citab_cli.core.data.project import Project
 from tests.conftest import FakeEncoder, assert_user_error, ingest, run
 
 

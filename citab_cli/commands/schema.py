@@ -20,7 +20,7 @@ def infer(
 ) -> None:
     """Draft a schema YAML from a CSV: types, ranges, levels, likely missing codes."""
     from citab_cli.core import atomic
-    from citab_cli.core.schema_infer import draft
+    from citab_cli.core.data.schema_infer import draft
 
     text = draft(csv_path)
     if output is None:
@@ -37,7 +37,7 @@ def infer(
 @app.command("check")
 def check(schema_path: Path = typer.Argument(..., metavar="YAML", help="A cohort schema.")) -> None:
     """Validate a schema YAML and summarise what it maps."""
-    from citab_cli.core.schema import CategoricalColumn, load_schema
+    from citab_cli.core.data.schema import CategoricalColumn, load_schema
 
     schema = load_schema(schema_path)
     numeric = sum(not isinstance(c, CategoricalColumn) for c in schema.columns.values())

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from citab_cli.core import atomic
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.project import Project
 from citab_cli.core.settings import DEFAULT_HEADER_ENCODER
 
 #: Files that make a folder a sentence-transformers model.

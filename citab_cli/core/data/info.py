@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citab_cli.core.project import Project
+from citab_cli.core.data.project import Project
 from citab_cli.core.settings import ProjectSettings
 
 

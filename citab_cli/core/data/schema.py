@@ -227,7 +227,7 @@ def load_schema(path: Path) -> CohortSchema:
 
 def shipped_schema_dir() -> Path:
     """Where the schemas shipped with citab live (inside a wheel, or the source checkout)."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]  # citab_cli/
     inside = package / "shipped_schemas"
     return inside if inside.is_dir() else package.parent / "schemas"
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citab_cli.core import atomic, metrics
-from citab_cli.core.dataset import CohortData, Collator
+from citab_cli.core import atomic
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import (
+from citab_cli.core.evaluation import metrics
+from citab_cli.core.evaluation.checkpoints import (
     LoadedCheckpoint,
     check_fractions,
     classifier_figures,
@@ -24,8 +25,8 @@ from citab_cli.core.evaluation import (
     stratified_subset,
 )
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.pretrain import embed_subjects
-from citab_cli.core.project import Project
+from citab_cli.core.training.dataset import CohortData, Collator
+from citab_cli.core.training.loop import embed_subjects
 
 #: Inverse regularisation strengths tried on the validation split.
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)

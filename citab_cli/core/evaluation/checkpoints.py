@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citab_cli.core import checkpoint, headers, metrics
-from citab_cli.core.dataset import CohortData, load_cohort
+from citab_cli.core import headers
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
+from citab_cli.core.evaluation import metrics
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.pretrain_config import PretrainConfig
-from citab_cli.core.project import Project
+from citab_cli.core.training import checkpoint
+from citab_cli.core.training.config import PretrainConfig
+from citab_cli.core.training.dataset import CohortData, load_cohort
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from citab_cli.core.schema import COHORT_NAME, token
-from citab_cli.core.table import RawTable, read_csv
+from citab_cli.core.data.schema import COHORT_NAME, token
+from citab_cli.core.data.table import RawTable, read_csv
 
 SUBJECT_NAMES = ("PTID", "NACCID", "RID", "subject", "subject_id", "participant_id", "ID")
 VISIT_NAMES = ("VISCODE", "NACCVNUM", "visit", "session", "VISIT")

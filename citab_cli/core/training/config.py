@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citab_cli.core.augment import AugmentConfig
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.config import PRESETS, ModelConfig
+from citab_cli.core.training.augment import AugmentConfig
 
 
 class TrainConfig(BaseModel):

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from citab_cli.core import atomic, checkpoint, metrics
-from citab_cli.core.augment import augment, sample_parameters
-from citab_cli.core.dataset import CohortData, Collator
+from citab_cli.core import atomic
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import (
+from citab_cli.core.evaluation import metrics
+from citab_cli.core.evaluation.checkpoints import (
     LabelLayout,
     LoadedCheckpoint,
     check_fractions,
@@ -29,7 +29,9 @@ from citab_cli.core.evaluation import (
     stratified_subset,
 )
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.project import Project
+from citab_cli.core.training import checkpoint
+from citab_cli.core.training.augment import augment, sample_parameters
+from citab_cli.core.training.dataset import CohortData, Collator
 
 Strategy = Literal["frozen", "trainable"]
 #: The backbone learns at this fraction of the head's rate when trained end to end.
@@ -295,7 +297,7 @@ def _save_classifier(
 
 
 def load_classifier(path: Path) -> tuple[Classifier, dict]:
-    from citab_cli.core.pretrain_config import PretrainConfig
+    from citab_cli.core.training.config import PretrainConfig
 
     tensors, document = checkpoint.load(path, kind="classifier")
     config = PretrainConfig.model_validate(document["config"])

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from citab_cli.core import explain, headers, ingest, probe, synth
-from citab_cli.core import pretrain as pretraining
+from citab_cli.core import headers, synth
+from citab_cli.core.data import ingest
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.pretrain_config import pretrain_preset
-from citab_cli.core.project import Project
+from citab_cli.core.evaluation import explain, probe
+from citab_cli.core.training import loop as pretraining
+from citab_cli.core.training.config import pretrain_preset
 
 COHORTS = ("adni", "nacc", "aibl")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from citab_cli.core.data.schema import CategoricalColumn, CohortSchema, NumericColumn, token
 from citab_cli.core.errors import CitabError
-from citab_cli.core.schema import CategoricalColumn, CohortSchema, NumericColumn, token
 
 #: CSV line of the first data row (line 1 is the header).
 FIRST_DATA_LINE = 2

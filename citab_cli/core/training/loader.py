@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from citab_cli.core.dataset import Collator
 from citab_cli.core.model.batch import TabularBatch
+from citab_cli.core.training.dataset import Collator
 
 _DONE = object()
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from citab_cli.core import atomic, yaml_io
+from citab_cli.core.data.schema import COHORT_NAME
 from citab_cli.core.errors import CitabError
-from citab_cli.core.schema import COHORT_NAME
 from citab_cli.core.settings import ProjectSettings
 
 SETTINGS_FILE = "citab.yaml"

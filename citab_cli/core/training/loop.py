@@ -20,22 +20,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citab_cli.core import atomic, checkpoint, headers, locks, yaml_io
-from citab_cli.core.augment import augment, sample_parameters
-from citab_cli.core.dataset import (
+from citab_cli.core import atomic, headers, locks, yaml_io
+from citab_cli.core.data.project import Project
+from citab_cli.core.errors import CitabError
+from citab_cli.core.model.citab import CITab, build_model
+from citab_cli.core.model.objective import PretrainingObjective, pretraining_loss
+from citab_cli.core.training import checkpoint
+from citab_cli.core.training.augment import augment, sample_parameters
+from citab_cli.core.training.config import PretrainConfig
+from citab_cli.core.training.dataset import (
     CohortData,
     Collator,
     check_images_match,
     load_cohort,
     subjects_in,
 )
-from citab_cli.core.errors import CitabError
-from citab_cli.core.loader import Prefetcher
-from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.model.objective import PretrainingObjective, pretraining_loss
-from citab_cli.core.pretrain_config import PretrainConfig
-from citab_cli.core.project import Project
-from citab_cli.core.schedule import learning_rate
+from citab_cli.core.training.loader import Prefetcher
+from citab_cli.core.training.schedule import learning_rate
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"

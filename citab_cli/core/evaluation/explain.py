@@ -13,19 +13,19 @@ import numpy as np
 import torch
 
 from citab_cli.core import atomic, headers
-from citab_cli.core.attribution import grad_cam, integrated_gradients
-from citab_cli.core.dataset import CohortData, Collator, load_cohort
+from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import (
+from citab_cli.core.evaluation.attribution import grad_cam, integrated_gradients
+from citab_cli.core.evaluation.checkpoints import (
     LoadedCheckpoint,
     label_layout,
     load_checkpoint,
     prepare_cohorts,
 )
-from citab_cli.core.finetune import Classifier
+from citab_cli.core.evaluation.finetune import Classifier
 from citab_cli.core.model.citab import build_model
-from citab_cli.core.pretrain import embed_subjects
-from citab_cli.core.project import Project
+from citab_cli.core.training.dataset import CohortData, Collator, load_cohort
+from citab_cli.core.training.loop import embed_subjects
 
 #: Cohort-level attributions average over at most this many test subjects.
 AGGREGATE_SUBJECTS = 64

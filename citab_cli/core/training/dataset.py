@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from citab_cli.core import headers
+from citab_cli.core.data.project import IMAGES_FILE, SUBJECTS_FILE, TABULAR_FILE, Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.project import IMAGES_FILE, SUBJECTS_FILE, TABULAR_FILE, Project
 
 #: Standardised values are clipped to this many standard deviations.
 ZSCORE_CLIP = 5.0

@@ -17,25 +17,26 @@ from typing import Literal
 import numpy as np
 
 from citab_cli import __version__
-from citab_cli.core import atomic, image_paths, locks, splits
-from citab_cli.core.errors import CitabError
-from citab_cli.core.preprocess import Preprocessed, preprocess_file
-from citab_cli.core.project import (
+from citab_cli.core import atomic, locks
+from citab_cli.core.data import image_paths, splits
+from citab_cli.core.data.preprocess import Preprocessed, preprocess_file
+from citab_cli.core.data.project import (
     IMAGES_FILE,
     MANIFEST_FILE,
     SUBJECTS_FILE,
     TABULAR_FILE,
     Project,
 )
-from citab_cli.core.schema import (
+from citab_cli.core.data.schema import (
     COHORT_NAME,
     CategoricalColumn,
     CohortSchema,
     find_schema,
     load_schema,
 )
+from citab_cli.core.data.table import ValidatedTable, read_csv, validate
+from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import ImageSettings, ProjectSettings, default_spacing
-from citab_cli.core.table import ValidatedTable, read_csv, validate
 
 OnMissing = Literal["error", "skip"]
 PREPROCESSING_STEPS = [

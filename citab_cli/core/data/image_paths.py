@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from citab_cli.core.data.schema import CohortSchema, ImageByBids, ImageByColumn
 from citab_cli.core.errors import CitabError
-from citab_cli.core.schema import CohortSchema, ImageByBids, ImageByColumn
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
