@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--target", type=int, default=128, help="project grid edge (voxels)")
     args = parser.parse_args(argv)
 
-    from citab_cli.core.data.ingest import preprocess_all
+    from citab_cli.core.data.preprocess import preprocess_all
     from citab_cli.core.settings import ImageSettings, default_spacing
 
     source_shape = (160, 208, 176)

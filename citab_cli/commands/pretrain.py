@@ -63,8 +63,6 @@ def pretrain(
     import torch
 
     from citab_cli.core.data.project import Project
-    from citab_cli.core.errors import CitabError
-    from citab_cli.core.training import loop as core
 
     store = Project(project)
     store.load_settings()
@@ -76,12 +74,33 @@ def pretrain(
         "include_val": include_val,
     }
     names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
+    name, config = _resolve_run(store, names, preset, config_file, run, resume, overrides)
+    dist = _distributed()
+    target = _device(device, dist)
+    if dist.world > 1:
+        torch.distributed.init_process_group("nccl" if target.startswith("cuda") else "gloo")
+    try:
+        result = _train_with_progress(store, config, name, resume, target, dist)
+    finally:
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if dist.main:
+        _print_result(result, name)
+    if result.stopped_early and dist.main:
+        raise typer.Exit(130)
+
+
+def _resolve_run(store, names, preset, config_file, run, resume, overrides):
+    """(run name, configuration): a resumed run's own, or the preset with --config over it."""
+    from citab_cli.core.errors import CitabError
+    from citab_cli.core.training import run as runs
+
     if resume:
-        name = run or core.newest_run(store)
-        directory = core.run_dir(store, name)
-        if not (directory / core.CONFIG_FILE).is_file():
+        name = run or runs.newest_run(store)
+        directory = runs.run_dir(store, name)
+        if not (directory / runs.CONFIG_FILE).is_file():
             raise CitabError(f"{directory}: no run to resume; start it without --resume")
-        base = core.load_run_config(directory)
+        base = runs.load_run_config(directory)
         if preset is not None or config_file is not None:
             raise CitabError("--preset and --config cannot change a resumed run; leave them out")
     else:
@@ -90,11 +109,12 @@ def pretrain(
         chosen = (preset or Preset.small).value
         name = run or f"{chosen}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         base = _load_config(chosen, config_file)
-    config = _apply(base, names, overrides)
-    dist = _distributed()
-    target = _device(device, dist)
-    if dist.world > 1:
-        torch.distributed.init_process_group("nccl" if target.startswith("cuda") else "gloo")
+    return name, _apply(base, names, overrides)
+
+
+def _train_with_progress(store, config, name: str, resume: bool, target: str, dist):
+    """Run the loop under a progress bar; the first Ctrl-C asks for a clean stop."""
+    from citab_cli.core.training import loop as core
 
     interrupted = {"flag": False}
 
@@ -128,15 +148,14 @@ def pretrain(
                 step=on_step,
                 stop=lambda step: interrupted["flag"],
             )
-            result = core.pretrain(
+            return core.pretrain(
                 store, config, name, resume=resume, device=target, dist=dist, hooks=hooks
             )
     finally:
         signal.signal(signal.SIGINT, previous)
-        if dist.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if not show:
-        return
+
+
+def _print_result(result, name: str) -> None:
     if result.stopped_early:
         console.print(
             f"[yellow]Stopped[/] at step {result.steps}; continue with "
@@ -157,8 +176,6 @@ def pretrain(
         f"Run files: {result.run_dir}/ (config.yaml, metrics.jsonl, best.safetensors, "
         "last.safetensors, last.state.safetensors)"
     )
-    if result.stopped_early:
-        raise typer.Exit(130)
 
 
 def _load_config(preset: str, path: Path | None):
@@ -184,7 +201,7 @@ def _apply(base, cohorts: list[str] | None, overrides: dict):
 
 def _distributed():
     """The process's place in a torchrun launch (one process when not launched by torchrun)."""
-    from citab_cli.core.training.loop import SINGLE, Distributed
+    from citab_cli.core.training.distributed import SINGLE, Distributed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

@@ -194,6 +194,39 @@ def save_cache(project: Project, cache: HeaderCache) -> Path:
     return path
 
 
+def missing_texts(project: Project, cohorts: list[str], cache: HeaderCache) -> list[str]:
+    """Header texts of the named cohorts (columns and levels) that `cache` lacks."""
+    known = set(cache.keys)
+    return [
+        x
+        for t in project_texts(project)
+        if t.cohort in cohorts
+        for x in (t.text, *t.levels)
+        if text_key(x) not in known
+    ]
+
+
+def ensure_embedded(
+    project: Project,
+    cohorts: list[str],
+    message: Callable[[str], None] = lambda text: None,
+    embed_here: bool = True,
+    wait: Callable[[], None] = lambda: None,
+) -> HeaderCache:
+    """The project encoder's cache, holding every header text of `cohorts`: missing texts are
+    embedded first. With several processes, only the one with `embed_here` embeds; all of them
+    call `wait` (a barrier) before reading the cache back."""
+    encoder = project.load_settings().header_encoder
+    cache = load_cache(project, encoder)
+    if not missing_texts(project, cohorts, cache):
+        return cache
+    if embed_here:
+        message(f"header embeddings missing for {encoder}: running embed-headers first")
+        embed(project)
+    wait()
+    return load_cache(project, project.load_settings().header_encoder)
+
+
 def _align(
     columns: list[ColumnText], cache: HeaderCache, threshold: float
 ) -> tuple[list[ConceptGroup], list[tuple[str, str]]]:

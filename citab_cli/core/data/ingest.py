@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from citab_cli import __version__
 from citab_cli.core import atomic, locks
-from citab_cli.core.data import image_paths, splits
-from citab_cli.core.data.preprocess import Preprocessed, preprocess_file
+from citab_cli.core.data import image_paths, manifest, splits
+from citab_cli.core.data.preprocess import Preprocessed, preprocess_all
 from citab_cli.core.data.project import (
     IMAGES_FILE,
     MANIFEST_FILE,
@@ -29,7 +25,6 @@ from citab_cli.core.data.project import (
 )
 from citab_cli.core.data.schema import (
     COHORT_NAME,
-    CategoricalColumn,
     CohortSchema,
     find_schema,
     load_schema,
@@ -39,14 +34,6 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import ImageSettings, ProjectSettings, default_spacing
 
 OnMissing = Literal["error", "skip"]
-PREPROCESSING_STEPS = [
-    "reorient to RAS (torchio ToCanonical)",
-    "resample to the project spacing (linear)",
-    "crop/pad to the project shape around the foreground (voxels above the mean)",
-    "clip to the foreground intensity percentiles",
-    "z-score with the foreground mean and standard deviation",
-    "store as float16",
-]
 
 
 @dataclass
@@ -181,165 +168,6 @@ def _subset(table: ValidatedTable, keep: list[int]) -> ValidatedTable:
     )
 
 
-def _init_worker() -> None:
-    """One thread per worker process: the processes are the parallelism."""
-    import SimpleITK
-    import torch
-    import torchio  # noqa: F401  (imported once per worker, not per volume)
-
-    torch.set_num_threads(1)
-    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-def _preprocess_job(index: int, path: Path, settings: ImageSettings):
-    try:
-        return index, preprocess_file(path, settings), None
-    except CitabError as exc:
-        return index, None, str(exc)
-
-
-def preprocess_all(
-    paths: list[Path],
-    settings: ImageSettings,
-    workers: int,
-    sink: Callable[[int, Preprocessed], None],
-    progress: Callable[[], None] | None = None,
-    origins: list[str] | None = None,
-) -> None:
-    """Preprocess every file, in `workers` processes, handing each result to `sink`.
-
-    Every unreadable file is collected; if any, one CitabError names the first (prefixed with
-    its `origins` entry, e.g. the CSV line it came from) and counts the rest.
-    """
-    failures: list[tuple[int, str]] = []
-
-    def accept(result) -> None:
-        index, done, error = result
-        if error is not None:
-            failures.append((index, error))
-        else:
-            sink(index, done)
-        if progress is not None:
-            progress()
-
-    if workers <= 1 or len(paths) <= 1:
-        for index, path in enumerate(paths):
-            accept(_preprocess_job(index, path, settings))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_init_worker
-        ) as pool:
-            futures = [pool.submit(_preprocess_job, i, p, settings) for i, p in enumerate(paths)]
-            try:
-                for future in as_completed(futures):
-                    accept(future.result())
-            except BrokenProcessPool:
-                raise CitabError(
-                    "an image preprocessing worker died (out of memory?); retry with "
-                    "fewer --workers, e.g. --workers 1"
-                ) from None
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    if failures:
-        failures.sort()
-        index, message = failures[0]
-        origin = f"{origins[index]}: " if origins else ""
-        more = f" (and {len(failures) - 1} more unreadable image(s))" if len(failures) > 1 else ""
-        raise CitabError(origin + message + more)
-
-
-def _column_stats(values: np.ndarray, spec) -> dict:
-    present = values[~np.isnan(values)]
-    stats: dict = {
-        "n": int(values.size),
-        "missing_rate": float(1 - present.size / max(values.size, 1)),
-    }
-    if isinstance(spec, CategoricalColumn):
-        names = spec.level_names
-        counts = (
-            np.bincount(present.astype(np.int64), minlength=len(names))
-            if present.size
-            else np.zeros(len(names), dtype=np.int64)
-        )
-        stats["counts"] = {name: int(c) for name, c in zip(names, counts, strict=True)}
-    elif present.size:
-        stats.update(
-            mean=float(present.mean()),
-            std=float(present.std()),
-            min=float(present.min()),
-            max=float(present.max()),
-        )
-    return stats
-
-
-def _manifest(plan: IngestPlan, split_of: list[str]) -> dict:
-    train = np.array([s == "train" for s in split_of])
-    columns = []
-    for j, (name, spec) in enumerate(plan.schema.columns.items()):
-        entry = {"name": name, "type": spec.type, "description": spec.description}
-        if isinstance(spec, CategoricalColumn):
-            entry["levels"] = spec.level_names
-        else:
-            entry.update(
-                unit=spec.unit,
-                range=list(spec.range) if spec.range else None,
-                normalize=spec.normalization,
-            )
-        entry["train_stats"] = _column_stats(plan.table.values[train, j], spec)
-        columns.append(entry)
-    return {
-        "citab_version": __version__,
-        "cohort": plan.cohort,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source_csv": {"path": str(plan.csv_path.resolve()), "sha256": plan.csv_sha256},
-        "images_dir": str(plan.images_root),
-        "schema": {
-            "source": str(plan.schema_path.resolve()),
-            "fingerprint": plan.schema.fingerprint(),
-        },
-        "preprocessing": {
-            **plan.settings.image.model_dump(mode="json"),
-            "steps": PREPROCESSING_STEPS,
-        },
-        "subjects": len(plan.table.subjects),
-        "splits": dict(Counter(split_of)),
-        "classes": plan.schema.label.class_names if plan.schema.label else [],
-        "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
-        "columns": columns,
-        "rows": {
-            "read": plan.table.rows_read,
-            "kept": len(plan.table.subjects),
-            "dropped": dict(plan.table.dropped),
-        },
-        "warnings": plan.warnings,
-    }
-
-
-def _subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["index", "subject", "split", "label", "image", "image_sha256"])
-    for i, subject in enumerate(plan.table.subjects):
-        writer.writerow(
-            [
-                i,
-                subject,
-                split_of[i],
-                plan.table.labels[i] or "",
-                plan.images[i].relative_to(plan.images_root).as_posix(),
-                digests[i],
-            ]
-        )
-    return out.getvalue()
-
-
 def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> IngestSummary:
     counts: dict[str, Counter] = {s: Counter() for s in splits.SPLITS}
     classes = plan.schema.label.class_names if plan.schema.label else []
@@ -442,8 +270,8 @@ def _write_cohort(
         str(stage / TABULAR_FILE),
         metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)},
     )
-    (stage / SUBJECTS_FILE).write_text(_subjects_csv(plan, split_of, digests))
-    (stage / MANIFEST_FILE).write_text(json.dumps(_manifest(plan, split_of), indent=2))
+    (stage / SUBJECTS_FILE).write_text(manifest.subjects_csv(plan, split_of, digests))
+    (stage / MANIFEST_FILE).write_text(json.dumps(manifest.manifest(plan, split_of), indent=2))
     for name in os.listdir(stage):
         os.chmod(stage / name, 0o666 & ~atomic.umask())
         with open(stage / name, "rb") as handle:

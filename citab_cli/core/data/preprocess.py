@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,16 @@ import numpy as np
 
 from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import ImageSettings
+
+#: The `minimal` pipeline, step by step, as recorded in each manifest.
+PREPROCESSING_STEPS = [
+    "reorient to RAS (torchio ToCanonical)",
+    "resample to the project spacing (linear)",
+    "crop/pad to the project shape around the foreground (voxels above the mean)",
+    "clip to the foreground intensity percentiles",
+    "z-score with the foreground mean and standard deviation",
+    "store as float16",
+]
 
 
 @dataclass(frozen=True)
@@ -135,3 +146,77 @@ def preprocess_file(path: Path, settings: ImageSettings) -> Preprocessed:
         if not message.startswith(str(path)):
             message = f"{path}: {message}"
         raise CitabError(message) from None
+
+
+def _init_worker() -> None:
+    """One thread per worker process: the processes are the parallelism."""
+    import SimpleITK
+    import torch
+    import torchio  # noqa: F401  (imported once per worker, not per volume)
+
+    torch.set_num_threads(1)
+    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _preprocess_job(index: int, path: Path, settings: ImageSettings):
+    try:
+        return index, preprocess_file(path, settings), None
+    except CitabError as exc:
+        return index, None, str(exc)
+
+
+def preprocess_all(
+    paths: list[Path],
+    settings: ImageSettings,
+    workers: int,
+    sink: Callable[[int, Preprocessed], None],
+    progress: Callable[[], None] | None = None,
+    origins: list[str] | None = None,
+) -> None:
+    """Preprocess every file, in `workers` processes, handing each result to `sink`.
+
+    Every unreadable file is collected; if any, one CitabError names the first (prefixed with
+    its `origins` entry, e.g. the CSV line it came from) and counts the rest.
+    """
+    failures: list[tuple[int, str]] = []
+
+    def accept(result) -> None:
+        index, done, error = result
+        if error is not None:
+            failures.append((index, error))
+        else:
+            sink(index, done)
+        if progress is not None:
+            progress()
+
+    if workers <= 1 or len(paths) <= 1:
+        for index, path in enumerate(paths):
+            accept(_preprocess_job(index, path, settings))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker
+        ) as pool:
+            futures = [pool.submit(_preprocess_job, i, p, settings) for i, p in enumerate(paths)]
+            try:
+                for future in as_completed(futures):
+                    accept(future.result())
+            except BrokenProcessPool:
+                raise CitabError(
+                    "an image preprocessing worker died (out of memory?); retry with "
+                    "fewer --workers, e.g. --workers 1"
+                ) from None
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    if failures:
+        failures.sort()
+        index, message = failures[0]
+        origin = f"{origins[index]}: " if origins else ""
+        more = f" (and {len(failures) - 1} more unreadable image(s))" if len(failures) > 1 else ""
+        raise CitabError(origin + message + more)

@@ -221,30 +221,67 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
     cohort_missing = set(schema.missing)
     dropped: Counter = Counter()
     warnings: list[str] = []
+    rows = _kept_rows(table, schema, schema_path, dropped)
+    _check_subjects(table, schema, rows, cohort_missing)
+    labels = _labels(table, schema, rows, cohort_missing, warnings)
+    columns = list(schema.columns)
+    values = np.stack(
+        [
+            _convert_column(table, name, spec, rows, cohort_missing, schema_path)
+            for name, spec in schema.columns.items()
+        ],
+        axis=1,
+    ).astype(np.float32)
+    warnings += _column_warnings(table, schema, columns, values, len(rows))
+    key_columns = schema.image_fields()
+    if not key_columns and schema.role_columns().get("image"):
+        key_columns = [schema.role_columns()["image"]]
+    image_keys = [{c: table.rows[c][row].strip() for c in key_columns} for row in rows]
     subject_cells = table.rows[schema.subject]
+    return ValidatedTable(
+        subjects=[subject_cells[r].strip() for r in rows],
+        lines=[r + FIRST_DATA_LINE for r in rows],
+        columns=columns,
+        values=values if len(rows) else np.zeros((0, len(columns)), np.float32),
+        labels=labels,
+        image_keys=image_keys,
+        rows_read=table.n_rows,
+        dropped=dropped,
+        warnings=warnings,
+    )
 
+
+def _kept_rows(
+    table: RawTable, schema: CohortSchema, schema_path: Path, dropped: Counter
+) -> list[int]:
+    """Data rows that are not blank and, with a visit column, are the baseline visit."""
     rows: list[int] = []
     for row in range(table.n_rows):
         if all(not table.rows[c][row].strip() for c in table.columns):
             dropped["blank line"] += 1
             continue
         rows.append(row)
+    if schema.visit is None:
+        return rows
+    visit_cells = table.rows[schema.visit.column]
+    baseline = schema.visit.baseline
+    kept = [r for r in rows if token(visit_cells[r]) == baseline]
+    if len(rows) - len(kept):
+        reason = f"not the baseline visit ({schema.visit.column} != {baseline})"
+        dropped[reason] += len(rows) - len(kept)
+    if not kept:
+        raise CitabError(
+            f"{table.path}: no row has {schema.visit.column} = '{baseline}' "
+            f"(the baseline visit); fix visit.baseline in {schema_path}"
+        )
+    return kept
 
-    if schema.visit is not None:
-        visit_cells = table.rows[schema.visit.column]
-        baseline = schema.visit.baseline
-        kept = [r for r in rows if token(visit_cells[r]) == baseline]
-        if len(rows) - len(kept):
-            dropped[f"not the baseline visit ({schema.visit.column} != {baseline})"] += len(
-                rows
-            ) - len(kept)
-        rows = kept
-        if not rows:
-            raise CitabError(
-                f"{table.path}: no row has {schema.visit.column} = '{baseline}' "
-                f"(the baseline visit); fix visit.baseline in {schema_path}"
-            )
 
+def _check_subjects(
+    table: RawTable, schema: CohortSchema, rows: list[int], cohort_missing: set[str]
+) -> None:
+    """Every kept row names a subject, and no subject appears twice."""
+    subject_cells = table.rows[schema.subject]
     first_line: dict[str, int] = {}
     for row in rows:
         subject = subject_cells[row].strip()
@@ -261,59 +298,52 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
             )
         first_line[subject] = row
 
-    labels: list[str | None] = [None] * len(rows)
-    if schema.label is not None:
-        lookup = schema.label.lookup
-        unmapped: Counter = Counter()
-        label_cells = table.rows[schema.label.column]
-        for i, row in enumerate(rows):
-            tok = token(label_cells[row])
-            if tok in cohort_missing or tok not in lookup:
-                if tok not in cohort_missing:
-                    unmapped[label_cells[row].strip()] += 1
-                continue
-            labels[i] = lookup[tok]
-        for raw, count in unmapped.most_common():
-            warnings.append(
-                f"{count} row(s) with {schema.label.column} = '{shown(raw)}' have no class "
-                "in the schema and are kept unlabelled"
-            )
 
-    columns = list(schema.columns)
-    values = np.stack(
-        [
-            _convert_column(table, name, spec, rows, cohort_missing, schema_path)
-            for name, spec in schema.columns.items()
-        ],
-        axis=1,
-    ).astype(np.float32)
+def _labels(
+    table: RawTable,
+    schema: CohortSchema,
+    rows: list[int],
+    cohort_missing: set[str],
+    warnings: list[str],
+) -> list[str | None]:
+    """The canonical class of each kept row; unmapped labels are kept unlabelled, with a
+    warning per raw value."""
+    labels: list[str | None] = [None] * len(rows)
+    if schema.label is None:
+        return labels
+    lookup = schema.label.lookup
+    unmapped: Counter = Counter()
+    label_cells = table.rows[schema.label.column]
+    for i, row in enumerate(rows):
+        tok = token(label_cells[row])
+        if tok in cohort_missing or tok not in lookup:
+            if tok not in cohort_missing:
+                unmapped[label_cells[row].strip()] += 1
+            continue
+        labels[i] = lookup[tok]
+    for raw, count in unmapped.most_common():
+        warnings.append(
+            f"{count} row(s) with {schema.label.column} = '{shown(raw)}' have no class "
+            "in the schema and are kept unlabelled"
+        )
+    return labels
+
+
+def _column_warnings(
+    table: RawTable, schema: CohortSchema, columns: list[str], values: np.ndarray, n_rows: int
+) -> list[str]:
+    """Optional columns the CSV lacks, mostly-missing columns, CSV columns nobody uses."""
+    warnings = []
     for j, name in enumerate(columns):
         if name not in table.rows:
             warnings.append(f"column '{name}' is not in the CSV (optional): all missing")
             continue
-        rate = float(np.isnan(values[:, j]).mean()) if len(rows) else 0.0
+        rate = float(np.isnan(values[:, j]).mean()) if n_rows else 0.0
         if rate > 0.5:
             warnings.append(f"column '{name}' is missing in {rate:.0%} of kept rows")
-
     used = set(columns) | set(schema.role_columns().values()) | set(schema.image_fields())
     unused = [c for c in table.columns if c not in used and c not in schema.drop]
     if unused:
         listed = ", ".join(unused[:6]) + (", ..." if len(unused) > 6 else "")
         warnings.append(f"{len(unused)} CSV column(s) not in the schema were ignored: {listed}")
-
-    key_columns = schema.image_fields()
-    if not key_columns and schema.role_columns().get("image"):
-        key_columns = [schema.role_columns()["image"]]
-    image_keys = [{c: table.rows[c][row].strip() for c in key_columns} for row in rows]
-
-    return ValidatedTable(
-        subjects=[subject_cells[r].strip() for r in rows],
-        lines=[r + FIRST_DATA_LINE for r in rows],
-        columns=columns,
-        values=values if len(rows) else np.zeros((0, len(columns)), np.float32),
-        labels=labels,
-        image_keys=image_keys,
-        rows_read=table.n_rows,
-        dropped=dropped,
-        warnings=warnings,
-    )
+    return warnings

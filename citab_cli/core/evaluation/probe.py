@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from citab_cli.core import atomic
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import metrics
-from citab_cli.core.evaluation.checkpoints import (
-    LoadedCheckpoint,
-    check_fractions,
-    classifier_figures,
-    label_layout,
-    load_checkpoint,
-    prepare_cohorts,
-    stratified_subset,
-)
+from citab_cli.core.evaluation import metrics, report
+from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
+from citab_cli.core.evaluation.labels import check_fractions, label_layout, stratified_subset
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.training.dataset import CohortData, Collator
-from citab_cli.core.training.loop import embed_subjects
+from citab_cli.core.training.embedding import cohort_items, embed_subjects
 
+#: Seed of the randomly initialised baseline model.
+RANDOM_INIT_SEED = 0
 #: Inverse regularisation strengths tried on the validation split.
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 FEATURES = ("citab", "citab_tabular", "citab_image", "raw_table", "random_init")
@@ -115,97 +107,93 @@ def probe(
 
     target = torch.device(device)
     trained = loaded.model().to(target)
-    torch.manual_seed(0)
+    torch.manual_seed(RANDOM_INIT_SEED)
     random = build_model(loaded.config.model).to(target).eval()
     reports = []
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     for cohort in data:
         message(f"probing {cohort.name}")
+        features = _feature_sets(loaded, cohort, trained, random, target)
         reports.append(
-            _probe_cohort(
-                project, loaded, cohort, trained, random, fractions, seeds, target, resamples, stamp
-            )
+            _probe_cohort(project, loaded, cohort, features, fractions, seeds, resamples)
         )
     return reports
+
+
+def _feature_sets(
+    loaded: LoadedCheckpoint, cohort: CohortData, trained: CITab, random: CITab, device
+) -> dict[str, np.ndarray]:
+    """feature set -> (N, F) features of every labelled subject of `cohort`, rows in cohort
+    order; unlabelled subjects' rows are zeros (never read)."""
+    labelled = np.array([label is not None for label in cohort.labels])
+    every = np.nonzero(labelled)[0]
+    collator = Collator([cohort], loaded.config.model.tabular.categorical == "levels")
+    batch = loaded.config.train.batch_size
+    embedded = embed_subjects(trained, collator, cohort_items(every), batch, device)
+    baseline = embed_subjects(random, collator, cohort_items(every), batch, device)
+    sets = {
+        "citab": embedded["multimodal"],
+        "citab_tabular": embedded["tabular"],
+        "citab_image": embedded["image"],
+        "raw_table": raw_table_features(cohort)[every],
+        "random_init": baseline["multimodal"],
+    }
+    out = {}
+    for name, x in sets.items():
+        full = np.zeros((cohort.size, x.shape[1]), x.dtype)
+        full[every] = x
+        out[name] = full
+    return out
+
+
+def _fit_fractions(x, y, rows, fractions, seeds: int, classes: int, resamples: int):
+    """For one feature set (N, F): fraction key -> summary, the test probabilities of each
+    fraction's seeds, and the C chosen for each fraction's seeds."""
+    summary, probabilities, chosen = {}, {}, {}
+    for fraction in fractions:
+        runs, cs = [], []
+        for seed in range(seeds):
+            subset = rows["train"][stratified_subset(y[rows["train"]], fraction, seed)]
+            proba, c = _fit_predict(
+                x[subset], y[subset], x[rows["val"]], y[rows["val"]], x[rows["test"]], classes
+            )
+            runs.append(proba)
+            cs.append(c)
+        key = _key(fraction)
+        summary[key] = report.summarize(y[rows["test"]], runs, resamples)
+        summary[key]["n_train"] = int(len(stratified_subset(y[rows["train"]], fraction, 0)))
+        probabilities[fraction] = runs
+        chosen[key] = cs
+    return summary, probabilities, chosen
 
 
 def _probe_cohort(
     project: Project,
     loaded: LoadedCheckpoint,
     cohort: CohortData,
-    trained: CITab,
-    random: CITab,
+    feature_sets: dict[str, np.ndarray],
     fractions,
     seeds: int,
-    device: torch.device,
     resamples: int,
-    stamp: str,
 ) -> ProbeReport:
     layout = label_layout(cohort, "probe")
-    classes, y_all, rows = layout.classes, layout.y, layout.rows
-    labelled = y_all >= 0
-    collator = Collator([cohort], loaded.config.model.tabular.categorical == "levels")
-    every = np.nonzero(labelled)[0]
-    pairs = np.stack([np.zeros(len(every), np.int64), every], 1)
-    batch = loaded.config.train.batch_size
-    embedded = embed_subjects(trained, collator, pairs, batch, device)
-    baseline = embed_subjects(random, collator, pairs, batch, device)
-    position = {row: i for i, row in enumerate(every)}
-    raw = raw_table_features(cohort)
-    feature_sets = {
-        "citab": embedded["multimodal"],
-        "citab_tabular": embedded["tabular"],
-        "citab_image": embedded["image"],
-        "raw_table": raw[every],
-        "random_init": baseline["multimodal"],
-    }
-
-    def take(x: np.ndarray, split: str) -> np.ndarray:
-        return x[[position[r] for r in rows[split]]]
-
-    y = {s: y_all[rows[s]] for s in rows}
+    classes, y, rows = layout.classes, layout.y, layout.rows
     summary: dict = {}
     predictions: dict = {}
     chosen_c: dict = {}
     for feature, x in feature_sets.items():
-        summary[feature] = {}
-        for fraction in fractions:
-            runs, per_seed, cs = [], [], []
-            for seed in range(seeds):
-                subset = stratified_subset(y["train"], fraction, seed)
-                proba, c = _fit_predict(
-                    take(x, "train")[subset],
-                    y["train"][subset],
-                    take(x, "val"),
-                    y["val"],
-                    take(x, "test"),
-                    len(classes),
-                )
-                runs.append(proba)
-                per_seed.append(metrics.score(y["test"], proba))
-                cs.append(c)
-            intervals = metrics.bootstrap(y["test"], runs, resamples=resamples, seed=0)
-            summary[feature][_key(fraction)] = {
-                name: {
-                    "mean": float(np.mean([s[name] for s in per_seed])),
-                    "std": float(np.std([s[name] for s in per_seed])),
-                    "ci95": list(intervals[name]),
-                }
-                for name in metrics.NAMES
-            }
-            summary[feature][_key(fraction)]["n_train"] = int(
-                len(stratified_subset(y["train"], fraction, 0))
-            )
-            predictions[(feature, fraction)] = runs[0]
-            chosen_c[f"{feature}@{_key(fraction)}"] = cs
-    folder = project.reports_dir / f"probe-{loaded.run}-{cohort.name}-{stamp}"
-    report = {
+        summary[feature], runs, cs = _fit_fractions(
+            x, y, rows, fractions, seeds, len(classes), resamples
+        )
+        predictions.update({(feature, f): r[0] for f, r in runs.items()})
+        chosen_c.update({f"{feature}@{key}": c for key, c in cs.items()})
+    folder = report.report_folder(project, "probe", loaded.run, cohort.name)
+    document = {
         "kind": "probe",
         "checkpoint": str(loaded.path),
         "run": loaded.run,
         "step": loaded.document.get("step"),
         "cohort": cohort.name,
-        "cohort_seen_in_pretraining": cohort.name in loaded.document.get("cohorts", {}),
+        "cohort_seen_in_pretraining": loaded.seen(cohort.name),
         "classes": classes,
         "subjects": {s: int(len(rows[s])) for s in rows},
         "label_fractions": list(fractions),
@@ -214,13 +202,24 @@ def _probe_cohort(
         "features": {k: FEATURE_TITLES[k] for k in feature_sets},
         "results": summary,
         "chosen_c": chosen_c,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": report.created(),
     }
-    with atomic.staged_directory(folder) as stage:
-        (stage / "report.json").write_text(json.dumps(report, indent=2))
-        best_fraction = max(fractions)
-        _figures(stage, classes, y["test"], predictions, fractions, summary, best_fraction)
-        (stage / "report.md").write_text(_markdown(report, best_fraction))
+    best_fraction = max(fractions)
+    y_test = y[rows["test"]]
+
+    def figures(stage: Path) -> None:
+        report.classifier_figures(
+            stage,
+            classes,
+            y_test,
+            predictions[("citab", best_fraction)],
+            f"CITab probe, {best_fraction:.0%} of labels (seed 0)",
+        )
+        report.label_fraction_figure(
+            stage / "label_fraction_curve.png", fractions, summary, classes, _key
+        )
+
+    report.write_report(folder, document, _markdown(document, best_fraction), figures)
     return ProbeReport(cohort.name, folder, summary)
 
 
@@ -228,64 +227,28 @@ def _key(fraction: float) -> str:
     return f"{fraction:g}"
 
 
-def _figures(folder: Path, classes, y_test, predictions, fractions, summary, fraction) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classifier_figures(
-        folder,
-        classes,
-        y_test,
-        predictions[("citab", fraction)],
-        f"CITab probe, {fraction:.0%} of labels (seed 0)",
-    )
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
-    for feature, results in summary.items():
-        means = [results[_key(f)]["balanced_accuracy"]["mean"] for f in fractions]
-        stds = [results[_key(f)]["balanced_accuracy"]["std"] for f in fractions]
-        ax.errorbar(fractions, means, yerr=stds, marker="o", capsize=3, label=feature)
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of labelled train subjects")
-    ax.set_ylabel("test balanced accuracy (mean ± sd over seeds)")
-    ax.axhline(1 / len(classes), color="grey", linestyle=":", label="chance")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "label_fraction_curve.png", dpi=120)
-    plt.close(fig)
-
-
-def _markdown(report: dict, fraction: float) -> str:
+def _markdown(document: dict, fraction: float) -> str:
     lines = [
-        f"# Linear probe: {report['cohort']}",
+        f"# Linear probe: {document['cohort']}",
         "",
-        f"Checkpoint `{report['checkpoint']}` (run {report['run']}, step {report['step']}); "
-        f"cohort {'seen' if report['cohort_seen_in_pretraining'] else 'not seen'} in pretraining.",
-        f"Classes: {', '.join(report['classes'])}. Labelled subjects: "
-        + ", ".join(f"{k} {v}" for k, v in report["subjects"].items())
+        f"Checkpoint `{document['checkpoint']}` (run {document['run']}, step "
+        f"{document['step']}); cohort "
+        f"{'seen' if document['cohort_seen_in_pretraining'] else 'not seen'} in pretraining.",
+        f"Classes: {', '.join(document['classes'])}. Labelled subjects: "
+        + ", ".join(f"{k} {v}" for k, v in document["subjects"].items())
         + ".",
         f"Logistic regression on standardised features, C chosen on the validation split, scored "
-        f"on the test split; {report['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap "
-        f"interval over test subjects ({report['bootstrap_resamples']} resamples).",
+        f"on the test split; {document['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap "
+        f"interval over test subjects ({document['bootstrap_resamples']} resamples).",
         "",
     ]
-    for f in report["label_fractions"]:
-        lines += [
-            f"## {f:.0%} of the labelled train subjects",
-            "",
-            "| features | accuracy | balanced accuracy | macro AUC | macro F1 | ECE |",
-            "|---|---|---|---|---|---|",
+    for f in document["label_fractions"]:
+        rows = [
+            (document["features"][feature], results[_key(f)])
+            for feature, results in document["results"].items()
         ]
-        for feature, results in report["results"].items():
-            cells = []
-            for name in metrics.NAMES:
-                m = results[_key(f)][name]
-                cells.append(
-                    f"{m['mean']:.3f} ± {m['std']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
-                )
-            lines.append(f"| {report['features'][feature]} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"## {f:.0%} of the labelled train subjects", ""]
+        lines += report.metrics_table(rows, "features") + [""]
     lines += [
         f"![confusion matrix, {fraction:.0%} of labels](confusion_matrix.png)",
         f"![ROC curves, {fraction:.0%} of labels](roc.png)",

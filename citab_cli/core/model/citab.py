@@ -38,6 +38,7 @@ class TabularEncoder(nn.Module):
 
     def __init__(
         self,
+        *,
         header_dim: int,
         dim: int,
         layers: int,
@@ -51,19 +52,21 @@ class TabularEncoder(nn.Module):
         categorical_as_levels: bool,
     ):
         super().__init__()
-        self.tokenizer = TabularTokenizer(header_dim, dim, categorical_as_levels)
+        self.tokenizer = TabularTokenizer(
+            header_dim=header_dim, dim=dim, categorical_as_levels=categorical_as_levels
+        )
         shared = nn.Parameter(torch.randn(experts, dim) / dim**0.5) if shared_prototypes else None
         self.blocks = nn.ModuleList(
             Block(
                 dim,
                 heads,
                 PrototypeMixture(
-                    dim,
-                    experts,
-                    expert_ratio,
-                    linear_experts,
-                    gate,
-                    gate_temperature,
+                    dim=dim,
+                    experts=experts,
+                    ratio=expert_ratio,
+                    linear=linear_experts,
+                    gate=gate,
+                    temperature=gate_temperature,
                     prototypes=shared,
                 ),
             )
@@ -87,7 +90,7 @@ class TabularEncoder(nn.Module):
 class FusionEncoder(nn.Module):
     """Self-attention over [tab CLS, tab tokens, image tokens]; output 0 is the joint embedding."""
 
-    def __init__(self, dim: int, layers: int, heads: int, ffn_ratio: float):
+    def __init__(self, *, dim: int, layers: int, heads: int, ffn_ratio: float):
         super().__init__()
         self.blocks = nn.ModuleList(
             Block(dim, heads, FeedForward(dim, ffn_ratio)) for _ in range(layers)
@@ -110,19 +113,19 @@ class CITab(nn.Module):
         self.config = config
         tab, img = config.tabular, config.image
         self.tabular = TabularEncoder(
-            config.header_dim,
-            tab.dim,
-            tab.layers,
-            tab.heads,
-            tab.experts,
-            tab.expert_ratio,
-            tab.linear_experts,
-            tab.shared_prototypes,
-            tab.gate,
-            tab.gate_temperature,
-            tab.categorical == "levels",
+            header_dim=config.header_dim,
+            dim=tab.dim,
+            layers=tab.layers,
+            heads=tab.heads,
+            experts=tab.experts,
+            expert_ratio=tab.expert_ratio,
+            linear_experts=tab.linear_experts,
+            shared_prototypes=tab.shared_prototypes,
+            gate=tab.gate,
+            gate_temperature=tab.gate_temperature,
+            categorical_as_levels=tab.categorical == "levels",
         )
-        self.image = ResNet3d(img.depth, img.width)
+        self.image = ResNet3d(depth=img.depth, width=img.width)
         channels = self.image.out_channels
         grid = feature_grid(img.shape)
         self.image_grid = grid
@@ -131,7 +134,10 @@ class CITab(nn.Module):
             torch.randn(1, grid[0] * grid[1] * grid[2], tab.dim) * 0.02
         )
         self.fusion = FusionEncoder(
-            tab.dim, config.fusion.layers, config.fusion.heads, config.fusion.ffn_ratio
+            dim=tab.dim,
+            layers=config.fusion.layers,
+            heads=config.fusion.heads,
+            ffn_ratio=config.fusion.ffn_ratio,
         )
         p = config.projection_dim
         self.image_projection = nn.Sequential(

@@ -19,6 +19,8 @@ from citab_cli.core.synth.cohorts import COHORTS
 
 #: Stable per-cohort stream ids: choosing fewer cohorts never changes the ones you keep.
 _STREAM = {"adni": 1, "nacc": 2, "aibl": 3}
+#: Sub-stream of a subject's scan: (seed, cohort stream, subject, _SCAN_STREAM).
+_SCAN_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -83,78 +85,99 @@ def generate(
     summary: list[SynthCohort] = []
     with atomic.staged_directory(out) as stage:
         for name in cohorts:
-            spec = COHORTS[name]
-            rng = np.random.default_rng([seed, _STREAM[name]])
-            lat = latent.sample(rng, subjects, spec.prevalence, spec.age_mean, spec.education_mean)
-            rows: list[dict[str, str]] = []
-            images = stage / f"{name}_mri"
-            for i in range(subjects):
-                subject, subject_rows, image_path = spec.rows(lat, i, rng)
-                rows.extend(subject_rows)
-                subject_rng = np.random.default_rng([seed, _STREAM[name], i, 1])
-                brain = anatomy.brain(
-                    grid,
-                    subject_rng,
-                    float(lat.severity_image[i]),
-                    float(lat.age[i]),
-                    bool(lat.female[i]),
-                )
-                voxels = anatomy.scan(brain, grid, spec.scanner, subject_rng)
-                target = images / image_path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(anatomy.nifti_gz_bytes(voxels, grid.affine(spec.scanner.flip)))
-                truth_rows.append(
-                    {
-                        "cohort": name,
-                        "subject": subject,
-                        "diagnosis": latent.CLASSES[lat.diagnosis[i]],
-                        "severity": f"{lat.severity[i]:.4f}",
-                        "severity_tabular": f"{lat.severity_tabular[i]:.4f}",
-                        "severity_image": f"{lat.severity_image[i]:.4f}",
-                        "age": f"{lat.age[i]:.2f}",
-                        "sex": "female" if lat.female[i] else "male",
-                        "image": f"{name}_mri/{image_path}",
-                    }
-                )
-                if progress is not None:
-                    progress()
-            (stage / f"{name}.csv").write_text(_csv_text(rows))
-            counts = np.bincount(lat.diagnosis, minlength=3)
-            summary.append(
-                SynthCohort(
-                    name=name,
-                    subjects=subjects,
-                    rows=len(rows),
-                    csv=out / f"{name}.csv",
-                    images=out / f"{name}_mri",
-                    ceiling_accuracy=latent.ceiling_accuracy(lat, spec.prevalence),
-                    class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
-                )
-            )
+            cohort, truth = _write_cohort(stage, out, name, subjects, grid, seed, progress)
+            summary.append(cohort)
+            truth_rows.extend(truth)
         (stage / "truth.csv").write_text(_csv_text(truth_rows))
-        truth = {
-            "citab_version": __version__,
-            "seed": seed,
-            "subjects_per_cohort": subjects,
-            "shape": shape,
-            "spacing_mm": grid.spacing,
-            "model": {
-                "classes": list(latent.CLASSES),
-                "severity_means": latent.SEVERITY_MEANS.tolist(),
-                "severity_spread": latent.SEVERITY_SPREAD,
-                "tabular_noise": latent.TABULAR_NOISE,
-                "image_noise": latent.IMAGE_NOISE,
-            },
-            "cohorts": {
-                c.name: {
-                    "subjects": c.subjects,
-                    "csv_rows": c.rows,
-                    "prevalence": list(COHORTS[c.name].prevalence),
-                    "class_counts": c.class_counts,
-                    "ceiling_accuracy": round(c.ceiling_accuracy, 4),
-                }
-                for c in summary
-            },
-        }
-        atomic.write_text(stage / "truth.json", json.dumps(truth, indent=2) + "\n")
+        document = _truth_document(summary, seed, subjects, shape, grid)
+        atomic.write_text(stage / "truth.json", json.dumps(document, indent=2) + "\n")
     return SynthResult(out=out, cohorts=summary, truth=out / "truth.json")
+
+
+def _write_cohort(
+    stage: Path,
+    out: Path,
+    name: str,
+    subjects: int,
+    grid: anatomy.Grid,
+    seed: int,
+    progress: Callable[[], None] | None,
+) -> tuple[SynthCohort, list[dict[str, str]]]:
+    """One cohort's CSV and scans under `stage`; its summary and its truth rows."""
+    spec = COHORTS[name]
+    rng = np.random.default_rng([seed, _STREAM[name]])
+    lat = latent.sample(rng, subjects, spec.prevalence, spec.age_mean, spec.education_mean)
+    rows: list[dict[str, str]] = []
+    truth_rows: list[dict[str, str]] = []
+    images = stage / f"{name}_mri"
+    for i in range(subjects):
+        subject, subject_rows, image_path = spec.rows(lat, i, rng)
+        rows.extend(subject_rows)
+        subject_rng = np.random.default_rng([seed, _STREAM[name], i, _SCAN_STREAM])
+        brain = anatomy.brain(
+            grid,
+            subject_rng,
+            float(lat.severity_image[i]),
+            float(lat.age[i]),
+            bool(lat.female[i]),
+        )
+        voxels = anatomy.scan(brain, grid, spec.scanner, subject_rng)
+        target = images / image_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(anatomy.nifti_gz_bytes(voxels, grid.affine(spec.scanner.flip)))
+        truth_rows.append(
+            {
+                "cohort": name,
+                "subject": subject,
+                "diagnosis": latent.CLASSES[lat.diagnosis[i]],
+                "severity": f"{lat.severity[i]:.4f}",
+                "severity_tabular": f"{lat.severity_tabular[i]:.4f}",
+                "severity_image": f"{lat.severity_image[i]:.4f}",
+                "age": f"{lat.age[i]:.2f}",
+                "sex": "female" if lat.female[i] else "male",
+                "image": f"{name}_mri/{image_path}",
+            }
+        )
+        if progress is not None:
+            progress()
+    (stage / f"{name}.csv").write_text(_csv_text(rows))
+    counts = np.bincount(lat.diagnosis, minlength=3)
+    cohort = SynthCohort(
+        name=name,
+        subjects=subjects,
+        rows=len(rows),
+        csv=out / f"{name}.csv",
+        images=out / f"{name}_mri",
+        ceiling_accuracy=latent.ceiling_accuracy(lat, spec.prevalence),
+        class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
+    )
+    return cohort, truth_rows
+
+
+def _truth_document(
+    summary: list[SynthCohort], seed: int, subjects: int, shape: int, grid: anatomy.Grid
+) -> dict:
+    return {
+        "citab_version": __version__,
+        "seed": seed,
+        "subjects_per_cohort": subjects,
+        "shape": shape,
+        "spacing_mm": grid.spacing,
+        "model": {
+            "classes": list(latent.CLASSES),
+            "severity_means": latent.SEVERITY_MEANS.tolist(),
+            "severity_spread": latent.SEVERITY_SPREAD,
+            "tabular_noise": latent.TABULAR_NOISE,
+            "image_noise": latent.IMAGE_NOISE,
+        },
+        "cohorts": {
+            c.name: {
+                "subjects": c.subjects,
+                "csv_rows": c.rows,
+                "prevalence": list(COHORTS[c.name].prevalence),
+                "class_counts": c.class_counts,
+                "ceiling_accuracy": round(c.ceiling_accuracy, 4),
+            }
+            for c in summary
+        },
+    }

@@ -1,0 +1,104 @@
+"""What ingest records about a cohort besides its arrays: `manifest.json` (provenance, schema,
+preprocessing, column statistics of the train split) and `subjects.csv`."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from citab_cli import __version__
+from citab_cli.core.data.preprocess import PREPROCESSING_STEPS
+from citab_cli.core.data.schema import CategoricalColumn
+
+if TYPE_CHECKING:
+    from citab_cli.core.data.ingest import IngestPlan
+
+
+def column_stats(values: np.ndarray, spec) -> dict:
+    present = values[~np.isnan(values)]
+    stats: dict = {
+        "n": int(values.size),
+        "missing_rate": float(1 - present.size / max(values.size, 1)),
+    }
+    if isinstance(spec, CategoricalColumn):
+        names = spec.level_names
+        counts = (
+            np.bincount(present.astype(np.int64), minlength=len(names))
+            if present.size
+            else np.zeros(len(names), dtype=np.int64)
+        )
+        stats["counts"] = {name: int(c) for name, c in zip(names, counts, strict=True)}
+    elif present.size:
+        stats.update(
+            mean=float(present.mean()),
+            std=float(present.std()),
+            min=float(present.min()),
+            max=float(present.max()),
+        )
+    return stats
+
+
+def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
+    train = np.array([s == "train" for s in split_of])
+    columns = []
+    for j, (name, spec) in enumerate(plan.schema.columns.items()):
+        entry = {"name": name, "type": spec.type, "description": spec.description}
+        if isinstance(spec, CategoricalColumn):
+            entry["levels"] = spec.level_names
+        else:
+            entry.update(
+                unit=spec.unit,
+                range=list(spec.range) if spec.range else None,
+                normalize=spec.normalization,
+            )
+        entry["train_stats"] = column_stats(plan.table.values[train, j], spec)
+        columns.append(entry)
+    return {
+        "citab_version": __version__,
+        "cohort": plan.cohort,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_csv": {"path": str(plan.csv_path.resolve()), "sha256": plan.csv_sha256},
+        "images_dir": str(plan.images_root),
+        "schema": {
+            "source": str(plan.schema_path.resolve()),
+            "fingerprint": plan.schema.fingerprint(),
+        },
+        "preprocessing": {
+            **plan.settings.image.model_dump(mode="json"),
+            "steps": PREPROCESSING_STEPS,
+        },
+        "subjects": len(plan.table.subjects),
+        "splits": dict(Counter(split_of)),
+        "classes": plan.schema.label.class_names if plan.schema.label else [],
+        "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
+        "columns": columns,
+        "rows": {
+            "read": plan.table.rows_read,
+            "kept": len(plan.table.subjects),
+            "dropped": dict(plan.table.dropped),
+        },
+        "warnings": plan.warnings,
+    }
+
+
+def subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", "subject", "split", "label", "image", "image_sha256"])
+    for i, subject in enumerate(plan.table.subjects):
+        writer.writerow(
+            [
+                i,
+                subject,
+                split_of[i],
+                plan.table.labels[i] or "",
+                plan.images[i].relative_to(plan.images_root).as_posix(),
+                digests[i],
+            ]
+        )
+    return out.getvalue()

@@ -1,0 +1,56 @@
+"""Where this process stands in a torchrun launch, and the all-gather that gives contrastive
+losses every rank's negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op in a single process)."""
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+SINGLE = Distributed(0, 1, 0)
+
+
+class _AllGather(torch.autograd.Function):
+    """Concatenate every rank's rows; the gradient of the local rows sums over all ranks' losses."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        ctx.rank, ctx.rows = rank, local.shape[0]
+        parts = [torch.empty_like(local) for _ in range(world)]
+        torch.distributed.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        torch.distributed.all_reduce(grad)
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows], None, None
+
+
+class Gather:
+    """ITC negatives from every rank: (all rows, where this rank's rows start)."""
+
+    def __init__(self, dist: Distributed):
+        self.dist = dist
+
+    def __call__(self, local: torch.Tensor) -> tuple[torch.Tensor, int]:
+        gathered = _AllGather.apply(local, self.dist.rank, self.dist.world)
+        return gathered, self.dist.rank * local.shape[0]

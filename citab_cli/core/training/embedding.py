@@ -1,0 +1,37 @@
+"""Embeddings of subjects from a frozen model: what validation, probes and explanations read."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from citab_cli.core.model.citab import CITab
+from citab_cli.core.training.dataset import Collator
+
+#: The embeddings `embed_subjects` returns, by name.
+EMBEDDINGS = ("multimodal", "tabular", "image")
+
+
+def cohort_items(rows: np.ndarray, cohort: int = 0) -> np.ndarray:
+    """(N,) row indices of one cohort -> (N, 2) [cohort, row] items for a `Collator`."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.stack([np.full(len(rows), cohort, np.int64), rows], 1)
+
+
+@torch.no_grad()
+def embed_subjects(
+    model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
+) -> dict[str, np.ndarray]:
+    """Frozen embeddings of `items` (M, 2), in order: multimodal CLS (M, D), tabular CLS (M, D)
+    and pooled image (M, C_img), as float32 numpy arrays."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in EMBEDDINGS}
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        images = torch.from_numpy(collator.images(chunk)).to(device)
+        out = model(images, collator.table(chunk).to(device))
+        for key in parts:
+            parts[key].append(out[key].float().cpu().numpy())
+    model.train(was_training)
+    return {k: np.concatenate(v) if v else np.zeros((0, 0)) for k, v in parts.items()}
