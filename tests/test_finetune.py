@@ -90,6 +90,7 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "strategy",
         "classes",
         "subjects",
+        "split_gaps",
         "label_fraction",
         "seeds",
         "budget",

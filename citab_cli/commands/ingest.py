@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from citab_cli.commands.console import console, progress_bar
-from citab_cli.commands.options import ProjectOption, parse_triple
+from citab_cli.commands.options import ProjectOption, default, parse_triple
 
 
 class OnMissingImage(str, Enum):
@@ -28,18 +28,21 @@ def ingest(
         ..., metavar="CSV", help="The cohort's table, one row per visit."
     ),
     images: Path = typer.Option(..., "--images", help="Folder holding the cohort's NIfTI files."),
-    cohort: str = typer.Option(None, "--cohort", help="Cohort name [default: the CSV file name]."),
+    cohort: str = typer.Option(
+        None, "--cohort", help="Cohort name \\[default: the CSV file name]."
+    ),
     schema: Path = typer.Option(
         None,
         "--schema",
-        help="Schema YAML [default: <project>/schemas/<cohort>.yaml, then "
+        help="Schema YAML \\[default: <project>/schemas/<cohort>.yaml, then "
         "the shipped schemas/<cohort>.yaml].",
     ),
     workers: int = typer.Option(
         None,
         "--workers",
         min=1,
-        help="Processes preprocessing images in parallel [default: the number of CPUs, at most 8].",
+        help="Processes preprocessing images in parallel. "
+        + default("the number of CPUs, at most 8"),
     ),
     on_missing_image: OnMissingImage = typer.Option(
         OnMissingImage.error,
@@ -47,16 +50,18 @@ def ingest(
         help="Stop on rows without an image, or skip them.",
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Validate the table and find the images; write nothing."
+        False,
+        "--dry-run",
+        help="Validate the table and find the images; write nothing. " + default("off"),
     ),
     shape: str = typer.Option(
-        None, "--shape", help="Image grid of a NEW project: S or D,H,W voxels [default: 128]."
+        None, "--shape", help="Image grid of a NEW project: S or D,H,W voxels \\[default: 128]."
     ),
     spacing: str = typer.Option(
         None,
         "--spacing",
         help="Voxel size of a NEW project in mm: one or three numbers "
-        "[default: 192 mm / largest axis of --shape].",
+        "\\[default: 192 mm / largest axis of --shape].",
     ),
     project: Path = ProjectOption,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,6 +12,27 @@ from citab_cli.core.errors import CitabError
 ProjectOption = typer.Option(
     Path("."), "--project", "-p", help="Project directory.", show_default=True
 )
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def device_option(what: str):
+    """--device for a command that runs the model; `what` says what runs there."""
+    return typer.Option(
+        Device.auto,
+        "--device",
+        help=f"Where {what} runs: auto takes this process's CUDA device when PyTorch sees one "
+        "(bf16 autocast, channels-last), else the CPU.",
+    )
+
+
+def default(text: str) -> str:
+    """A "[default: ...]" note for help text (escaped, so Rich does not take it for markup)."""
+    return f"\\[default: {text}]"
 
 
 def parse_triple(text: str | None, what: str, cast: type) -> tuple | None:

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import ProjectOption
+from citab_cli.commands.options import Device, ProjectOption, default, device_option
 
 
 class Preset(str, Enum):
@@ -21,47 +21,70 @@ class Preset(str, Enum):
     paper = "paper"
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+#: The presets' epochs and batch sizes, as --help shows them (a test keeps them in step).
+PRESET_EPOCHS = "tiny 2, small 15, paper 300"
+PRESET_BATCH = "tiny 8, small 16, paper 12"
 
 
 def pretrain(
-    cohorts: str = typer.Option(None, "--cohorts", help="Comma-separated ingested cohorts."),
+    cohorts: str = typer.Option(
+        None,
+        "--cohorts",
+        help="Comma-separated ingested cohorts. "
+        + default("none: required for a new run; with --resume, the run's own"),
+    ),
     preset: Preset = typer.Option(
-        None, "--preset", help="Model and training preset [default: small]."
+        None, "--preset", help="Model and training preset. " + default("small")
     ),
     config_file: Path = typer.Option(
-        None, "--config", help="YAML overriding the preset (keys as in the run's config.yaml)."
+        None,
+        "--config",
+        help="YAML overriding the preset (keys as in the run's config.yaml). "
+        + default("none, the preset as it is"),
     ),
-    epochs: int = typer.Option(None, "--epochs", min=1),
-    batch_size: int = typer.Option(None, "--batch-size", min=2, help="Per process."),
-    seed: int = typer.Option(None, "--seed"),
+    epochs: int = typer.Option(
+        None,
+        "--epochs",
+        min=1,
+        help="Passes over the pretraining subjects. " + default(f"the preset's: {PRESET_EPOCHS}"),
+    ),
+    batch_size: int = typer.Option(
+        None,
+        "--batch-size",
+        min=2,
+        help="Subjects per step and process. " + default(f"the preset's: {PRESET_BATCH}"),
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed of every random choice of the run. " + default("0")
+    ),
     balance_cohorts: bool = typer.Option(
         None,
         "--balance-cohorts/--proportional",
-        help="Equal cohort shares per batch, or proportional to size [default].",
+        help="Equal cohort shares per batch, or shares proportional to cohort size. "
+        + default("--proportional"),
     ),
     include_val: bool = typer.Option(
         None,
         "--include-val/--train-only",
-        help="Also pretrain on validation subjects [default: train only].",
+        help="Also pretrain on validation subjects. " + default("--train-only"),
     ),
     run: str = typer.Option(
         None,
         "--run",
         "--run-name",
-        help="Run name [default: <preset>-<time>; with --resume, the newest run]. Under torchrun "
-        "write --run-name (torchrun takes --run for its own --run-path).",
+        help="Run name. Under torchrun write --run-name (torchrun takes --run for its own "
+        "--run-path). " + default("<preset>-<time>; with --resume, the newest run"),
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last state."),
-    device: Device = typer.Option(Device.auto, "--device"),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run from its last state; other options may repeat the run's own "
+        "values but not change them. " + default("off"),
+    ),
+    device: Device = device_option("training"),
     project: Path = ProjectOption,
 ) -> None:
     """Pretrain one model on several cohorts at once (image-table contrastive and matching)."""
-    import torch
-
     from citab_cli.core.data.project import Project
 
     store = Project(project)
@@ -75,19 +98,37 @@ def pretrain(
     }
     names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
     name, config = _resolve_run(store, names, preset, config_file, run, resume, overrides)
+    result, dist = _launch(store, config, name, resume, device)
+    if dist.main:
+        _print_result(result, name)
+    if result.stopped_early and dist.main:
+        raise typer.Exit(130)
+
+
+def _launch(store, config, name: str, resume: bool, device: Device):
+    """Run the training in this process (one of several under torchrun): (result, place)."""
+    import torch
+
     dist = _distributed()
     target = _device(device, dist)
     if dist.world > 1:
         torch.distributed.init_process_group("nccl" if target.startswith("cuda") else "gloo")
     try:
-        result = _train_with_progress(store, config, name, resume, target, dist)
+        return _train_with_progress(store, config, name, resume, target, dist), dist
     finally:
         if dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if dist.main:
-        _print_result(result, name)
-    if result.stopped_early and dist.main:
-        raise typer.Exit(130)
+
+
+#: Which option sets each key of the run configuration (the rest come from --preset/--config).
+OPTION_OF = {
+    "cohorts": "--cohorts",
+    "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size",
+    "train.seed": "--seed",
+    "train.balance_cohorts": "--balance-cohorts/--proportional",
+    "train.include_val": "--include-val/--train-only",
+}
 
 
 def _resolve_run(store, names, preset, config_file, run, resume, overrides):
@@ -95,21 +136,45 @@ def _resolve_run(store, names, preset, config_file, run, resume, overrides):
     from citab_cli.core.errors import CitabError
     from citab_cli.core.training import run as runs
 
-    if resume:
-        name = run or runs.newest_run(store)
-        directory = runs.run_dir(store, name)
-        if not (directory / runs.CONFIG_FILE).is_file():
-            raise CitabError(f"{directory}: no run to resume; start it without --resume")
-        base = runs.load_run_config(directory)
-        if preset is not None or config_file is not None:
-            raise CitabError("--preset and --config cannot change a resumed run; leave them out")
-    else:
+    if not resume:
         if not names:
             raise CitabError("name the cohorts to pretrain on: --cohorts adni,nacc,aibl")
         chosen = (preset or Preset.small).value
         name = run or f"{chosen}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        base = _load_config(chosen, config_file)
-    return name, _apply(base, names, overrides)
+        return name, _apply(_load_config(chosen, config_file), names, overrides)
+    name = run or runs.newest_run(store)
+    directory = runs.run_dir(store, name)
+    if not (directory / runs.CONFIG_FILE).is_file():
+        raise CitabError(f"{directory}: no run to resume; start it without --resume")
+    saved = runs.load_run_config(directory)
+    _refuse_changes(saved, name, preset, config_file, names, overrides)
+    return name, saved
+
+
+def _refuse_changes(saved, name, preset, config_file, names, overrides) -> None:
+    """Options repeated on --resume must equal the run's own settings; name the first change."""
+    from citab_cli.core.errors import CitabError
+    from citab_cli.core.training.config import differences
+
+    base = saved
+    if preset is not None or config_file is not None:
+        base = _load_config((preset or Preset.small).value, config_file)
+        # the grid and the header size come from the project, not from an option
+        model = base.model.model_copy(
+            update={"header_dim": saved.model.header_dim, "image": saved.model.image}
+        )
+        base = base.model_copy(update={"model": model})
+    requested = _apply(base, names if names is not None else list(saved.cohorts), overrides)
+    changed = differences(saved, requested)
+    if not changed:
+        return
+    key, was, now = changed[0]
+    option = OPTION_OF.get(key) or ("--config" if config_file is not None else "--preset")
+    more = f" (and {len(changed) - 1} more setting(s))" if len(changed) > 1 else ""
+    raise CitabError(
+        f"{option} changes {key} of run '{name}' from {was} to {now}{more}; a resumed run keeps "
+        f"its settings: drop {option}, or start a new run with another --run"
+    )
 
 
 def _train_with_progress(store, config, name: str, resume: bool, target: str, dist):
@@ -210,13 +275,6 @@ def _distributed():
 
 
 def _device(choice: Device, dist) -> str:
-    import torch
+    from citab_cli.core.training.precision import pick_device
 
-    from citab_cli.core.errors import CitabError
-
-    if choice == Device.cuda and not torch.cuda.is_available():
-        raise CitabError("--device cuda, but PyTorch sees no CUDA device; use --device cpu")
-    if choice == Device.cpu or not torch.cuda.is_available():
-        return "cpu"
-    torch.cuda.set_device(dist.local_rank)
-    return f"cuda:{dist.local_rank}"
+    return str(pick_device(choice.value, dist.local_rank))

@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import ProjectOption
+from citab_cli.commands.options import Device, ProjectOption, device_option
 from citab_cli.core.errors import CitabError
 
 
@@ -28,13 +28,15 @@ def probe(
         ..., "--ckpt", help="Checkpoint path, or a file name in the newest run (best.safetensors)."
     ),
     cohorts: str = typer.Option(
-        None, "--cohorts", help="Cohorts to probe [default: the checkpoint's pretraining cohorts]."
+        None,
+        "--cohorts",
+        help="Cohorts to probe \\[default: the checkpoint's pretraining cohorts].",
     ),
     label_fractions: str = typer.Option(
         "0.01,0.1,1", "--label-fractions", help="Fractions of labelled train subjects."
     ),
     seeds: int = typer.Option(5, "--seeds", help="Label subsets drawn per fraction."),
-    device: str = typer.Option("cpu", "--device", help="Device for the embeddings."),
+    device: Device = device_option("the embedding"),
     project: Path = ProjectOption,
 ) -> None:
     """Linear probes of the frozen model's embeddings per cohort, next to baselines."""
@@ -50,7 +52,7 @@ def probe(
         names,
         fractions,
         seeds,
-        device,
+        device.value,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
     )
     for report in reports:

@@ -34,7 +34,7 @@ def _options(command) -> list[str]:
         annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
         if isinstance(annotation, type) and issubclass(annotation, Enum):
             choices = " (" + ", ".join(f"`{c.value}`" for c in annotation) + ")"
-        text = (param.help or "").replace("|", "\\|").replace("\n", " ")
+        text = (param.help or "").replace("\\[", "[").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| {names}{choices} | {default} | {text} |")
     return rows
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from citab_cli.commands.console import console
+from citab_cli.commands.options import default
 
 app = typer.Typer(help="Draft and check cohort schemas.", no_args_is_help=True)
 
@@ -15,7 +16,7 @@ app = typer.Typer(help="Draft and check cohort schemas.", no_args_is_help=True)
 def infer(
     csv_path: Path = typer.Argument(..., metavar="CSV", help="The cohort's table."),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write the draft here (else print it)."
+        None, "--output", "-o", help="Write the draft here. " + default("print it")
     ),
 ) -> None:
     """Draft a schema YAML from a CSV: types, ranges, levels, likely missing codes."""

@@ -23,6 +23,8 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import DEFAULT_HEADER_ENCODER
 
+#: Bytes read at a time while hashing an encoder's files.
+HASH_BLOCK = 1 << 20
 #: Files that make a folder a sentence-transformers model.
 _MODEL_MARKERS = ("modules.json", "config_sentence_transformers.json")
 
@@ -78,16 +80,19 @@ def project_texts(project: Project) -> list[ColumnText]:
 
 
 def encoder_id(model: Path | None) -> str:
-    """A stable id for an encoder: the shipped default's name, or folder name + content hash."""
+    """A stable id for an encoder: the shipped default's name, or folder name + a hash of every
+    file's path and content (an encoder fine-tuned in place gets a new id, so cached vectors of
+    the old weights are never reused)."""
     if model is None:
         return DEFAULT_HEADER_ENCODER
     digest = hashlib.sha256()
     for path in sorted(model.rglob("*")):
         if path.is_file():
-            rel = path.relative_to(model).as_posix()
-            data = path.read_bytes() if path.stat().st_size < 1 << 20 else str(path.stat().st_size)
-            digest.update(rel.encode())
-            digest.update(data if isinstance(data, bytes) else data.encode())
+            digest.update(path.relative_to(model).as_posix().encode() + b"\0")
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(HASH_BLOCK), b""):
+                    digest.update(block)
+            digest.update(b"\0")
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", model.resolve().name).strip("-.") or "model"
     return f"{name}-{digest.hexdigest()[:10]}"
 

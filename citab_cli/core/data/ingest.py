@@ -187,7 +187,14 @@ def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> In
 
 
 def split_plan(plan: IngestPlan) -> list[str]:
-    return splits.assign(plan.table.subjects, plan.table.labels, plan.settings.split)
+    """Each subject's split; a split lacking a class adds a warning to the plan."""
+    split_of = splits.assign(plan.table.subjects, plan.table.labels, plan.settings.split)
+    for warning in splits.describe_gaps(
+        splits.gaps(split_of, plan.table.labels), plan.table.labels
+    ):
+        if warning not in plan.warnings:
+            plan.warnings.append(warning)
+    return split_of
 
 
 def _keep(

@@ -46,7 +46,8 @@ def column_stats(values: np.ndarray, spec) -> dict:
 def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
     train = np.array([s == "train" for s in split_of])
     columns = []
-    for j, (name, spec) in enumerate(plan.schema.columns.items()):
+    for j, name in enumerate(plan.table.columns):
+        spec = plan.schema.columns[name]
         entry = {"name": name, "type": spec.type, "description": spec.description}
         if isinstance(spec, CategoricalColumn):
             entry["levels"] = spec.level_names
@@ -77,6 +78,7 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
         "classes": plan.schema.label.class_names if plan.schema.label else [],
         "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
         "columns": columns,
+        "absent_columns": [n for n in plan.schema.columns if n not in plan.table.columns],
         "rows": {
             "read": plan.table.rows_read,
             "kept": len(plan.table.subjects),

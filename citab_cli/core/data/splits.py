@@ -43,3 +43,28 @@ def assign(subjects: list[str], labels: list[str | None], fractions: SplitSettin
             split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             out[members[pos]] = split
     return out
+
+
+def gaps(split_of: list[str], labels: list[str | None]) -> dict[str, list[str]]:
+    """split -> the classes (among the labelled subjects) that the split has no subject of."""
+    classes = sorted({label for label in labels if label is not None})
+    out = {}
+    for split in SPLITS:
+        have = {label for s, label in zip(split_of, labels, strict=True) if s == split}
+        missing = [c for c in classes if c not in have]
+        if missing:
+            out[split] = missing
+    return out
+
+
+def describe_gaps(found: dict[str, list[str]], labels: list[str | None]) -> list[str]:
+    """One warning per split that lacks classes, with how many subjects each class has."""
+    counts = {c: sum(label == c for label in labels) for c in {x for x in labels if x}}
+    return [
+        f"the {split} split has no subject of class "
+        + ", ".join(f"{c} ({counts[c]} labelled in all)" for c in missing)
+        + "; probes and fine-tuning cannot "
+        + ("learn" if split == "train" else "check" if split == "val" else "score")
+        + " it there (ingest more subjects or change the split fractions)"
+        for split, missing in found.items()
+    ]

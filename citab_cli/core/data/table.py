@@ -40,7 +40,7 @@ class ValidatedTable:
 
     subjects: list[str]
     lines: list[int]  # CSV line of each kept row
-    columns: list[str]  # feature columns, schema order
+    columns: list[str]  # feature columns the CSV has, schema order (absent optional ones left out)
     values: np.ndarray  # (N, C) float32, NaN = missing, categorical = level index
     labels: list[str | None]  # canonical class or None (unlabelled)
     image_keys: list[dict[str, str]]  # per row: the cells image resolution needs
@@ -224,14 +224,17 @@ def validate(table: RawTable, schema: CohortSchema, schema_path: Path) -> Valida
     rows = _kept_rows(table, schema, schema_path, dropped)
     _check_subjects(table, schema, rows, cohort_missing)
     labels = _labels(table, schema, rows, cohort_missing, warnings)
-    columns = list(schema.columns)
+    # An optional column the CSV lacks is absent, not missing: it gets no token at all (a
+    # column of "missing" cells would be a constant that only identifies the cohort).
+    columns = [name for name in schema.columns if name in table.rows]
     values = np.stack(
         [
-            _convert_column(table, name, spec, rows, cohort_missing, schema_path)
-            for name, spec in schema.columns.items()
-        ],
+            _convert_column(table, name, schema.columns[name], rows, cohort_missing, schema_path)
+            for name in columns
+        ]
+        or [np.zeros(len(rows), np.float32)],
         axis=1,
-    ).astype(np.float32)
+    ).astype(np.float32)[:, : len(columns)]
     warnings += _column_warnings(table, schema, columns, values, len(rows))
     key_columns = schema.image_fields()
     if not key_columns and schema.role_columns().get("image"):
@@ -334,10 +337,13 @@ def _column_warnings(
 ) -> list[str]:
     """Optional columns the CSV lacks, mostly-missing columns, CSV columns nobody uses."""
     warnings = []
-    for j, name in enumerate(columns):
+    for name in schema.columns:
         if name not in table.rows:
-            warnings.append(f"column '{name}' is not in the CSV (optional): all missing")
-            continue
+            warnings.append(
+                f"optional column '{name}' is not in the CSV: left out (the cohort does not "
+                "have it, which is not the same as every value missing)"
+            )
+    for j, name in enumerate(columns):
         rate = float(np.isnan(values[:, j]).mean()) if n_rows else 0.0
         if rate > 0.5:
             warnings.append(f"column '{name}' is missing in {rate:.0%} of kept rows")

@@ -19,6 +19,7 @@ from citab_cli.core.training.augment import AugmentConfig, augment, sample_param
 from citab_cli.core.training.config import PretrainConfig
 from citab_cli.core.training.dataset import Collator
 from citab_cli.core.training.embedding import cohort_items
+from citab_cli.core.training.precision import autocast, image_layout
 
 Strategy = Literal["frozen", "trainable"]
 #: The backbone learns at this fraction of the head's rate when trained end to end.
@@ -67,8 +68,10 @@ def predict(
     out = []
     for start in range(0, len(rows), batch):
         items = cohort_items(rows[start : start + batch])
-        images = torch.from_numpy(collator.images(items)).to(device)
-        out.append(torch.softmax(model(images, collator.table(items).to(device)).float(), -1))
+        images = image_layout(torch.from_numpy(collator.images(items)), device)
+        with autocast(device):
+            logits = model(images, collator.table(items).to(device))
+        out.append(torch.softmax(logits.float(), -1))
     model.train(was)
     return torch.cat(out).cpu().numpy()
 
@@ -119,10 +122,12 @@ def train_classifier(
         for start in range(0, len(order), batch):
             rows = order[start : start + batch]
             items = cohort_items(rows)
-            images = torch.from_numpy(collator.images(items)).to(device)
+            images = image_layout(torch.from_numpy(collator.images(items)), device)
             images = augment(images, sample_parameters(config, seed, epoch, rows), config)
             target = torch.as_tensor(layout.y[rows], device=device)
-            loss = loss_fn(model(images, collator.table(items).to(device)), target)
+            with autocast(device):
+                logits = model(images, collator.table(items).to(device))
+            loss = loss_fn(logits.float(), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -22,6 +22,12 @@ from citab_cli.core.evaluation.labels import label_layout
 from citab_cli.core.evaluation.routing import routing
 from citab_cli.core.training.dataset import CohortData, Collator
 from citab_cli.core.training.embedding import cohort_items, embed_subjects
+from citab_cli.core.training.precision import (
+    describe_device,
+    image_layout,
+    model_layout,
+    pick_device,
+)
 
 #: Cohort-level attributions average over at most this many test subjects.
 AGGREGATE_SUBJECTS = 64
@@ -38,11 +44,15 @@ def _classifier(
     linear probe fitted on the cohort's labelled train subjects (folded into one linear head)."""
     if loaded.document["kind"] == CLASSIFIER:
         model = classifier_from(loaded.document, loaded.tensors)
-        return model.to(device), list(loaded.document["classes"]), "fine-tuned classifier"
+        return (
+            model_layout(model, device),
+            list(loaded.document["classes"]),
+            "fine-tuned classifier",
+        )
     from sklearn.linear_model import LogisticRegression
 
     layout = label_layout(cohort, "explanation")
-    backbone = loaded.model().to(device)
+    backbone = model_layout(loaded.model(), device)
     collator = Collator([cohort], loaded.config.model.tabular.categorical == "levels")
     rows = layout.rows["train"]
     x = embed_subjects(
@@ -99,7 +109,7 @@ def attribute(
     """Integrated gradients over the cell tokens (the image held fixed) and Grad-CAM over the
     last image feature map, both for each subject's predicted class."""
     items = cohort_items(rows)
-    images = torch.from_numpy(collator.images(items)).to(device)
+    images = image_layout(torch.from_numpy(collator.images(items)), device)
     table = collator.table(items).to(device)
     backbone = model.backbone
     image = backbone.encode_image(images)
@@ -141,12 +151,13 @@ def explain(
     cohort: str,
     subjects: str | None = None,
     steps: int = 32,
-    device: str = "cpu",
+    device: str = "auto",
     message: Callable[[str], None] = lambda text: None,
 ) -> Explanation:
     loaded = load_checkpoint(project, ckpt, kinds=("model", CLASSIFIER))
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "explain")
-    target = torch.device(device)
+    target = pick_device(device)
+    message(f"explaining on {describe_device(target)} (attributions in fp32)")
     model, classes, what = _classifier(loaded, data, target)
     collator = Collator([data], loaded.config.model.tabular.categorical == "levels")
     chosen = _pick_subjects(data, subjects)

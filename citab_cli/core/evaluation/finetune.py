@@ -32,6 +32,7 @@ from citab_cli.core.evaluation.labels import (
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.training import checkpoint
 from citab_cli.core.training.dataset import CohortData, Collator
+from citab_cli.core.training.precision import describe_device, model_layout, pick_device
 
 __all__ = ["FinetuneReport", "Strategy", "finetune", "load_classifier", "train_classifier"]
 
@@ -68,7 +69,7 @@ def finetune(
     patience: int = 5,
     learning_rate: float = 1e-3,
     batch_size: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     resamples: int = 500,
     message: Callable[[str], None] = lambda text: None,
 ) -> FinetuneReport:
@@ -78,9 +79,13 @@ def finetune(
     loaded = load_checkpoint(project, ckpt)
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "fine-tune")
     layout = label_layout(data, "fine-tune")
+    for line in layout.describe_gaps(cohort):
+        message(line)
     budget = Budget(epochs, patience, batch_size or loaded.config.train.batch_size, learning_rate)
+    target = pick_device(device)
+    message(f"training on {describe_device(target)}")
     runs, curves, kept = _train_all(
-        loaded, data, layout, strategy, label_fraction, seeds, budget, torch.device(device), message
+        loaded, data, layout, strategy, label_fraction, seeds, budget, target, message
     )
     y_test = layout.labels("test")
     summary = {
@@ -97,6 +102,7 @@ def finetune(
         "strategy": strategy,
         "classes": layout.classes,
         "subjects": {s: int(len(r)) for s, r in layout.rows.items()},
+        "split_gaps": layout.gaps,
         "label_fraction": label_fraction,
         "seeds": seeds,
         "budget": {
@@ -151,7 +157,7 @@ def _train_all(
             message(f"{kind}, seed {seed}: {len(subset)} labelled train subjects")
             torch.manual_seed(seed)
             backbone = loaded.model() if kind == "finetuned" else build_model(loaded.config.model)
-            model = Classifier(backbone, len(layout.classes)).to(device)
+            model = model_layout(Classifier(backbone, len(layout.classes)), device)
             trained = train_classifier(
                 model,
                 strategy if kind == "finetuned" else "trainable",
@@ -218,6 +224,7 @@ def _markdown(document: dict) -> str:
         f"Strategy: {document['strategy']}; {document['label_fraction']:.0%} of the labelled "
         f"train subjects; {document['seeds']} seed(s); early stopping on validation balanced "
         f"accuracy (budget: {document['budget']}).",
+        *report.gap_lines(document),
         "",
     ]
     rows = [(titles[kind], results) for kind, results in document["results"].items()]

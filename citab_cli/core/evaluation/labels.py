@@ -3,7 +3,7 @@ stratified label subsets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,9 +40,22 @@ class LabelLayout:
     classes: list[str]
     y: np.ndarray  # (N,) int
     rows: dict[str, np.ndarray]
+    gaps: dict[str, list[str]] = field(default_factory=dict)  # split -> classes it lacks
 
     def labels(self, split: str) -> np.ndarray:
         return self.y[self.rows[split]]
+
+    def describe_gaps(self, cohort: str) -> list[str]:
+        """One line per split that lacks classes, saying what that costs."""
+        cost = {
+            "train": "no head can learn them from this split",
+            "val": "model choices on the validation split ignore them",
+        }
+        return [
+            f"cohort '{cohort}': the {split} split has no labelled subject of class "
+            f"{', '.join(missing)}; {cost[split]}"
+            for split, missing in self.gaps.items()
+        ]
 
 
 def label_layout(cohort: CohortData, task: str) -> LabelLayout:
@@ -65,4 +78,8 @@ def label_layout(cohort: CohortData, task: str) -> LabelLayout:
             f"cohort '{cohort.name}' has fewer than two classes among its labelled "
             "train subjects; nothing to learn"
         )
-    return LabelLayout(classes, y, rows)
+    gaps = {
+        split: [c for i, c in enumerate(classes) if i not in set(y[rows[split]].tolist())]
+        for split in ("train", "val")
+    }
+    return LabelLayout(classes, y, rows, {s: g for s, g in gaps.items() if g})

@@ -13,10 +13,16 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import metrics, report
 from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
-from citab_cli.core.evaluation.labels import check_fractions, label_layout, stratified_subset
+from citab_cli.core.evaluation.labels import (
+    LabelLayout,
+    check_fractions,
+    label_layout,
+    stratified_subset,
+)
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.training.dataset import CohortData, Collator
 from citab_cli.core.training.embedding import cohort_items, embed_subjects
+from citab_cli.core.training.precision import describe_device, model_layout, pick_device
 
 #: Seed of the randomly initialised baseline model.
 RANDOM_INIT_SEED = 0
@@ -94,7 +100,7 @@ def probe(
     cohorts: list[str] | None = None,
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
     seeds: int = 5,
-    device: str = "cpu",
+    device: str = "auto",
     resamples: int = 500,
     message: Callable[[str], None] = lambda text: None,
 ) -> list[ProbeReport]:
@@ -105,16 +111,20 @@ def probe(
     names = cohorts or list(loaded.config.cohorts) or project.cohorts()
     data = prepare_cohorts(project, loaded, names, message, "probe")
 
-    target = torch.device(device)
-    trained = loaded.model().to(target)
+    target = pick_device(device)
+    message(f"embedding on {describe_device(target)}")
+    trained = model_layout(loaded.model(), target)
     torch.manual_seed(RANDOM_INIT_SEED)
-    random = build_model(loaded.config.model).to(target).eval()
+    random = model_layout(build_model(loaded.config.model), target).eval()
     reports = []
     for cohort in data:
         message(f"probing {cohort.name}")
+        layout = label_layout(cohort, "probe")
+        for line in layout.describe_gaps(cohort.name):
+            message(line)
         features = _feature_sets(loaded, cohort, trained, random, target)
         reports.append(
-            _probe_cohort(project, loaded, cohort, features, fractions, seeds, resamples)
+            _probe_cohort(project, loaded, cohort, layout, features, fractions, seeds, resamples)
         )
     return reports
 
@@ -170,12 +180,12 @@ def _probe_cohort(
     project: Project,
     loaded: LoadedCheckpoint,
     cohort: CohortData,
+    layout: LabelLayout,
     feature_sets: dict[str, np.ndarray],
     fractions,
     seeds: int,
     resamples: int,
 ) -> ProbeReport:
-    layout = label_layout(cohort, "probe")
     classes, y, rows = layout.classes, layout.y, layout.rows
     summary: dict = {}
     predictions: dict = {}
@@ -196,6 +206,7 @@ def _probe_cohort(
         "cohort_seen_in_pretraining": loaded.seen(cohort.name),
         "classes": classes,
         "subjects": {s: int(len(rows[s])) for s in rows},
+        "split_gaps": layout.gaps,
         "label_fractions": list(fractions),
         "seeds": seeds,
         "bootstrap_resamples": resamples,
@@ -240,6 +251,7 @@ def _markdown(document: dict, fraction: float) -> str:
         f"Logistic regression on standardised features, C chosen on the validation split, scored "
         f"on the test split; {document['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap "
         f"interval over test subjects ({document['bootstrap_resamples']} resamples).",
+        *report.gap_lines(document),
         "",
     ]
     for f in document["label_fractions"]:

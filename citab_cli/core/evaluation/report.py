@@ -51,6 +51,14 @@ def metrics_table(rows: list[tuple[str, dict]], first: str) -> list[str]:
     return lines
 
 
+def gap_lines(document: dict) -> list[str]:
+    """Markdown lines naming the classes a split lacks (none when every split has them all)."""
+    return [
+        f"**The {split} split has no labelled subject of class {', '.join(missing)}.**"
+        for split, missing in document.get("split_gaps", {}).items()
+    ]
+
+
 def created() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -58,29 +58,50 @@ def save(path: Path, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str
         ) from None
 
 
-def _refuse_other_formats(path: Path, head: bytes) -> None:
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CitabError(
-            f"{path}: this is a pickle (torch.save) file; citab loads safetensors "
-            "only, because unpickling a file can run arbitrary code"
-        )
+def _safetensors_header(data: bytes) -> dict | None:
+    """The JSON header when `data` is laid out as a safetensors file (an 8-byte little-endian
+    header length, then that many bytes of JSON object), else None."""
+    if len(data) < 10:
+        return None
+    length = int.from_bytes(data[:8], "little")
+    if length < 2 or 8 + length > len(data) or data[8:9] != b"{":
+        return None
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _looks_like_pickle(data: bytes) -> bool:
+    """torch.save output: a zip archive, or a pickle stream of protocol 2 or later."""
+    return data[:4] == b"PK\x03\x04" or (data[:1] == b"\x80" and data[1:2] in b"\x02\x03\x04\x05")
 
 
 def load(path: Path, kind: str | None = MODEL) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata document); every problem with the file is a CitabError."""
+    """(tensors, metadata document); every problem with the file is a CitabError.
+
+    The format is decided by what parses: a file whose header reads as safetensors is one,
+    whatever its first bytes happen to be (its header length can start with 0x80 or "PK").
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load as from_bytes
 
     if not path.is_file():
         raise CitabError(f"{path}: checkpoint not found; check the path")
     data = path.read_bytes()
-    _refuse_other_formats(path, data[:8])
+    header = _safetensors_header(data)
+    if header is None and _looks_like_pickle(data):
+        raise CitabError(
+            f"{path}: this is a pickle (torch.save) file; citab loads safetensors "
+            "only, because unpickling a file can run arbitrary code"
+        )
     try:
+        if header is None:
+            raise ValueError("no safetensors header")
         tensors = from_bytes(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
         document = json.loads(header.get("__metadata__", {}).get("citab", "null"))
-    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError):
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError, AttributeError):
         raise CitabError(
             f"{path}: not a readable safetensors file (truncated or corrupt); use "
             "another checkpoint or re-run"

@@ -22,7 +22,12 @@ class TrainConfig(BaseModel):
     balance_cohorts: bool = Field(False, description="equal cohort shares instead of proportional")
     include_val: bool = Field(False, description="pretrain on validation subjects too")
     checkpoint_every: int = Field(200, ge=1, description="steps between last.safetensors writes")
-    validate_every: int = Field(1, ge=1, description="epochs between validations")
+    validate_every: int = Field(
+        5,
+        ge=1,
+        description="epochs between validations (run by one process; the last epoch "
+        "is always validated)",
+    )
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
     max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite losses before stopping")
     augment: AugmentConfig = AugmentConfig()
@@ -44,6 +49,7 @@ TRAIN_PRESETS = {
         warmup_epochs=0.5,
         checkpoint_every=20,
         log_every=5,
+        validate_every=1,
     ),
     "small": TrainConfig(
         epochs=15,
@@ -52,8 +58,9 @@ TRAIN_PRESETS = {
         warmup_epochs=1,
         checkpoint_every=50,
         log_every=10,
+        validate_every=1,
     ),
-    "paper": TrainConfig(),
+    "paper": TrainConfig(validate_every=10),
 }
 
 
@@ -61,3 +68,19 @@ def pretrain_preset(name: str) -> PretrainConfig:
     if name not in PRESETS:
         raise CitabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PretrainConfig(model=PRESETS[name], train=TRAIN_PRESETS[name])
+
+
+def differences(saved: BaseModel, requested: BaseModel) -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, requested value) of every setting that differs."""
+
+    def leaves(value, prefix: str) -> dict:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                out.update(leaves(item, f"{prefix}.{key}" if prefix else key))
+            return out
+        return {prefix: value}
+
+    a = leaves(saved.model_dump(mode="json"), "")
+    b = leaves(requested.model_dump(mode="json"), "")
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -23,6 +23,19 @@ class Distributed:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def any(self, flag: bool | torch.Tensor, device: torch.device) -> bool:
+        """Whether `flag` holds on at least one rank: every rank gets the same answer, so
+        decisions such as "skip this step" or "stop now" are taken in step."""
+        if self.world == 1:
+            return bool(flag)
+        value = torch.as_tensor(flag, device=device).reshape(1).to(torch.int32)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+    def all(self, flag: bool | torch.Tensor, device: torch.device) -> bool:
+        """Whether `flag` holds on every rank (the same answer on every rank)."""
+        return not self.any(not bool(flag), device)
+
 
 SINGLE = Distributed(0, 1, 0)
 

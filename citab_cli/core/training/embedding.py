@@ -7,6 +7,7 @@ import torch
 
 from citab_cli.core.model.citab import CITab
 from citab_cli.core.training.dataset import Collator
+from citab_cli.core.training.precision import autocast, image_layout
 
 #: The embeddings `embed_subjects` returns, by name.
 EMBEDDINGS = ("multimodal", "tabular", "image")
@@ -23,14 +24,16 @@ def embed_subjects(
     model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
 ) -> dict[str, np.ndarray]:
     """Frozen embeddings of `items` (M, 2), in order: multimodal CLS (M, D), tabular CLS (M, D)
-    and pooled image (M, C_img), as float32 numpy arrays."""
+    and pooled image (M, C_img), as float32 numpy arrays. On CUDA the forward pass runs as in
+    training (bf16 autocast, channels-last)."""
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {key: [] for key in EMBEDDINGS}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        images = torch.from_numpy(collator.images(chunk)).to(device)
-        out = model(images, collator.table(chunk).to(device))
+        images = image_layout(torch.from_numpy(collator.images(chunk)), device)
+        with autocast(device):
+            out = model(images, collator.table(chunk).to(device))
         for key in parts:
             parts[key].append(out[key].float().cpu().numpy())
     model.train(was_training)

@@ -34,6 +34,7 @@ from citab_cli.core.training.dataset import (
 )
 from citab_cli.core.training.distributed import SINGLE, Distributed, Gather
 from citab_cli.core.training.loader import Prefetcher
+from citab_cli.core.training.precision import autocast, image_layout, model_layout
 from citab_cli.core.training.run import (
     CONFIG_FILE,
     STATE,
@@ -173,10 +174,9 @@ def _saved_state(project: Project, directory: Path) -> tuple[dict, dict]:
 def _build(config: PretrainConfig, target: torch.device) -> tuple[CITab, torch.optim.Optimizer]:
     """The model, seeded by the run's seed, and its Adam optimiser."""
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model).to(target)
+    model = model_layout(build_model(config.model), target)
     if target.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions
-        model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=config.train.learning_rate,
@@ -223,7 +223,7 @@ def _pretrain(
     target = torch.device(device)
     model, optimizer = _build(config, target)
     writer = RunWriter(
-        directory, config, cohorts, cache, model, optimizer, schedule.steps_per_epoch, dist.main
+        directory, config, cohorts, cache, model, optimizer, schedule.steps_per_epoch, dist
     )
     progress = Progress()
     if saved is not None:
@@ -271,9 +271,7 @@ def _loop(
         epoch, offset = divmod(progress.step, schedule.steps_per_epoch)
         batches = schedule.batches(train, epoch, offset, dist)
         for items, images, table in Prefetcher(batches, collator, pin=cuda):
-            images = images.to(target, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last_3d)
+            images = image_layout(images, target)
             table = table.to(target)
             params = sample_parameters(train.augment, train.seed, epoch, subject_ids(items))
             images = augment(images, params, train.augment)
@@ -284,10 +282,11 @@ def _loop(
             for group in optimizer.param_groups:
                 group["lr"] = rate
             generator = step_generator(train.seed, progress.step, target)
-            with torch.autocast(target.type, dtype=torch.bfloat16, enabled=cuda):
+            with autocast(target):
                 losses = objective(images, table, cohort_ids, generator, gather)
             optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(losses["loss"]).item():
+            # every rank takes the same decision, or the ones that step wait for the others
+            if dist.all(torch.isfinite(losses["loss"]), target):
                 progress.bad_in_a_row = 0
                 losses["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -304,11 +303,15 @@ def _loop(
                 hooks.step(progress.step, {})
             if progress.step % train.checkpoint_every == 0:
                 writer.save_state(progress)
-            if hooks.stop(progress.step):
+            if dist.any(hooks.stop(progress.step), target):
                 return True
         finished = epoch + 1
         if finished % train.validate_every == 0 or progress.step == schedule.total_steps:
-            _validate(model, collator, cohorts, train, target, progress, writer, hooks, finished)
+            if dist.main:  # one process validates; the others wait for it
+                _validate(
+                    model, collator, cohorts, train, target, progress, writer, hooks, finished
+                )
+            dist.barrier()
     return False
 
 

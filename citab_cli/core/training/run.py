@@ -24,6 +24,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.training import checkpoint
 from citab_cli.core.training.config import PretrainConfig
 from citab_cli.core.training.dataset import CohortData
+from citab_cli.core.training.distributed import Distributed
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -72,9 +73,21 @@ def load_run_config(directory: Path) -> PretrainConfig:
 
 
 def check_resumable(
-    document: dict, config: PretrainConfig, cohorts: list[CohortData], path: Path
+    document: dict, config: PretrainConfig, cohorts: list[CohortData], path: Path, world: int
 ) -> None:
-    """A saved state continues only with its own configuration and cohort schemas."""
+    """A saved state continues only with its own configuration, cohort schemas and number of
+    processes (the data order, the epochs and the schedule are laid out for that number)."""
+    saved_world = document.get("world_size", 1)
+    if saved_world != world:
+        how = (
+            "without torchrun"
+            if saved_world == 1
+            else f"under torchrun with {saved_world} processes in total over all machines"
+        )
+        raise CitabError(
+            f"{path}: this run was trained with {_processes(saved_world)} and is resumed with "
+            f"{_processes(world)}; resume it {how}, or start a new run"
+        )
     if document["config"] != config.model_dump(mode="json"):
         raise CitabError(
             f"{path}: saved with another configuration than {path.parent / CONFIG_FILE}; "
@@ -87,6 +100,10 @@ def check_resumable(
                 f"{path}: cohort '{c.name}' was re-ingested with another schema since "
                 "this run started; start a new run"
             )
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -121,7 +138,7 @@ class RunWriter:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         steps_per_epoch: int,
-        main: bool,
+        dist: Distributed,
     ):
         self.directory = directory
         self.config = config
@@ -130,7 +147,8 @@ class RunWriter:
         self.model = model
         self.optimizer = optimizer
         self.steps_per_epoch = steps_per_epoch
-        self.main = main
+        self.world = dist.world
+        self.main = dist.main
 
     def start(self) -> None:
         """A new run: its resolved configuration and an empty metrics log."""
@@ -142,7 +160,7 @@ class RunWriter:
 
     def restore(self, tensors: dict[str, torch.Tensor], document: dict) -> Progress:
         """Load a saved state into the model and optimizer; the progress it recorded."""
-        check_resumable(document, self.config, self.cohorts, self.directory / STATE)
+        check_resumable(document, self.config, self.cohorts, self.directory / STATE, self.world)
         prefix = "model/"
         self.model.load_state_dict(
             {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -168,6 +186,7 @@ class RunWriter:
             "header_encoder": {"id": self.cache.encoder_id, "dim": self.cache.dim},
             "step": step,
             "epoch": step // self.steps_per_epoch,
+            "world_size": self.world,
             "metrics": metrics,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -12,6 +12,7 @@ from citab_cli.core.model.citab import CITab
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.training.dataset import CohortData, Collator, subjects_in
 from citab_cli.core.training.embedding import cohort_items, embed_subjects
+from citab_cli.core.training.precision import autocast, image_layout
 from citab_cli.core.training.sampling import step_generator
 
 #: The validation scores a best checkpoint records.
@@ -27,7 +28,8 @@ def validate(
     device: torch.device,
     seed: int,
 ) -> dict:
-    """Validation losses (no augmentation) and a quick linear probe of the embeddings."""
+    """Validation losses (no augmentation, in the training precision) and a quick linear probe
+    of the embeddings."""
     model.eval()
     val = subjects_in(cohorts, {"val"})
     totals: dict[str, float] = {}
@@ -36,14 +38,15 @@ def validate(
         chunk = val[start : start + batch_size]
         if len(chunk) < 2:
             continue
-        images = torch.from_numpy(collator.images(chunk)).to(device)
-        losses = pretraining_loss(
-            model,
-            images,
-            collator.table(chunk).to(device),
-            torch.as_tensor(chunk[:, 0], device=device),
-            step_generator(seed, start, device),
-        )
+        images = image_layout(torch.from_numpy(collator.images(chunk)), device)
+        with autocast(device):
+            losses = pretraining_loss(
+                model,
+                images,
+                collator.table(chunk).to(device),
+                torch.as_tensor(chunk[:, 0], device=device),
+                step_generator(seed, start, device),
+            )
         for key in ("loss", "itc", "itm"):
             totals[key] = totals.get(key, 0.0) + float(losses[key])
         batches += 1
