@@ -91,20 +91,27 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "classes",
         "subjects",
         "split_gaps",
+        "exclude_criteria",
+        "columns_seen",
         "label_fraction",
         "seeds",
         "budget",
         "results",
+        "comparisons",
         "validation_curves",
         "created",
     }
-    assert set(document["results"]) == {"finetuned", "scratch"}
+    assert set(document["results"]) == {"finetuned", "scratch", "raw_table", "floor"}
+    baselines = [(c["method"], c["baseline"]) for c in document["comparisons"]]
+    assert baselines == [("finetuned", b) for b in ("scratch", "raw_table", "floor")]
+    assert "Paired differences" in (report.folder / "report.md").read_text()
     assert {p.name for p in report.folder.iterdir()} == {
         "report.json",
         "report.md",
         "confusion_matrix.png",
         "roc.png",
         "validation_curve.png",
+        "paired_differences.png",
         "finetuned.safetensors",
     }
     model, meta = core.load_classifier(report.model_file)

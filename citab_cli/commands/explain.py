@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import Device, ProjectOption, device_option
+from citab_cli.commands.options import Device, ProjectOption, default, device_option
 
 
 def explain(
@@ -23,6 +23,12 @@ def explain(
         "3", "--subjects", help="How many test subjects, or IDs (comma-separated)."
     ),
     steps: int = typer.Option(32, "--steps", min=4, help="Integrated-gradients steps."),
+    exclude_criteria: bool = typer.Option(
+        False,
+        "--exclude-criteria",
+        help="Leave out the columns that define the diagnosis (a classifier fine-tuned without "
+        "them always leaves them out). " + default("off"),
+    ),
     device: Device = device_option("the model"),
     project: Path = ProjectOption,
 ) -> None:
@@ -38,6 +44,7 @@ def explain(
         steps,
         device.value,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
+        exclude_criteria=exclude_criteria,
     )
     console.print(
         f"[bold]{cohort}[/]: columns that drive the predicted diagnosis "

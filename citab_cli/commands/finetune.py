@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import Device, ProjectOption, device_option
+from citab_cli.commands.options import Device, ProjectOption, default, device_option
 
 
 class Strategy(str, Enum):
@@ -38,7 +38,13 @@ def finetune(
         1e-3, "--learning-rate", help="Head learning rate (the backbone uses a tenth)."
     ),
     batch_size: int = typer.Option(
-        None, "--batch-size", min=1, help="\\[default: the checkpoint's batch size]"
+        None, "--batch-size", min=1, help="Subjects per step. " + default("the checkpoint's")
+    ),
+    exclude_criteria: bool = typer.Option(
+        False,
+        "--exclude-criteria",
+        help="Leave out the columns that define the diagnosis (schema criterion: true), for "
+        "the model and the baselines alike. " + default("off"),
     ),
     device: Device = device_option("training"),
     project: Path = ProjectOption,
@@ -60,15 +66,21 @@ def finetune(
         batch_size,
         device.value,
         message=lambda text: err_console.print(f"[dim]{text}[/]"),
+        exclude_criteria=exclude_criteria,
     )
+    _show(report, cohort, seeds, strategy.value)
+
+
+def _show(report, cohort: str, seeds: int, strategy: str) -> None:
     table = Table(
         title=f"{cohort}: test metrics (mean ± sd over {seeds} seed(s))",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
     table.add_column("metric")
-    table.add_column(f"fine-tuned ({strategy.value})", justify="right")
+    table.add_column(f"fine-tuned ({strategy})", justify="right")
     table.add_column("from scratch, same budget", justify="right")
+    table.add_column("raw table", justify="right")
     labels = {
         "accuracy": "accuracy",
         "balanced_accuracy": "balanced accuracy",
@@ -82,9 +94,15 @@ def finetune(
             *(
                 f"{report.summary[kind][metric]['mean']:.3f} ± "
                 f"{report.summary[kind][metric]['std']:.3f}"
-                for kind in ("finetuned", "scratch")
+                for kind in ("finetuned", "scratch", "raw_table")
             ),
         )
     console.print(table)
+    for entry in report.comparisons:
+        d = entry["balanced_accuracy"]
+        console.print(
+            f"  fine-tuned vs {entry['baseline'].replace('_', ' ')}: balanced accuracy "
+            f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], {d['verdict']}"
+        )
     console.print(f"  report: {report.folder / 'report.md'}")
     console.print(f"  fine-tuned model: {report.model_file}")

@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import Device, ProjectOption, device_option
+from citab_cli.commands.options import Device, ProjectOption, default, device_option
 from citab_cli.core.errors import CitabError
 
 
@@ -23,59 +23,107 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
 def probe(
     ckpt: str = typer.Option(
         ..., "--ckpt", help="Checkpoint path, or a file name in the newest run (best.safetensors)."
     ),
     cohorts: str = typer.Option(
-        None,
-        "--cohorts",
-        help="Cohorts to probe \\[default: the checkpoint's pretraining cohorts].",
+        None, "--cohorts", help="Cohorts to probe. " + default("the checkpoint's pretraining ones")
     ),
     label_fractions: str = typer.Option(
         "0.01,0.1,1", "--label-fractions", help="Fractions of labelled train subjects."
     ),
     seeds: int = typer.Option(5, "--seeds", help="Label subsets drawn per fraction."),
+    exclude_criteria: bool = typer.Option(
+        False,
+        "--exclude-criteria",
+        help="Leave out the columns that define the diagnosis (schema criterion: true) from "
+        "every feature set, the model's tokens and the baselines alike. " + default("off"),
+    ),
+    train_on: str = typer.Option(
+        None,
+        "--train-on",
+        help="Cohort whose labelled train subjects fit the heads (with --test-on). "
+        + default("each probed cohort fits its own"),
+    ),
+    test_on: str = typer.Option(
+        None,
+        "--test-on",
+        help="Cohorts whose test subjects the --train-on heads are scored on, besides the "
+        "training cohort's own. " + default("none"),
+    ),
     device: Device = device_option("the embedding"),
     project: Path = ProjectOption,
 ) -> None:
-    """Linear probes of the frozen model's embeddings per cohort, next to baselines."""
+    """Linear probes of the frozen model's embeddings per cohort, next to baselines, with
+    paired comparisons."""
     from citab_cli.core.data.project import Project
     from citab_cli.core.evaluation import probe as core
-    from citab_cli.core.evaluation.metrics import NAMES
 
-    names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
     fractions = _fractions(label_fractions)
     reports = core.probe(
         Project(project),
         ckpt,
-        names,
+        _names(cohorts),
         fractions,
         seeds,
         device.value,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
+        exclude_criteria=exclude_criteria,
+        train_on=train_on,
+        test_on=_names(test_on),
     )
     for report in reports:
-        table = Table(
-            title=f"{report.cohort}: test balanced accuracy (mean ± sd over {seeds} seeds)",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
+        _show(report, fractions, seeds, core.FEATURE_TITLES)
+
+
+def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
+    where = (
+        report.cohort
+        if report.train_cohort == report.cohort
+        else f"{report.train_cohort} -> {report.cohort}"
+    )
+    table = Table(
+        title=f"{where}: test balanced accuracy (mean ± sd over {seeds} seeds)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("features")
+    for f in fractions:
+        table.add_column(f"{f:.0%} of labels", justify="right")
+    for feature, results in report.summary.items():
+        table.add_row(
+            titles[feature],
+            *(
+                f"{results[f'{f:g}']['balanced_accuracy']['mean']:.3f} ± "
+                f"{results[f'{f:g}']['balanced_accuracy']['std']:.3f}"
+                for f in fractions
+            ),
         )
-        table.add_column("features")
-        for f in fractions:
-            table.add_column(f"{f:.0%} of labels", justify="right")
-        for feature, results in report.summary.items():
-            table.add_row(
-                core.FEATURE_TITLES[feature],
-                *(
-                    f"{results[f'{f:g}']['balanced_accuracy']['mean']:.3f} ± "
-                    f"{results[f'{f:g}']['balanced_accuracy']['std']:.3f}"
-                    for f in fractions
-                ),
-            )
-        console.print(table)
-        console.print(
-            f"  report: {report.folder / 'report.md'} (all of {', '.join(NAMES)}, "
-            "with 95% bootstrap intervals; confusion matrix, ROC and label-fraction "
-            "figures)"
+    console.print(table)
+    most = f"{max(fractions):g}"
+    paired = Table(
+        title=f"{where}: paired difference in balanced accuracy, {max(fractions):.0%} of labels",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("method", "baseline", "difference [95% CI]", "verdict"):
+        paired.add_column(column)
+    for entry in report.comparisons[most]:
+        d = entry["balanced_accuracy"]
+        paired.add_row(
+            titles[entry["method"]],
+            titles[entry["baseline"]],
+            f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
+            d["verdict"],
         )
+    console.print(paired)
+    console.print(
+        f"  report: {report.folder / 'report.md'} (every metric with 95% bootstrap intervals; "
+        "paired differences in balanced accuracy and AUC; forest plot, confusion matrix, ROC, "
+        "label-fraction curve)"
+    )

@@ -54,3 +54,8 @@ def check(schema_path: Path = typer.Argument(..., metavar="YAML", help="A cohort
             f"  label {schema.label.column} -> classes {', '.join(schema.label.class_names)}"
         )
     console.print(f"  dropped before anything is stored: {', '.join(schema.drop) or 'nothing'}")
+    criteria = [n for n, c in schema.columns.items() if c.criterion]
+    listed = ", ".join(criteria) or "none marked"
+    console.print(f"  define the label (left out by --exclude-criteria): {listed}")
+    roles = [f"{c.covariate} {n}" for n, c in schema.columns.items() if c.covariate]
+    console.print(f"  demographic floor: {', '.join(roles) or 'no covariate: marked'}")

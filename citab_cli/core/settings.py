@@ -24,6 +24,15 @@ class ImageSettings(BaseModel):
     spacing: tuple[float, float, float] = default_spacing(DEFAULT_SHAPE)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
 
+    def grid_affine(self):
+        """The grid's 4x4 voxel-to-world affine (RAS+, mm): voxels of `spacing`, centred on the
+        origin, so stored volumes and saliency maps can be written as NIfTI."""
+        import numpy as np
+
+        affine = np.diag([*self.spacing, 1.0])
+        affine[:3, 3] = -(np.array(self.shape) - 1) / 2 * np.array(self.spacing)
+        return affine
+
     @field_validator("shape")
     @classmethod
     def _shape_positive(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:

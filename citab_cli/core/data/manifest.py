@@ -48,7 +48,13 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
     columns = []
     for j, name in enumerate(plan.table.columns):
         spec = plan.schema.columns[name]
-        entry = {"name": name, "type": spec.type, "description": spec.description}
+        entry = {
+            "name": name,
+            "type": spec.type,
+            "description": spec.description,
+            "criterion": spec.criterion,
+            "covariate": spec.covariate,
+        }
         if isinstance(spec, CategoricalColumn):
             entry["levels"] = spec.level_names
         else:

@@ -65,6 +65,8 @@ def _token_list(value: object) -> object:
 
 CodeMap = Annotated[dict[str, str], BeforeValidator(_token_keys)]
 Codes = Annotated[list[str], BeforeValidator(_token_list)]
+#: Roles a column can play in the age + sex (+ education) floor of every evaluation report.
+Covariate = Literal["age", "sex", "education"]
 
 
 class NumericColumn(_Strict):
@@ -76,6 +78,8 @@ class NumericColumn(_Strict):
     parse: dict[str, float] = {}
     normalize: Literal["range", "zscore"] | None = None
     required: bool = True
+    criterion: bool = False
+    covariate: Covariate | None = None
 
     @field_validator("range")
     @classmethod
@@ -101,6 +105,8 @@ class CategoricalColumn(_Strict):
     levels: CodeMap = Field(min_length=1)
     missing: Codes = []
     required: bool = True
+    criterion: bool = False
+    covariate: Covariate | None = None
 
     @property
     def level_names(self) -> list[str]:
@@ -185,6 +191,15 @@ class CohortSchema(_Strict):
                 raise ValueError(
                     f"the {role} column '{name}' cannot also be a feature column{leak}"
                 )
+        roles: dict[str, str] = {}
+        for name, column in self.columns.items():
+            if column.covariate is not None:
+                if column.covariate in roles:
+                    raise ValueError(
+                        f"columns '{roles[column.covariate]}' and '{name}' are both "
+                        f"covariate: {column.covariate}; mark one"
+                    )
+                roles[column.covariate] = name
         clash = sorted(features & set(self.drop))
         if clash:
             raise ValueError(f"column '{clash[0]}' is both in drop and in columns; keep one")

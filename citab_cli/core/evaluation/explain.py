@@ -10,15 +10,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citab_cli.core import headers
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import explain_figures as figures
 from citab_cli.core.evaluation import report
-from citab_cli.core.evaluation.attribution import grad_cam, integrated_gradients
+from citab_cli.core.evaluation.attribution import (
+    Capture,
+    brain_mask,
+    grad_cam,
+    integrated_gradients,
+    localising_stage,
+    mean_cell_tokens,
+)
 from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 from citab_cli.core.evaluation.classifier import CLASSIFIER, Classifier, classifier_from
 from citab_cli.core.evaluation.labels import label_layout
+from citab_cli.core.evaluation.linear import FALLBACK_C, MAX_ITERATIONS, choose_c, folds_for
 from citab_cli.core.evaluation.routing import routing
 from citab_cli.core.training.dataset import CohortData, Collator
 from citab_cli.core.training.embedding import cohort_items, embed_subjects
@@ -59,7 +66,12 @@ def _classifier(
         backbone, collator, cohort_items(rows), loaded.config.train.batch_size, device
     )["multimodal"]
     mean, std = x.mean(0), x.std(0) + 1e-6
-    probe = LogisticRegression(max_iter=2000).fit((x - mean) / std, layout.y[rows])
+    z, y = (x - mean) / std, layout.y[rows]
+    folds = folds_for(y)  # the probe of `citab probe`: class-balanced, C by cross-validation
+    c = choose_c(z, y, folds, seed=0) if folds else FALLBACK_C
+    with figures.quiet():  # a convergence warning is not the user's business
+        probe = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITERATIONS)
+        probe.fit(z, y)
     classes = [layout.classes[c] for c in probe.classes_]
     weight = probe.coef_ / std  # (K', D) on raw embeddings
     bias = probe.intercept_ - (probe.coef_ * mean / std).sum(1)
@@ -96,46 +108,71 @@ class Attributions:
     """Explanations of a batch of subjects, for the class the model predicts."""
 
     cells: np.ndarray  # (B, C) integrated gradients per column
-    cams: np.ndarray  # (B, D, H, W) Grad-CAM in [0, 1]
+    cams: np.ndarray  # (B, D, H, W) Grad-CAM in [0, 1], zero outside the brain
     predicted: np.ndarray  # (B,) class index
     logits: np.ndarray  # (B,) logit of the predicted class
-    baseline_logits: np.ndarray  # (B,) the same logit with every cell at the baseline
+    baseline_logits: np.ndarray  # (B,) the same logit with every cell at its baseline
     images: np.ndarray  # (B, 1, D, H, W) the scans as the model saw them
 
 
+@torch.no_grad()
+def baseline_tokens(
+    model: Classifier, collator: Collator, rows: np.ndarray, device: torch.device
+) -> torch.Tensor:
+    """(C, D) each column's average cell token over `rows` (where observed): the integrated
+    gradients baseline."""
+    tokenizer = model.backbone.tabular.tokenizer
+    parts, observed = [], []
+    for start in range(0, len(rows), ATTRIBUTION_BATCH):
+        table = collator.table(cohort_items(rows[start : start + ATTRIBUTION_BATCH])).to(device)
+        parts.append(tokenizer.cell_tokens(table).float())
+        observed.append(table.present & ~table.missing)
+    return mean_cell_tokens(torch.cat(parts), torch.cat(observed))
+
+
 def attribute(
-    model: Classifier, collator: Collator, rows: np.ndarray, steps: int, device: torch.device
+    model: Classifier,
+    collator: Collator,
+    rows: np.ndarray,
+    steps: int,
+    device: torch.device,
+    baseline: torch.Tensor,
+    stage: int,
 ) -> Attributions:
-    """Integrated gradients over the cell tokens (the image held fixed) and Grad-CAM over the
-    last image feature map, both for each subject's predicted class."""
+    """Integrated gradients over the cell tokens (the image held fixed; each cell starts from
+    its column's average token) and Grad-CAM over image stage `stage`, masked to the brain,
+    both for each subject's predicted class."""
     items = cohort_items(rows)
     images = image_layout(torch.from_numpy(collator.images(items)), device)
     table = collator.table(items).to(device)
     backbone = model.backbone
-    image = backbone.encode_image(images)
+    with Capture(backbone.image.stages[stage]) as capture:
+        image = backbone.encode_image(images)
     logits = model.head(backbone.fuse(backbone.encode_tabular(table), image))
     predicted = logits.argmax(1)
     score = logits.gather(1, predicted[:, None])[:, 0]
-    cams = grad_cam(image.feature_map, score, tuple(images.shape[2:]))
+    cams = grad_cam(capture.output, score, tuple(images.shape[2:])) * brain_mask(images)
+    cams = cams / cams.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
     frozen_image = type(image)(
         image.feature_map.detach(), image.tokens.detach(), image.pooled.detach()
     )
     cells = backbone.tabular.tokenizer.cell_tokens(table).detach()
+    start = baseline[None].to(cells.dtype).expand_as(cells) * table.present[..., None]
 
     def f(c: torch.Tensor) -> torch.Tensor:
         out = model.head(backbone.embed_cells(frozen_image, c, table.present))
         return out.gather(1, predicted[:, None])[:, 0]
 
-    ig = integrated_gradients(f, cells, steps=steps) * table.present
+    ig = integrated_gradients(f, cells, baseline=start, steps=steps) * table.present
     with torch.no_grad():
-        baseline_logit = f(torch.zeros_like(cells))
+        baseline_logit = f(start)
     return Attributions(
         cells=ig.detach().cpu().numpy(),
-        cams=cams.cpu().numpy(),
+        cams=cams.detach().float().cpu().numpy(),
         predicted=predicted.cpu().numpy(),
-        logits=score.detach().cpu().numpy(),
-        baseline_logits=baseline_logit.cpu().numpy(),
-        images=images.cpu().numpy(),
+        logits=score.detach().float().cpu().numpy(),
+        baseline_logits=baseline_logit.float().cpu().numpy(),
+        images=images.float().cpu().numpy(),
     )
 
 
@@ -153,72 +190,82 @@ def explain(
     steps: int = 32,
     device: str = "auto",
     message: Callable[[str], None] = lambda text: None,
+    exclude_criteria: bool = False,
 ) -> Explanation:
     loaded = load_checkpoint(project, ckpt, kinds=("model", CLASSIFIER))
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "explain")
+    if loaded.document.get("exclude_criteria", exclude_criteria):
+        data = data.without_criteria()  # as the classifier was trained, or as asked
     target = pick_device(device)
     message(f"explaining on {describe_device(target)} (attributions in fp32)")
     model, classes, what = _classifier(loaded, data, target)
     collator = Collator([data], loaded.config.model.tabular.categorical == "levels")
     chosen = _pick_subjects(data, subjects)
     test = np.nonzero(data.splits == "test")[0][:AGGREGATE_SUBJECTS]
-    texts = [_column_text(project, cohort, j) for j in range(len(data.columns))]
+    baseline = baseline_tokens(model, collator, np.nonzero(data.splits == "train")[0], target)
+    stage = localising_stage(tuple(loaded.config.model.image.shape))
+
+    def run(rows: np.ndarray) -> Attributions:
+        return attribute(model, collator, rows, steps, target, baseline, stage)
 
     message(f"attributing {len(test)} test subject(s) of {cohort}")
     aggregate = np.concatenate(
-        [
-            attribute(model, collator, test[i : i + ATTRIBUTION_BATCH], steps, target).cells
-            for i in range(0, len(test), ATTRIBUTION_BATCH)
-        ]
+        [run(test[i : i + ATTRIBUTION_BATCH]).cells for i in range(0, len(test), ATTRIBUTION_BATCH)]
     )
-    strength, signed = np.abs(aggregate).mean(0), aggregate.mean(0)
-    order = np.argsort(-strength)
-    ranking = [(texts[j], float(strength[j])) for j in order]
-    explained = attribute(model, collator, chosen, steps, target)
-
+    explained = run(chosen)
     message("reading prototype routing across cohorts")
     gates = routing(
         project, model.backbone, loaded.config.model.tabular.categorical == "levels", target
     )
-    document = {
+    document = _document(loaded, data, what, classes, steps, stage, aggregate, gates)
+    document["subjects"] = _subject_entries(data, chosen, explained, data.texts, classes)
+    affine = project.load_settings().image.grid_affine()
+
+    def pictures(folder: Path) -> None:
+        ranking = [(c["header"], c["mean_abs"]) for c in document["cohort_attributions"]["columns"]]
+        figures.bar_chart(folder / "tabular_attributions.png", ranking, cohort)
+        figures.heatmap(folder / "prototype_routing.png", gates)
+        for k, entry in enumerate(document["subjects"]):
+            cam, scan = explained.cams[k], explained.images[k, 0]
+            figures.save_nifti(folder / entry["gradcam_nifti"], cam, affine)
+            figures.save_nifti(folder / entry["image_nifti"], scan, affine)
+            title = f"{entry['subject']}: predicted {entry['predicted']}"
+            figures.overlay(folder / entry["gradcam_png"], scan, cam, affine, title)
+
+    folder = report.report_folder(project, "explain", loaded.run, cohort)
+    with figures.quiet():
+        report.write_report(folder, document, _markdown(document), pictures)
+    ranking = [(c["header"], c["mean_abs"]) for c in document["cohort_attributions"]["columns"]]
+    return Explanation(folder, ranking)
+
+
+def _document(loaded, data: CohortData, what, classes, steps, stage, aggregate, gates) -> dict:
+    strength, signed = np.abs(aggregate).mean(0), aggregate.mean(0)
+    return {
         "kind": "explain",
         "checkpoint": str(loaded.path),
         "model": what,
-        "cohort": cohort,
+        "cohort": data.name,
         "classes": classes,
         "steps": steps,
+        "gradcam_stage": stage + 1,
+        "columns_seen": data.columns,
         "cohort_attributions": {
-            "subjects": int(len(test)),
+            "subjects": int(len(aggregate)),
             "columns": [
                 {
                     "column": data.columns[j],
-                    "header": texts[j],
+                    "header": data.texts[j],
                     "mean_abs": float(strength[j]),
                     "mean": float(signed[j]),
                 }
-                for j in order
+                for j in np.argsort(-strength)
             ],
         },
-        "subjects": _subject_entries(data, chosen, explained, texts, classes),
         "prototype_rows": gates["labels"],
         "prototypes": gates["top"],
         "created": report.created(),
     }
-    spacing = project.load_settings().image.spacing
-
-    def pictures(stage: Path) -> None:
-        figures.bar_chart(stage / "tabular_attributions.png", ranking, cohort)
-        figures.heatmap(stage / "prototype_routing.png", gates)
-        for k, entry in enumerate(document["subjects"]):
-            cam, scan = explained.cams[k], explained.images[k, 0]
-            figures.save_nifti(stage / entry["gradcam_nifti"], cam, spacing)
-            figures.save_nifti(stage / f"image_{_safe(entry['subject'])}.nii.gz", scan, spacing)
-            title = f"{entry['subject']}: predicted {entry['predicted']}"
-            figures.overlay(stage / entry["gradcam_png"], scan, cam, title)
-
-    folder = report.report_folder(project, "explain", loaded.run, cohort)
-    report.write_report(folder, document, _markdown(document), pictures)
-    return Explanation(folder, ranking)
 
 
 def _subject_entries(
@@ -247,6 +294,7 @@ def _subject_entries(
                 "baseline_logit": float(explained.baseline_logits[k]),
                 "attributions": [{"header": t, "value": v} for t, v in columns],
                 "gradcam_nifti": f"gradcam_{name}.nii.gz",
+                "image_nifti": f"image_{name}.nii.gz",
                 "gradcam_png": f"gradcam_{name}.png",
             }
         )
@@ -257,18 +305,15 @@ def _safe(subject: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in subject)
 
 
-def _column_text(project: Project, cohort: str, j: int) -> str:
-    column = project.manifest(cohort)["columns"][j]
-    return headers.column_text(column["description"], column.get("unit"))
-
-
 def _markdown(document: dict) -> str:
     lines = [
         f"# Explanation: {document['cohort']}",
         "",
         f"Checkpoint `{document['checkpoint']}` ({document['model']}); classes "
         f"{', '.join(document['classes'])}; integrated gradients with {document['steps']} steps "
-        "from an all-zero cell baseline, for the predicted class.",
+        "for the predicted class, each cell starting from its column's average token over the "
+        "train subjects (so numeric and categorical columns are comparable); Grad-CAM from "
+        f"image stage {document['gradcam_stage']} of 4, masked to the brain.",
         "",
         f"## Columns ({document['cohort_attributions']['subjects']} test subjects)",
         "",

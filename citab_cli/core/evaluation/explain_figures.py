@@ -1,8 +1,10 @@
 """The pictures of `citab explain`: column attributions, prototype routing, Grad-CAM overlays,
-and Grad-CAM maps as NIfTI."""
+and Grad-CAM maps as NIfTI in the project grid's world space."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,66 +15,103 @@ from citab_cli.core.evaluation.report import pyplot
 SHOWN_COLUMNS = 20
 #: Grad-CAM values below this are left transparent so the anatomy stays visible.
 CAM_FLOOR = 0.25
+#: Header texts longer than this are shortened in figure labels.
+LABEL_CHARACTERS = 48
+
+
+@contextlib.contextmanager
+def quiet():
+    """Library warnings (matplotlib, nilearn, nibabel) stay out of the user's terminal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= LABEL_CHARACTERS else text[: LABEL_CHARACTERS - 1] + "…"
 
 
 def bar_chart(path: Path, ranking: list[tuple[str, float]], cohort: str) -> None:
     plt = pyplot()
     shown = ranking[:SHOWN_COLUMNS][::-1]
-    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(shown) + 1.2))
-    ax.barh([t for t, _ in shown], [v for _, v in shown], color="tab:blue")
+    fig, ax = plt.subplots(figsize=(8.0, 0.35 * len(shown) + 1.2), layout="constrained")
+    ax.barh([_short(t) for t, _ in shown], [v for _, v in shown], color="tab:blue")
     ax.set_xlabel("mean |integrated gradient| on the predicted class")
     ax.set_title(f"{cohort}: columns by header text")
     ax.tick_params(axis="y", labelsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def heatmap(path: Path, routing: dict) -> None:
+    """One panel per cohort: its columns (by header text) x (layer, prototype) mean gates."""
     plt = pyplot()
     matrix = routing["matrix"]
-    r, layers, k = matrix.shape
-    flat = matrix.reshape(r, layers * k)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * layers * k, 0.28 * r + 1.5))
-    image = ax.imshow(flat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-    ax.set_yticks(range(r), routing["labels"], fontsize=7)
-    ax.set_xticks(
-        range(layers * k),
-        [f"L{layer + 1}P{p + 1}" for layer in range(layers) for p in range(k)],
-        fontsize=7,
-        rotation=90,
+    _, layers, k = matrix.shape
+    cohorts = list(dict.fromkeys(routing["cohorts"]))
+    sizes = [routing["cohorts"].count(c) for c in cohorts]
+    fig, axes = plt.subplots(
+        len(cohorts),
+        1,
+        figsize=(4.5 + 0.42 * layers * k, 0.26 * sum(sizes) + 1.1 * len(cohorts) + 0.8),
+        height_ratios=sizes,
+        squeeze=False,
+        layout="constrained",
     )
-    ax.set_title("mean P-MoLin gate\n(L layer, P prototype)", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
+    image = None
+    for ax, cohort in zip(axes[:, 0], cohorts, strict=True):
+        rows = [i for i, c in enumerate(routing["cohorts"]) if c == cohort]
+        flat = matrix[rows].reshape(len(rows), layers * k)
+        image = ax.imshow(flat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        ax.set_yticks(range(len(rows)), [_short(routing["headers"][i]) for i in rows], fontsize=7)
+        ax.set_xticks(
+            range(layers * k),
+            [f"L{layer + 1} P{p + 1}" for layer in range(layers) for p in range(k)],
+            fontsize=7,
+        )
+        ax.set_title(cohort, fontsize=9, loc="left")
+    fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, label="mean gate")
+    fig.suptitle("P-MoLin routing: mean gate of each column (L layer, P prototype)", fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def save_nifti(path: Path, volume: np.ndarray, spacing) -> None:
+def _image(volume: np.ndarray, affine: np.ndarray):
     import nibabel as nib
 
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = -np.array(volume.shape) / 2 * np.array(spacing)
-    nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), path)
+    return nib.Nifti1Image(np.asarray(volume, dtype=np.float32), affine)
 
 
-def overlay(path: Path, image: np.ndarray, cam: np.ndarray, title: str) -> None:
+def save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+    """A (D, H, W) grid volume as NIfTI, placed in the project grid's world space."""
+    import nibabel as nib
+
+    nib.save(_image(volume, affine), path)
+
+
+def overlay(path: Path, scan: np.ndarray, cam: np.ndarray, affine: np.ndarray, title: str) -> None:
+    """Grad-CAM drawn with nilearn over the subject's scan, cut through the map's peak."""
+    from nilearn import plotting
+
     plt = pyplot()
     peak = np.unravel_index(int(cam.argmax()), cam.shape)
-    views = [
-        (image[peak[0]], cam[peak[0]], "sagittal"),
-        (image[:, peak[1]], cam[:, peak[1]], "coronal"),
-        (image[:, :, peak[2]], cam[:, :, peak[2]], "axial"),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-    for ax, (slice_image, slice_cam, name) in zip(axes, views, strict=True):
-        ax.imshow(slice_image.T, cmap="gray", origin="lower")
-        shown = np.ma.masked_where(slice_cam.T < CAM_FLOOR, slice_cam.T)
-        ax.imshow(shown, cmap="hot", alpha=0.5, origin="lower", vmin=0, vmax=1)
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(f"Grad-CAM, {title}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    cut = (affine @ np.array([*peak, 1.0]))[:3]
+    fig = plt.figure(figsize=(9, 3.4))
+    display = plotting.plot_stat_map(
+        _image(cam, affine),
+        bg_img=_image(scan, affine),
+        cut_coords=cut,
+        threshold=CAM_FLOOR,
+        vmax=1.0,
+        cmap="hot",
+        display_mode="ortho",
+        draw_cross=False,
+        black_bg=True,
+        dim=0,
+        colorbar=True,
+        figure=fig,
+        title=f"Grad-CAM, {title}",
+    )
+    display.savefig(str(path), dpi=120)
+    display.close()
     plt.close(fig)

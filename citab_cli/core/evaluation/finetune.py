@@ -12,7 +12,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation import features, report
 from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 from citab_cli.core.evaluation.classifier import (
     BACKBONE_RATE,
@@ -29,6 +29,7 @@ from citab_cli.core.evaluation.labels import (
     label_layout,
     stratified_subset,
 )
+from citab_cli.core.evaluation.linear import fit_predict
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.training import checkpoint
 from citab_cli.core.training.dataset import CohortData, Collator
@@ -36,8 +37,15 @@ from citab_cli.core.training.precision import describe_device, model_layout, pic
 
 __all__ = ["FinetuneReport", "Strategy", "finetune", "load_classifier", "train_classifier"]
 
-#: What each fine-tuning report compares, and how its tables name them.
+#: The models each fine-tuning run trains.
 KINDS = ("finetuned", "scratch")
+#: How reports name the fine-tuned model and its baselines.
+TITLES = {
+    "finetuned": "CITab fine-tuned",
+    "scratch": "same architecture from scratch, same budget",
+    "raw_table": "raw table, logistic regression",
+    "floor": "age + sex (+ education) floor",
+}
 
 
 @dataclass
@@ -46,6 +54,7 @@ class FinetuneReport:
     folder: Path
     summary: dict  # model -> metric -> {"mean", "std", "ci95"}
     model_file: Path
+    comparisons: list[dict]  # fine-tuned against each baseline, paired
 
 
 @dataclass(frozen=True)
@@ -72,12 +81,15 @@ def finetune(
     device: str = "auto",
     resamples: int = 500,
     message: Callable[[str], None] = lambda text: None,
+    exclude_criteria: bool = False,
 ) -> FinetuneReport:
     check_fractions((label_fraction,))
     if seeds < 1 or epochs < 1:
         raise CitabError("--seeds and --epochs must be at least 1")
     loaded = load_checkpoint(project, ckpt)
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "fine-tune")
+    if exclude_criteria:
+        data = data.without_criteria()
     layout = label_layout(data, "fine-tune")
     for line in layout.describe_gaps(cohort):
         message(line)
@@ -88,34 +100,25 @@ def finetune(
         loaded, data, layout, strategy, label_fraction, seeds, budget, target, message
     )
     y_test = layout.labels("test")
+    runs.update(_table_baselines(data, layout, label_fraction, seeds))
     summary = {
         kind: report.summarize(y_test, probabilities, resamples)
         for kind, probabilities in runs.items()
     }
+    baselines = [k for k in ("scratch", "raw_table", "floor") if k in runs]
+    key = report.fraction_key(label_fraction)
+    comparisons = report.compare(
+        y_test, {k: {key: v} for k, v in runs.items()}, ["finetuned"], baselines, key, resamples
+    )
     folder = report.report_folder(project, "finetune", loaded.run, cohort)
-    document = {
-        "kind": "finetune",
-        "checkpoint": str(loaded.path),
-        "run": loaded.run,
-        "cohort": cohort,
-        "cohort_seen_in_pretraining": loaded.seen(cohort),
-        "strategy": strategy,
-        "classes": layout.classes,
-        "subjects": {s: int(len(r)) for s, r in layout.rows.items()},
-        "split_gaps": layout.gaps,
-        "label_fraction": label_fraction,
-        "seeds": seeds,
-        "budget": {
-            "epochs": budget.epochs,
-            "patience": budget.patience,
-            "batch_size": budget.batch_size,
-            "learning_rate": budget.learning_rate,
-            "backbone_rate": BACKBONE_RATE,
-        },
-        "results": summary,
-        "validation_curves": curves,
-        "created": report.created(),
-    }
+    document = _document(loaded, data, layout, strategy, label_fraction, seeds, budget)
+    document.update(
+        exclude_criteria=exclude_criteria,
+        results=summary,
+        comparisons=comparisons,
+        validation_curves=curves,
+        created=report.created(),
+    )
 
     def extra(stage: Path) -> None:
         report.classifier_figures(
@@ -126,10 +129,61 @@ def finetune(
             f"fine-tuned ({strategy}), {label_fraction:.0%} of labels",
         )
         report.curve_figure(stage / "validation_curve.png", curves, "validation balanced accuracy")
+        report.forest_figure(stage / "paired_differences.png", {key: comparisons}, TITLES)
         _save_classifier(stage / "finetuned.safetensors", kept, loaded, data, layout, document)
 
     report.write_report(folder, document, _markdown(document), extra)
-    return FinetuneReport(cohort, folder, summary, folder / "finetuned.safetensors")
+    return FinetuneReport(cohort, folder, summary, folder / "finetuned.safetensors", comparisons)
+
+
+def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds, budget) -> dict:
+    return {
+        "kind": "finetune",
+        "checkpoint": str(loaded.path),
+        "run": loaded.run,
+        "cohort": data.name,
+        "cohort_seen_in_pretraining": loaded.seen(data.name),
+        "strategy": strategy,
+        "classes": layout.classes,
+        "subjects": {s: int(len(r)) for s, r in layout.rows.items()},
+        "split_gaps": layout.gaps,
+        "columns_seen": {
+            "finetuned": data.columns,
+            "scratch": data.columns,
+            "raw_table": data.columns,
+            "floor": [c for c, role in zip(data.columns, data.covariates, strict=True) if role],
+        },
+        "label_fraction": label_fraction,
+        "seeds": seeds,
+        "budget": {
+            "epochs": budget.epochs,
+            "patience": budget.patience,
+            "batch_size": budget.batch_size,
+            "learning_rate": budget.learning_rate,
+            "backbone_rate": BACKBONE_RATE,
+        },
+    }
+
+
+def _table_baselines(
+    data: CohortData, layout: LabelLayout, label_fraction: float, seeds: int
+) -> dict[str, list[np.ndarray]]:
+    """The raw-table and floor logistic regressions on each seed's label subset, scored on the
+    test subjects: what fine-tuning must beat."""
+    plans = {"raw_table": features.layout([data], "text")}
+    floor = features.layout([data], "role", features.FLOOR_ROLES)
+    if floor.columns:
+        plans["floor"] = floor
+    rows, y = layout.rows["train"], layout.y
+    out: dict[str, list[np.ndarray]] = {}
+    for name, plan in plans.items():
+        x = features.table_features(data, plan)
+        out[name] = []
+        for seed in range(seeds):
+            subset = rows[stratified_subset(y[rows], label_fraction, seed)]
+            fit = fit_predict(x[subset], y[subset], x[layout.rows["test"]], len(layout.classes))
+            out[name].append(fit.probabilities)
+    return out
 
 
 def _train_all(
@@ -204,6 +258,7 @@ def _save_classifier(
             "classes": layout.classes,
             "finetuned_on": data.name,
             "strategy": document["strategy"],
+            "exclude_criteria": document["exclude_criteria"],
             "source_checkpoint": str(loaded.path),
             "metrics": document["results"]["finetuned"],
             "step": loaded.document.get("step"),
@@ -212,10 +267,12 @@ def _save_classifier(
 
 
 def _markdown(document: dict) -> str:
-    titles = {
-        "finetuned": f"CITab fine-tuned ({document['strategy']})",
-        "scratch": "same architecture from scratch, same budget",
-    }
+    titles = {**TITLES, "finetuned": f"CITab fine-tuned ({document['strategy']})"}
+    criteria = (
+        "Columns that define the diagnosis were **excluded** (`--exclude-criteria`)."
+        if document["exclude_criteria"]
+        else "Every column was used, including those that define the diagnosis."
+    )
     lines = [
         f"# Fine-tuning: {document['cohort']}",
         "",
@@ -223,7 +280,7 @@ def _markdown(document: dict) -> str:
         f"{'seen' if document['cohort_seen_in_pretraining'] else 'not seen'} in pretraining. "
         f"Strategy: {document['strategy']}; {document['label_fraction']:.0%} of the labelled "
         f"train subjects; {document['seeds']} seed(s); early stopping on validation balanced "
-        f"accuracy (budget: {document['budget']}).",
+        f"accuracy (budget: {document['budget']}). {criteria}",
         *report.gap_lines(document),
         "",
     ]
@@ -231,6 +288,12 @@ def _markdown(document: dict) -> str:
     lines += report.metrics_table(rows, "model")
     lines += [
         "",
+        "Paired differences (same test subjects, same label subsets and seeds); 'better' needs "
+        "the whole interval above 0:",
+        "",
+        *report.comparison_table(document["comparisons"], titles),
+        "",
+        "![paired differences](paired_differences.png)",
         "![confusion matrix](confusion_matrix.png)",
         "![ROC curves](roc.png)",
         "![validation curves](validation_curve.png)",

@@ -1,4 +1,9 @@
-"""`citab probe`: linear probes of frozen embeddings, with baselines run the same way."""
+"""`citab probe`: linear probes of frozen embeddings, with baselines run the same way and paired
+comparisons against them.
+
+Each evaluation fits heads on one cohort's labelled train subjects and scores one cohort's test
+subjects: the same cohort by default, or other cohorts with `--train-on A --test-on B,C`.
+"""
 
 from __future__ import annotations
 
@@ -11,87 +16,61 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import metrics, report
+from citab_cli.core.evaluation import report
 from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
+from citab_cli.core.evaluation.features import (
+    BASELINES,
+    FEATURE_TITLES,
+    FEATURES,
+    FLOOR_ROLES,
+    METHODS,
+    layout,
+    raw_table_features,
+    table_features,
+)
 from citab_cli.core.evaluation.labels import (
     LabelLayout,
     check_fractions,
     label_layout,
     stratified_subset,
 )
+from citab_cli.core.evaluation.linear import describe_folds, fit_predict
+from citab_cli.core.evaluation.probe_report import markdown, write
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.training.dataset import CohortData, Collator
 from citab_cli.core.training.embedding import cohort_items, embed_subjects
 from citab_cli.core.training.precision import describe_device, model_layout, pick_device
 
+__all__ = [
+    "BASELINES",
+    "FEATURES",
+    "FEATURE_TITLES",
+    "METHODS",
+    "ProbeReport",
+    "probe",
+    "raw_table_features",
+]
+
 #: Seed of the randomly initialised baseline model.
 RANDOM_INIT_SEED = 0
-#: Inverse regularisation strengths tried on the validation split.
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
-FEATURES = ("citab", "citab_tabular", "citab_image", "raw_table", "random_init")
-FEATURE_TITLES = {
-    "citab": "CITab multimodal embedding",
-    "citab_tabular": "CITab tabular CLS",
-    "citab_image": "CITab image pooled",
-    "raw_table": "raw table (standardised + missing indicators)",
-    "random_init": "same architecture, random weights",
-}
-
-
-def raw_table_features(cohort: CohortData) -> np.ndarray:
-    """Normalised numeric values, missing indicators and one-hot levels: (N, F)."""
-    parts = []
-    for j in range(cohort.z.shape[1]):
-        if cohort.categorical[j]:
-            parts.append(
-                np.eye(max(cohort.level_count[j], 1))[np.maximum(cohort.level[:, j], 0)]
-                * (cohort.level[:, j] >= 0)[:, None]
-            )
-        else:
-            parts.append(cohort.z[:, j : j + 1])
-        if cohort.missing[:, j].any():
-            parts.append(cohort.missing[:, j : j + 1].astype(np.float32))
-    return np.concatenate(parts, axis=1).astype(np.float32)
-
-
-def _fit_predict(x_train, y_train, x_val, y_val, x_test, classes: int):
-    """Standardised logistic regression, C chosen by validation balanced accuracy."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    best, best_score = None, -1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for c in C_GRID:
-            model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-            model.fit(x_train, y_train)
-            score = (
-                metrics.balanced_accuracy(y_val, _full_proba(model, x_val, classes))
-                if len(y_val)
-                else 0.0
-            )
-            if score > best_score:
-                best, best_score = (model, c), score
-    model, chosen = best
-    return _full_proba(model, x_test, classes), chosen
-
-
-def _full_proba(model, x: np.ndarray, classes: int) -> np.ndarray:
-    """Probabilities over all `classes`, zero for classes the training subset lacked."""
-    out = np.zeros((len(x), classes))
-    out[:, model.classes_] = model.predict_proba(x)
-    return out
 
 
 @dataclass
 class ProbeReport:
-    cohort: str
+    cohort: str  # the test cohort
     folder: Path
     summary: dict  # feature -> fraction -> metric -> {"mean", "std", "ci95"}
+    comparisons: dict  # fraction -> list of paired comparisons
+    train_cohort: str = ""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One cohort as the training or the test side of an evaluation."""
+
+    cohort: CohortData
+    labels: LabelLayout
+    features: dict[str, np.ndarray]  # feature set -> (N, F), row i = subject i
 
 
 def probe(
@@ -103,168 +82,207 @@ def probe(
     device: str = "auto",
     resamples: int = 500,
     message: Callable[[str], None] = lambda text: None,
+    exclude_criteria: bool = False,
+    train_on: str | None = None,
+    test_on: list[str] | None = None,
 ) -> list[ProbeReport]:
+    """One report per evaluation: each cohort on itself, or `train_on` on itself and on each
+    of `test_on`."""
     check_fractions(fractions)
     if seeds < 1:
         raise CitabError("--seeds must be at least 1")
+    if (train_on is None) != (test_on is None):
+        raise CitabError("--train-on and --test-on go together: --train-on A --test-on B,C")
     loaded = load_checkpoint(project, ckpt)
-    names = cohorts or list(loaded.config.cohorts) or project.cohorts()
+    if train_on is not None:
+        names = list(dict.fromkeys([train_on, *(test_on or [])]))
+    else:
+        names = cohorts or list(loaded.config.cohorts) or project.cohorts()
     data = prepare_cohorts(project, loaded, names, message, "probe")
-
+    if exclude_criteria:
+        data = [c.without_criteria() for c in data]
     target = pick_device(device)
     message(f"embedding on {describe_device(target)}")
     trained = model_layout(loaded.model(), target)
     torch.manual_seed(RANDOM_INIT_SEED)
     random = model_layout(build_model(loaded.config.model), target).eval()
+    embedded = {c.name: _embeddings(loaded, c, trained, random, target) for c in data}
+    pairs = [(data[0], c) for c in data] if train_on is not None else [(c, c) for c in data]
+    settings = {
+        "fractions": fractions,
+        "seeds": seeds,
+        "resamples": resamples,
+        "exclude_criteria": exclude_criteria,
+    }
     reports = []
-    for cohort in data:
-        message(f"probing {cohort.name}")
-        layout = label_layout(cohort, "probe")
-        for line in layout.describe_gaps(cohort.name):
-            message(line)
-        features = _feature_sets(loaded, cohort, trained, random, target)
-        reports.append(
-            _probe_cohort(project, loaded, cohort, layout, features, fractions, seeds, resamples)
-        )
+    for train, test in pairs:
+        what = train.name if train is test else f"{train.name} -> {test.name}"
+        message(f"probing {what}")
+        sides = _sides(train, test, embedded, message)
+        reports.append(_evaluate(project, loaded, sides, settings, message))
     return reports
 
 
-def _feature_sets(
+def _embeddings(
     loaded: LoadedCheckpoint, cohort: CohortData, trained: CITab, random: CITab, device
 ) -> dict[str, np.ndarray]:
-    """feature set -> (N, F) features of every labelled subject of `cohort`, rows in cohort
-    order; unlabelled subjects' rows are zeros (never read)."""
-    labelled = np.array([label is not None for label in cohort.labels])
-    every = np.nonzero(labelled)[0]
+    """Frozen embeddings of every labelled subject, as (N, D) arrays in cohort row order
+    (unlabelled rows are zeros and never read)."""
+    every = np.nonzero(np.array([label is not None for label in cohort.labels]))[0]
     collator = Collator([cohort], loaded.config.model.tabular.categorical == "levels")
     batch = loaded.config.train.batch_size
-    embedded = embed_subjects(trained, collator, cohort_items(every), batch, device)
-    baseline = embed_subjects(random, collator, cohort_items(every), batch, device)
+    ours = embed_subjects(trained, collator, cohort_items(every), batch, device)
+    theirs = embed_subjects(random, collator, cohort_items(every), batch, device)
     sets = {
-        "citab": embedded["multimodal"],
-        "citab_tabular": embedded["tabular"],
-        "citab_image": embedded["image"],
-        "raw_table": raw_table_features(cohort)[every],
-        "random_init": baseline["multimodal"],
+        "citab": ours["multimodal"],
+        "citab_tabular": ours["tabular"],
+        "citab_image": ours["image"],
+        "random_init": theirs["multimodal"],
     }
     out = {}
     for name, x in sets.items():
-        full = np.zeros((cohort.size, x.shape[1]), x.dtype)
+        full = np.zeros((cohort.size, x.shape[1]), np.float32)
         full[every] = x
         out[name] = full
     return out
 
 
-def _fit_fractions(x, y, rows, fractions, seeds: int, classes: int, resamples: int):
-    """For one feature set (N, F): fraction key -> summary, the test probabilities of each
-    fraction's seeds, and the C chosen for each fraction's seeds."""
-    summary, probabilities, chosen = {}, {}, {}
-    for fraction in fractions:
-        runs, cs = [], []
-        for seed in range(seeds):
-            subset = rows["train"][stratified_subset(y[rows["train"]], fraction, seed)]
-            proba, c = _fit_predict(
-                x[subset], y[subset], x[rows["val"]], y[rows["val"]], x[rows["test"]], classes
-            )
-            runs.append(proba)
-            cs.append(c)
-        key = _key(fraction)
-        summary[key] = report.summarize(y[rows["test"]], runs, resamples)
-        summary[key]["n_train"] = int(len(stratified_subset(y[rows["train"]], fraction, 0)))
-        probabilities[fraction] = runs
-        chosen[key] = cs
-    return summary, probabilities, chosen
+def _sides(
+    train: CohortData,
+    test: CohortData,
+    embedded: dict[str, dict[str, np.ndarray]],
+    message: Callable[[str], None],
+) -> tuple[Side, Side, dict]:
+    """Both sides' feature sets (the raw table and the floor laid out by meaning, so a head
+    fitted on one cohort reads another), and which columns each feature set saw."""
+    train_labels = label_layout(train, "probe")
+    test_labels = train_labels if test is train else label_layout(test, "probe")
+    if train_labels.classes != test_labels.classes:
+        raise CitabError(
+            f"cohorts '{train.name}' ({'/'.join(train_labels.classes)}) and '{test.name}' "
+            f"({'/'.join(test_labels.classes)}) do not share one class set; map their labels "
+            "to the same classes"
+        )
+    for line in train_labels.describe_gaps(train.name):
+        message(line)
+    raw = layout([train, test], "text")
+    floor = layout([train, test], "role", FLOOR_ROLES)
+    if not floor.columns:
+        message(
+            f"no age/sex/education columns marked (covariate:) in both {train.name} and "
+            f"{test.name}: the report has no demographic floor"
+        )
+    sides = []
+    for cohort, labels in ((train, train_labels), (test, test_labels)):
+        features = dict(embedded[cohort.name])
+        features["raw_table"] = table_features(cohort, raw)
+        features["citab_raw"] = np.concatenate([features["citab"], features["raw_table"]], 1)
+        if floor.columns:
+            features["floor"] = table_features(cohort, floor)
+        ordered = {k: features[k] for k in FEATURES if k in features}
+        sides.append(Side(cohort, labels, ordered))
+    model_columns = {"train": train.columns, "test": test.columns}
+    seen = {name: model_columns for name in ("citab", "citab_tabular", "citab_image")}
+    seen["random_init"] = model_columns
+    seen["raw_table"] = {"headers": raw.names()}
+    seen["citab_raw"] = {**model_columns, "raw_headers": raw.names()}
+    if floor.columns:
+        seen["floor"] = {"roles": floor.names()}
+    return sides[0], sides[1], seen
 
 
-def _probe_cohort(
+def _fit_all(train: Side, test: Side, settings: dict) -> tuple[dict, dict, list[int]]:
+    """feature -> fraction -> test probabilities per seed; C chosen per fit; folds used."""
+    classes = len(train.labels.classes)
+    rows, test_rows = train.labels.rows["train"], test.labels.rows["test"]
+    y = train.labels.y
+    runs: dict = {}
+    chosen: dict = {}
+    folds: list[int] = []
+    for feature in train.features:
+        x, x_test = train.features[feature], test.features[feature][test_rows]
+        runs[feature] = {}
+        for fraction in settings["fractions"]:
+            key = report.fraction_key(fraction)
+            runs[feature][key], chosen[f"{feature}@{key}"] = [], []
+            for seed in range(settings["seeds"]):
+                subset = rows[stratified_subset(y[rows], fraction, seed)]
+                fit = fit_predict(x[subset], y[subset], x_test, classes, seed)
+                runs[feature][key].append(fit.probabilities)
+                chosen[f"{feature}@{key}"].append(fit.c)
+                folds.append(fit.folds)
+    return runs, chosen, folds
+
+
+def _evaluate(
     project: Project,
     loaded: LoadedCheckpoint,
-    cohort: CohortData,
-    layout: LabelLayout,
-    feature_sets: dict[str, np.ndarray],
-    fractions,
-    seeds: int,
-    resamples: int,
+    sides: tuple[Side, Side, dict],
+    settings: dict,
+    message: Callable[[str], None],
 ) -> ProbeReport:
-    classes, y, rows = layout.classes, layout.y, layout.rows
+    train, test, seen = sides
+    runs, chosen, folds = _fit_all(train, test, settings)
+    note = describe_folds(folds)
+    if note:
+        message(note)
+    y_test = test.labels.labels("test")
+    summary = _summaries(runs, y_test, train, settings)
+    methods = [m for m in METHODS if m in runs]
+    baselines = [b for b in BASELINES if b in runs]
+    comparisons = {
+        key: report.compare(y_test, runs, methods, baselines, key, settings["resamples"])
+        for key in (report.fraction_key(f) for f in settings["fractions"])
+    }
+    document = _document(loaded, train, test, seen, settings, summary, comparisons, chosen, note)
+    kind = "probe"
+    transfer = train.cohort is not test.cohort
+    name = f"{train.cohort.name}-on-{test.cohort.name}" if transfer else test.cohort.name
+    folder = report.report_folder(project, kind, loaded.run, name)
+    write(folder, document, markdown(document), runs, y_test)
+    return ProbeReport(test.cohort.name, folder, summary, comparisons, train.cohort.name)
+
+
+def _summaries(runs: dict, y_test: np.ndarray, train: Side, settings: dict) -> dict:
+    """feature -> fraction -> metric summaries, with the size of the label subset."""
     summary: dict = {}
-    predictions: dict = {}
-    chosen_c: dict = {}
-    for feature, x in feature_sets.items():
-        summary[feature], runs, cs = _fit_fractions(
-            x, y, rows, fractions, seeds, len(classes), resamples
-        )
-        predictions.update({(feature, f): r[0] for f, r in runs.items()})
-        chosen_c.update({f"{feature}@{key}": c for key, c in cs.items()})
-    folder = report.report_folder(project, "probe", loaded.run, cohort.name)
-    document = {
+    for feature, per_fraction in runs.items():
+        summary[feature] = {}
+        for fraction in settings["fractions"]:
+            key = report.fraction_key(fraction)
+            entry = report.summarize(y_test, per_fraction[key], settings["resamples"])
+            subset = stratified_subset(train.labels.labels("train"), fraction, 0)
+            summary[feature][key] = {**entry, "n_train": int(len(subset))}
+    return summary
+
+
+def _document(loaded, train: Side, test: Side, seen, settings, summary, comparisons, chosen, note):
+    transfer = train.cohort is not test.cohort
+    return {
         "kind": "probe",
         "checkpoint": str(loaded.path),
         "run": loaded.run,
         "step": loaded.document.get("step"),
-        "cohort": cohort.name,
-        "cohort_seen_in_pretraining": loaded.seen(cohort.name),
-        "classes": classes,
-        "subjects": {s: int(len(rows[s])) for s in rows},
-        "split_gaps": layout.gaps,
-        "label_fractions": list(fractions),
-        "seeds": seeds,
-        "bootstrap_resamples": resamples,
-        "features": {k: FEATURE_TITLES[k] for k in feature_sets},
+        "cohort": test.cohort.name,
+        "train_cohort": train.cohort.name,
+        "transfer": transfer,
+        "cohort_seen_in_pretraining": loaded.seen(test.cohort.name),
+        "classes": test.labels.classes,
+        "subjects": {
+            "train": int(len(train.labels.rows["train"])),
+            "val": int(len(test.labels.rows["val"])),
+            "test": int(len(test.labels.rows["test"])),
+        },
+        "split_gaps": train.labels.gaps,
+        "exclude_criteria": settings["exclude_criteria"],
+        "columns_seen": seen,
+        "label_fractions": list(settings["fractions"]),
+        "seeds": settings["seeds"],
+        "bootstrap_resamples": settings["resamples"],
+        "features": {k: FEATURE_TITLES[k] for k in summary},
         "results": summary,
-        "chosen_c": chosen_c,
+        "comparisons": comparisons,
+        "chosen_c": chosen,
+        "cross_validation_note": note,
         "created": report.created(),
     }
-    best_fraction = max(fractions)
-    y_test = y[rows["test"]]
-
-    def figures(stage: Path) -> None:
-        report.classifier_figures(
-            stage,
-            classes,
-            y_test,
-            predictions[("citab", best_fraction)],
-            f"CITab probe, {best_fraction:.0%} of labels (seed 0)",
-        )
-        report.label_fraction_figure(
-            stage / "label_fraction_curve.png", fractions, summary, classes, _key
-        )
-
-    report.write_report(folder, document, _markdown(document, best_fraction), figures)
-    return ProbeReport(cohort.name, folder, summary)
-
-
-def _key(fraction: float) -> str:
-    return f"{fraction:g}"
-
-
-def _markdown(document: dict, fraction: float) -> str:
-    lines = [
-        f"# Linear probe: {document['cohort']}",
-        "",
-        f"Checkpoint `{document['checkpoint']}` (run {document['run']}, step "
-        f"{document['step']}); cohort "
-        f"{'seen' if document['cohort_seen_in_pretraining'] else 'not seen'} in pretraining.",
-        f"Classes: {', '.join(document['classes'])}. Labelled subjects: "
-        + ", ".join(f"{k} {v}" for k, v in document["subjects"].items())
-        + ".",
-        f"Logistic regression on standardised features, C chosen on the validation split, scored "
-        f"on the test split; {document['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap "
-        f"interval over test subjects ({document['bootstrap_resamples']} resamples).",
-        *report.gap_lines(document),
-        "",
-    ]
-    for f in document["label_fractions"]:
-        rows = [
-            (document["features"][feature], results[_key(f)])
-            for feature, results in document["results"].items()
-        ]
-        lines += [f"## {f:.0%} of the labelled train subjects", ""]
-        lines += report.metrics_table(rows, "features") + [""]
-    lines += [
-        f"![confusion matrix, {fraction:.0%} of labels](confusion_matrix.png)",
-        f"![ROC curves, {fraction:.0%} of labels](roc.png)",
-        "![balanced accuracy by label fraction](label_fraction_curve.png)",
-        "",
-    ]
-    return "\n".join(lines)

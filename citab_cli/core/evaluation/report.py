@@ -35,6 +35,93 @@ def summarize(
     }
 
 
+def fraction_key(fraction: float) -> str:
+    """How a label fraction names its entries in reports: 0.1 -> "0.1", 1.0 -> "1"."""
+    return f"{fraction:g}"
+
+
+def compare(
+    y_test: np.ndarray,
+    runs: dict,
+    methods: list[str],
+    baselines: list[str],
+    key: str,
+    resamples: int,
+) -> list[dict]:
+    """Paired comparisons on the same test subjects and label subsets: for each method and
+    baseline, the mean difference in each of `metrics.PAIRED` with a paired-bootstrap 95%
+    interval and a verdict. runs: name -> key -> probabilities per seed."""
+    out = []
+    for method in methods:
+        for baseline in baselines:
+            entry = {"method": method, "baseline": baseline}
+            for name in metrics.PAIRED:
+                entry[name] = metrics.paired_difference(
+                    y_test, runs[method][key], runs[baseline][key], name, resamples
+                )
+            out.append(entry)
+    return out
+
+
+def comparison_table(entries: list[dict], titles: dict[str, str]) -> list[str]:
+    """Markdown lines: one row per method-baseline pair."""
+    lines = [
+        "| method | baseline | Δ balanced accuracy [95% CI] | verdict | Δ macro AUC [95% CI] "
+        "| verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        cells = []
+        for name in metrics.PAIRED:
+            d = e[name]
+            cells += [f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"]
+            cells += [d["verdict"]]
+        lines.append(
+            f"| {titles[e['method']]} | {titles[e['baseline']]} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[str, str]) -> None:
+    """Paired differences with their 95% intervals, one row per method-baseline pair, one
+    colour per label fraction, one panel per metric; zero marked."""
+    plt = pyplot()
+    keys = list(comparisons)
+    pairs = [(e["method"], e["baseline"]) for e in comparisons[keys[0]]]
+    fig, axes = plt.subplots(
+        1,
+        len(metrics.PAIRED),
+        figsize=(5.2 * len(metrics.PAIRED), 0.42 * len(pairs) * max(1, len(keys)) ** 0.5 + 1.6),
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, name in zip(np.atleast_1d(axes), metrics.PAIRED, strict=True):
+        for n, key in enumerate(keys):
+            offset = (n - (len(keys) - 1) / 2) * 0.8 / max(len(keys), 1)
+            for row, e in enumerate(comparisons[key]):
+                d = e[name]
+                low, high = d["ci95"]
+                ax.errorbar(
+                    d["difference"],
+                    row + offset,
+                    xerr=[[max(d["difference"] - low, 0)], [max(high - d["difference"], 0)]],
+                    fmt="o",
+                    color=f"C{n}",
+                    markersize=4,
+                    capsize=2,
+                    label=f"{float(key):.0%} of labels" if row == 0 else None,
+                )
+        ax.axvline(0, color="grey", linestyle=":")
+        ax.set_xlabel(f"difference in {name.replace('_', ' ')} (method - baseline)")
+        ax.set_yticks(range(len(pairs)), [f"{titles[m]}\n vs {titles[b]}" for m, b in pairs])
+        ax.tick_params(axis="y", labelsize=7)
+        ax.invert_yaxis()
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Paired differences on the same test subjects (95% bootstrap intervals)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def metrics_table(rows: list[tuple[str, dict]], first: str) -> list[str]:
     """Markdown lines: one row per (title, summary) with mean ± sd [95% interval] cells."""
     lines = [
@@ -123,17 +210,16 @@ def _confusion_matrix(
 
 
 def _roc(path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, title: str) -> None:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for c, name in enumerate(classes):
         positive = y_test == c
         if positive.all() or not positive.any():
             continue
-        scores = proba[:, c]
-        thresholds = np.unique(scores)[::-1]
-        tpr = [0.0] + [float((scores[positive] >= t).mean()) for t in thresholds]
-        fpr = [0.0] + [float((scores[~positive] >= t).mean()) for t in thresholds]
-        auc = metrics.binary_auc(positive, scores)
+        fpr, tpr, _ = roc_curve(positive, proba[:, c])
+        auc = roc_auc_score(positive, proba[:, c])
         ax.plot(fpr, tpr, label=f"{name} vs rest (AUC {auc:.2f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set_xlabel("false positive rate")

@@ -20,9 +20,10 @@ TOP_COLUMNS = 5
 
 def routing(project: Project, model: CITab, categorical_as_levels: bool, device) -> dict:
     """Mean gate per (cohort, column) x layer x prototype over every ingested subject:
-    {"matrix": (R, L, K), "labels": R row names "cohort: column", "top": prototype -> columns}."""
+    {"matrix": (R, L, K), "labels": R row names "cohort: column", "cohorts" and "headers": each
+    row's cohort and header text, "top": prototype -> columns}."""
     cache = headers.load_cache(project, project.load_settings().header_encoder)
-    rows, labels = [], []
+    rows, labels, cohorts, texts = [], [], [], []
     for name in project.cohorts():
         try:
             cohort = load_cohort(project, name, cache)
@@ -45,6 +46,8 @@ def routing(project: Project, model: CITab, categorical_as_levels: bool, device)
         for j, column in enumerate(cohort.columns):
             rows.append(means[j])
             labels.append(f"{name}: {column}")
+            cohorts.append(name)
+            texts.append(cohort.texts[j])
     matrix = np.stack(rows)  # (R, L, K)
     top = {}
     for layer in range(matrix.shape[1]):
@@ -53,4 +56,4 @@ def routing(project: Project, model: CITab, categorical_as_levels: bool, device)
             top[f"layer {layer + 1}, prototype {k + 1}"] = [
                 {"column": labels[i], "gate": float(matrix[i, layer, k])} for i in best
             ]
-    return {"matrix": matrix, "labels": labels, "top": top}
+    return {"matrix": matrix, "labels": labels, "cohorts": cohorts, "headers": texts, "top": top}

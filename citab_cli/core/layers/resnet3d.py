@@ -102,8 +102,13 @@ class ResNet3d(nn.Module):
 
 def feature_grid(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """(D', H', W') of the feature map for an input of `shape`."""
+    return stage_grid(shape, 3)
+
+
+def stage_grid(shape: tuple[int, int, int], stage: int) -> tuple[int, int, int]:
+    """(D', H', W') of the output of stage `stage` (0..3) for an input of `shape`."""
     d, h, w = shape
     d, h, w = d, math.ceil(h / 2), math.ceil(w / 2)  # stem convolution, stride (1, 2, 2)
-    for _ in range(4):  # max-pool, then the three strided stages
+    for _ in range(stage + 1):  # max-pool, then `stage` strided stages
         d, h, w = math.ceil(d / 2), math.ceil(h / 2), math.ceil(w / 2)
     return d, h, w

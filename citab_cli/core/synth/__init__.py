@@ -177,6 +177,9 @@ def _truth_document(
                 "prevalence": list(COHORTS[c.name].prevalence),
                 "class_counts": c.class_counts,
                 "ceiling_accuracy": round(c.ceiling_accuracy, 4),
+                # age rises with severity too: neither a driver nor a non-driver
+                "drivers": list(COHORTS[c.name].drivers),
+                "non_drivers": list(COHORTS[c.name].non_drivers),
             }
             for c in summary
         },

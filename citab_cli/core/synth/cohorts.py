@@ -54,6 +54,10 @@ class CohortSpec:
     scanner: Scanner
     #: (latents, subject index, rng) -> (subject id, rows of the CSV, image path under <cohort>_mri)
     rows: Callable[[CohortLatents, int, np.random.Generator], tuple[str, list[Row], str]]
+    #: Feature columns whose values depend on the diagnosis (through severity or APOE), and
+    #: columns generated without any link to it: the truth explanations are checked against.
+    drivers: tuple[str, ...] = ()
+    non_drivers: tuple[str, ...] = ()
 
 
 def _adni_rows(lat: CohortLatents, i: int, rng: np.random.Generator) -> tuple[str, list[Row], str]:
@@ -200,6 +204,8 @@ COHORTS: dict[str, CohortSpec] = {
             dtype="int16",
         ),
         _adni_rows,
+        drivers=("MMSE", "MOCA", "CDRSB", "ADAS13", "RAVLT_immediate", "FAQ", "ABETA", "APOE4"),
+        non_drivers=("PTGENDER", "PTEDUCAT"),
     ),
     "nacc": CohortSpec(
         "nacc",
@@ -215,6 +221,17 @@ COHORTS: dict[str, CohortSpec] = {
             dtype="float32",
         ),
         _nacc_rows,
+        drivers=(
+            "NACCMMSE",
+            "MOCATOTS",
+            "CDRSUM",
+            "CDRGLOB",
+            "NACCGDS",
+            "ANIMALS",
+            "TRAILB",
+            "NACCNE4S",
+        ),  # fmt: skip
+        non_drivers=("SEX", "EDUC", "NACCBMI"),
     ),
     "aibl": CohortSpec(
         "aibl",
@@ -230,5 +247,7 @@ COHORTS: dict[str, CohortSpec] = {
             dtype="float32",
         ),
         _aibl_rows,
+        drivers=("MMSCORE", "CDGLOBAL", "LIMMTOTAL", "LDELTOTAL", "APGEN1", "APGEN2"),
+        non_drivers=("PTGENDER", "BAT126", "MH16SMOK"),
     ),
 }

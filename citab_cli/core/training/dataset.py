@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,40 @@ class CohortData:
     schema_fingerprint: str
     columns: list[str]
     classes: list[str]  # the schema's classes, in its order
+    texts: list[str]  # (C) header text of each column: description (unit)
+    level_names: list[list[str]]  # (C) canonical level names of each column ([] if numeric)
+    criterion: np.ndarray  # (C,) bool: the column helps define the label
+    covariates: list[str | None]  # (C) age / sex / education, or None
 
     @property
     def size(self) -> int:
         return len(self.subjects)
+
+    def keep_columns(self, keep: np.ndarray) -> CohortData:
+        """The cohort with only the columns where `keep` (C,) is True: the others are absent,
+        exactly as if the cohort had never had them."""
+        keep = np.asarray(keep, bool)
+        index = np.nonzero(keep)[0]
+        levels = int(max([self.level_count[j] for j in index] + [1]))
+        return replace(
+            self,
+            z=self.z[:, keep],
+            missing=self.missing[:, keep],
+            level=self.level[:, keep],
+            categorical=self.categorical[keep],
+            column_vectors=self.column_vectors[keep],
+            level_vectors=self.level_vectors[keep][:, :levels],
+            level_count=self.level_count[keep],
+            columns=[self.columns[j] for j in index],
+            texts=[self.texts[j] for j in index],
+            level_names=[self.level_names[j] for j in index],
+            criterion=self.criterion[keep],
+            covariates=[self.covariates[j] for j in index],
+        )
+
+    def without_criteria(self) -> CohortData:
+        """The cohort without the columns that define its label (schema `criterion: true`)."""
+        return self.keep_columns(~self.criterion)
 
     def present_columns(self) -> np.ndarray:
         """(C,) bool: columns with at least one observed value."""
@@ -118,6 +148,10 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
         schema_fingerprint=manifest["schema"]["fingerprint"],
         columns=[c["name"] for c in columns],
         classes=list(manifest["classes"]),
+        texts=[headers.column_text(c["description"], c.get("unit")) for c in columns],
+        level_names=[list(c.get("levels", [])) for c in columns],
+        criterion=np.array([bool(c.get("criterion", False)) for c in columns], bool),
+        covariates=[c.get("covariate") for c in columns],
     )
 
 

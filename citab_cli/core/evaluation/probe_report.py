@@ -1,0 +1,112 @@
+"""The probe report: `report.md` and its figures, from the `report.json` document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation.features import FEATURE_TITLES
+
+
+def write(folder: Path, document: dict, text: str, runs: dict, y_test: np.ndarray) -> None:
+    """report.json, report.md, confusion matrix and ROC (CITab, most labels, seed 0), the
+    label-fraction curve and the forest plot of paired differences, all or nothing."""
+    fractions = document["label_fractions"]
+    most = report.fraction_key(max(fractions))
+
+    def figures(stage: Path) -> None:
+        report.classifier_figures(
+            stage,
+            document["classes"],
+            y_test,
+            runs["citab"][most][0],
+            f"CITab probe, {max(fractions):.0%} of labels (seed 0)",
+        )
+        report.label_fraction_figure(
+            stage / "label_fraction_curve.png",
+            fractions,
+            document["results"],
+            document["classes"],
+            report.fraction_key,
+        )
+        report.forest_figure(
+            stage / "paired_differences.png", document["comparisons"], FEATURE_TITLES
+        )
+
+    report.write_report(folder, document, text, figures)
+
+
+def _header(document: dict) -> list[str]:
+    seen = "seen" if document["cohort_seen_in_pretraining"] else "not seen"
+    if document["transfer"]:
+        where = (
+            f"Heads fitted on **{document['train_cohort']}** (its labelled train subjects), "
+            f"scored on **{document['cohort']}**'s test subjects ({seen} in pretraining)."
+        )
+    else:
+        where = f"Cohort {document['cohort']}, {seen} in pretraining."
+    criteria = (
+        "Columns that define the diagnosis (schema `criterion: true`) were **excluded** from "
+        "every feature set."
+        if document["exclude_criteria"]
+        else "Every column was used, including those that define the diagnosis (run with "
+        "`--exclude-criteria` to leave them out)."
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in document["subjects"].items())
+    return [
+        f"# Linear probe: {document['cohort']}",
+        "",
+        f"Checkpoint `{document['checkpoint']}` (run {document['run']}, step "
+        f"{document['step']}). {where}",
+        f"Classes: {', '.join(document['classes'])}. Labelled subjects: {counts}. {criteria}",
+        "Class-balanced logistic regression on standardised features, C chosen by stratified "
+        "cross-validation inside each labelled training subset, scored on the test subjects; "
+        f"{document['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap interval over test "
+        f"subjects ({document['bootstrap_resamples']} resamples).",
+        *(
+            [f"Note: {document['cross_validation_note']}."]
+            if document["cross_validation_note"]
+            else []
+        ),
+        *report.gap_lines(document),
+        "",
+    ]
+
+
+def _columns(document: dict) -> list[str]:
+    lines = ["## What each method saw", ""]
+    for feature, seen in document["columns_seen"].items():
+        parts = []
+        for side, names in seen.items():
+            parts.append(f"{side}: {', '.join(names) if names else 'nothing'}")
+        lines.append(f"- {FEATURE_TITLES[feature]}: " + "; ".join(parts))
+    return [*lines, ""]
+
+
+def markdown(document: dict) -> str:
+    lines = _header(document)
+    for fraction in document["label_fractions"]:
+        key = report.fraction_key(fraction)
+        rows = [
+            (document["features"][feature], results[key])
+            for feature, results in document["results"].items()
+        ]
+        lines += [f"## {fraction:.0%} of the labelled train subjects", ""]
+        lines += report.metrics_table(rows, "features") + [""]
+        lines += [
+            "Paired differences (same test subjects, same label subsets and seeds); "
+            "'better' needs the whole interval above 0:",
+            "",
+        ]
+        lines += report.comparison_table(document["comparisons"][key], FEATURE_TITLES) + [""]
+    lines += _columns(document)
+    lines += [
+        "![paired differences](paired_differences.png)",
+        "![confusion matrix](confusion_matrix.png)",
+        "![ROC curves](roc.png)",
+        "![balanced accuracy by label fraction](label_fraction_curve.png)",
+        "",
+    ]
+    return "\n".join(lines)
