@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from citab_cli.commands.console import console
+from citab_cli.commands.console import console, err_console
 from citab_cli.commands.options import default
 
 app = typer.Typer(help="Draft and check cohort schemas.", no_args_is_help=True)
@@ -18,21 +18,49 @@ def infer(
     output: Path = typer.Option(
         None, "--output", "-o", help="Write the draft here. " + default("print it")
     ),
+    dictionary: Path = typer.Option(
+        None,
+        "--dictionary",
+        help="The cohort's data dictionary (CSV: ADNI's FLDNAME/TEXT, NACC's VariableName/"
+        "Description, ...): descriptions and units come from it. " + default("none"),
+    ),
+    dictionary_columns: str = typer.Option(
+        None,
+        "--dictionary-columns",
+        help="NAME,DESCRIPTION: the dictionary's column names when its layout is another. "
+        + default("recognised by their names"),
+    ),
 ) -> None:
-    """Draft a schema YAML from a CSV: types, ranges, levels, likely missing codes."""
+    """Draft a schema YAML from a CSV: types, ranges, missing codes, censored values, the label,
+    identifiers to drop; a review table says what is still to do."""
     from citab_cli.core import atomic
+    from citab_cli.core.data.dictionary import parse_columns
     from citab_cli.core.data.schema_infer import draft
 
-    text = draft(csv_path)
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    if output.exists():
+    result = draft(csv_path, dictionary, parse_columns(dictionary_columns))
+    if output is not None and output.exists():
         from citab_cli.core.errors import CitabError
 
         raise CitabError(f"{output} already exists; choose another -o path or remove it")
-    atomic.write_text(output, text)
+    screen = console if output is not None else err_console
+    _review(result.review, screen)
+    if output is None:
+        typer.echo(result.text, nl=False)
+        return
+    atomic.write_text(output, result.text)
     console.print(f"Draft schema written to {output}: review every 'TODO' before ingesting.")
+
+
+def _review(rows, screen) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Review", title_justify="left", box=box.SIMPLE_HEAD)
+    for heading in ("column", "taken for", "proposed codes", "still TODO"):
+        table.add_column(heading)
+    for row in rows:
+        table.add_row(row.column, row.guess, row.codes, row.todo)
+    screen.print(table)
 
 
 @app.command("check")

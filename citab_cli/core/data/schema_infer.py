@@ -1,179 +1,171 @@
-"""`citab schema infer`: draft a cohort schema from a CSV for a person to review."""
+"""`citab schema infer`: draft a cohort schema from a CSV (and its data dictionary) for a person
+to review: column types and ranges, missing codes (cohort-wide when they recur), censored
+values, the diagnosis column with its classes, identifiers to drop, the subject and visit."""
 
 from __future__ import annotations
 
 import math
-import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from citab_cli.core.data import infer_roles as roles
+from citab_cli.core.data import infer_values as values
+from citab_cli.core.data.dictionary import Entry, read_dictionary
+from citab_cli.core.data.infer_yaml import render
+from citab_cli.core.data.schema import COHORT_NAME, CohortSchema
+from citab_cli.core.data.table import read_csv
 
-from citab_cli.core.data.schema import COHORT_NAME, token
-from citab_cli.core.data.table import RawTable, read_csv
-
-SUBJECT_NAMES = ("PTID", "NACCID", "RID", "subject", "subject_id", "participant_id", "ID")
-VISIT_NAMES = ("VISCODE", "NACCVNUM", "visit", "session", "VISIT")
-LABEL_NAMES = ("DX", "DIAGNOSIS", "NACCUDSD", "DXCURREN", "diagnosis", "label", "group", "dx")
-#: Codes cohorts use for "not collected / not applicable / unknown", suspected when they sit
-#: apart from a column's other values.
-SENTINELS = {
-    -1,
-    -4,
-    -9,
-    -99,
-    -999,
-    8,
-    9,
-    88,
-    95,
-    96,
-    97,
-    98,
-    99,
-    888,
-    888.8,
-    995,
-    996,
-    997,
-    998,
-    999,
-    8888,
-    9999,
-}
-TEXT_MISSING = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "."}
-DATE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}|/\d{4})")
+#: More distinct text values than this and a column is free text, not categorical.
 MAX_LEVELS = 20
+#: A column is numeric when at least this share of its non-blank cells are numbers.
+NUMERIC_SHARE = 0.7
+#: At most this many distinct small integers (0-9) read as codes of a categorical column.
+MAX_CODED_LEVELS = 3
 
 
-def _pick(columns: list[str], names: tuple[str, ...]) -> str | None:
-    lower = {c.lower(): c for c in columns}
-    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
+@dataclass
+class ColumnGuess:
+    """What the draft proposes for one feature column."""
+
+    name: str
+    spec: dict  # the schema entry, without missing codes
+    codes: dict[str, int] = field(default_factory=dict)  # proposed missing code -> cells
+    regular: set[str] = field(default_factory=set)  # values that are real data in this column
+    censored: dict[str, int] = field(default_factory=dict)  # censored text -> cells
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+@dataclass
+class ReviewRow:
+    column: str
+    guess: str  # what the column was taken for
+    codes: str  # proposed missing codes and censored values
+    todo: str  # what is still to check or write
 
 
-def _yaml_scalar(text: str) -> str | int | float:
-    number = _number(text)
-    if number is None:
-        return text
-    return int(number) if number.is_integer() else number
+@dataclass
+class Draft:
+    text: str  # the schema YAML, with comments
+    review: list[ReviewRow]
+    schema: CohortSchema  # the draft, parsed (it always validates)
 
 
-def _column(cells: list[str], cohort_missing: set[str]) -> tuple[str, dict] | None:
-    present = [c.strip() for c in cells if c.strip() not in cohort_missing]
-    if not present:
-        return None
-    distinct = sorted(set(present))
-    if sum(bool(DATE.match(v)) for v in distinct) > len(distinct) / 2:
-        return "drop", {}
-    numbers = {v: _number(v) for v in distinct}
-    if all(n is not None for n in numbers.values()):
-        values = sorted(set(numbers.values()))
-        regular = [v for v in values if v not in SENTINELS]
-        codes = []
-        if regular:
-            top, bottom = max(regular), min(regular)
-            codes = [
-                v
-                for v in values
-                if v in SENTINELS and (v > max(top * 1.5, top + 5) or (v < 0 <= bottom))
-            ]
-        kept = [v for v in values if v not in codes] or values
-        spec: dict = {}
-        if len(kept) <= 3 and all(float(v).is_integer() and 0 <= v <= 9 for v in kept):
-            spec = {
-                "type": "categorical",
-                "levels": {_yaml_scalar(token(v)): f"TODO name of {token(v)}" for v in kept},
-            }
-        else:
-            spec = {"type": "numeric", "range": [math.floor(min(kept)), math.ceil(max(kept))]}
-        if codes:
-            spec["missing"] = [_yaml_scalar(token(v)) for v in codes]
-        return "column", spec
-    if len(distinct) <= MAX_LEVELS:
-        return "column", {"type": "categorical", "levels": {v: v.lower() for v in distinct}}
-    return "text", {}
-
-
-def draft(csv_path: Path) -> str:
-    """A schema YAML drafted from the CSV; every guess is marked TODO for review."""
-    table: RawTable = read_csv(csv_path)
-    columns = table.columns
-    used: set[str] = set()
-    present_tokens = {c: {v.strip() for v in table.rows[c]} for c in columns}
-    cohort_missing = [m for m in ("", "NA") if any(m in v for v in present_tokens.values())]
-    if sum("-4" in present_tokens[c] for c in columns) >= 2:
-        cohort_missing.append("-4")
-    missing_set = set(cohort_missing) | TEXT_MISSING
-
-    name = csv_path.stem.lower()
-    subject = _pick(columns, SUBJECT_NAMES) or columns[0]
-    used.add(subject)
-    doc: dict = {
-        "cohort": name if COHORT_NAME.match(name) else "my-cohort",
-        "description": f"TODO: describe this export ({csv_path.name})",
-        "subject": subject,
-    }
-    visit = _pick(columns, VISIT_NAMES)
-    if visit:
-        values = sorted({v.strip() for v in table.rows[visit]} - missing_set)
-        baseline = "bl" if "bl" in values else "1" if "1" in values else values[0]
-        doc["visit"] = {"column": visit, "baseline": _yaml_scalar(baseline)}
-        used.add(visit)
-    image_column = next(
-        (c for c in columns if any(v.strip().endswith((".nii", ".nii.gz")) for v in table.rows[c])),
-        None,
-    )
-    if image_column:
-        doc["image"] = {"column": image_column}
-        used.add(image_column)
+def _numeric(name: str, cells: values.Cells) -> ColumnGuess:
+    words = values.missing_words(cells)
+    codes = {w: cells.text[w] for w in words}
+    sentinel = values.sentinels(cells.numbers)
+    codes.update({values.label_for(v): cells.numbers[v] for v in sentinel})
+    kept = [v for v in cells.numbers if v not in sentinel]
+    bounds = [bound for bound, _ in cells.censored.values()]
+    everything = kept + bounds or sorted(cells.numbers)
+    small = [v for v in kept if float(v).is_integer() and 0 <= v <= 9]
+    if len(kept) <= MAX_CODED_LEVELS and len(small) == len(kept) and not bounds:
+        levels = {values.label_for(v): f"TODO name of {values.label_for(v)}" for v in sorted(kept)}
+        spec: dict = {"type": "categorical", "levels": levels}
     else:
-        doc["image"] = f"**/*{{{subject}}}*.nii*"
-    label = _pick(columns, LABEL_NAMES)
-    if label:
-        values = sorted({v.strip() for v in table.rows[label]} - missing_set)[:MAX_LEVELS]
-        doc["label"] = {"column": label, "classes": {_yaml_scalar(v): v for v in values}}
-        used.add(label)
-    doc["missing"] = cohort_missing
-    drop: list[str] = []
-    ignored: list[str] = []
-    features: dict = {}
-    for column in columns:
-        if column in used:
+        spec = {
+            "type": "numeric",
+            "range": [math.floor(min(everything)), math.ceil(max(everything))],
+        }
+    if cells.censored:
+        spec["parse"] = {
+            t: values.typed(values.label_for(b)) for t, (b, _) in sorted(cells.censored.items())
+        }
+    guess = ColumnGuess(name, spec, codes, {values.label_for(v) for v in kept})
+    guess.censored = {text: n for text, (_, n) in cells.censored.items()}
+    return guess
+
+
+def _categorical(name: str, cells: values.Cells) -> ColumnGuess | None:
+    tokens = Counter(cells.text)
+    tokens.update({values.label_for(v): n for v, n in cells.numbers.items()})
+    words = [t for t in tokens if values.MISSING_WORDS.match(t)]
+    levels = sorted(t for t in tokens if t not in words)
+    if not levels or len(levels) > MAX_LEVELS:
+        return None
+    spec = {"type": "categorical", "levels": {t: t.lower() for t in levels}}
+    return ColumnGuess(name, spec, {w: tokens[w] for w in words}, set(levels))
+
+
+def _guess(name: str, cells: values.Cells) -> ColumnGuess | None:
+    if cells.numbers and cells.numeric_share >= NUMERIC_SHARE:
+        return _numeric(name, cells)
+    return _categorical(name, cells)
+
+
+def _cohort_wide(guesses: list[ColumnGuess]) -> dict[str, tuple[int, int]]:
+    """Codes proposed in two or more columns and real data in none: code -> (columns, cells)."""
+    seen: dict[str, list[int]] = {}
+    for g in guesses:
+        for code, n in g.codes.items():
+            seen.setdefault(code, []).append(n)
+    regular = set().union(*(g.regular for g in guesses)) if guesses else set()
+    return {
+        code: (len(counts), sum(counts))
+        for code, counts in sorted(seen.items())
+        if len(counts) >= 2 and code not in regular
+    }
+
+
+def _describe(name: str, spec: dict, dictionary: dict[str, Entry]) -> tuple[dict, bool]:
+    """The spec with a description (from the dictionary when it has the column)."""
+    entry = dictionary.get(name) or dictionary.get(name.upper()) or dictionary.get(name.lower())
+    described = {"type": spec["type"]}
+    if entry is not None:
+        described["description"] = entry.description
+        if entry.unit and spec["type"] == "numeric":
+            described["unit"] = entry.unit
+    else:
+        described["description"] = f"TODO: describe {name}"
+    described.update({k: v for k, v in spec.items() if k != "type"})
+    return described, entry is not None
+
+
+def draft(
+    csv_path: Path,
+    dictionary_path: Path | None = None,
+    dictionary_columns: tuple[str, str] | None = None,
+) -> Draft:
+    """A schema drafted from the CSV; every guess left to a person is marked TODO."""
+    from citab_cli.core.data import infer_plan
+
+    table = read_csv(csv_path)
+    dictionary = read_dictionary(dictionary_path, dictionary_columns) if dictionary_path else {}
+    cells = {c: values.read_cells(table.rows[c]) for c in table.columns}
+    plan = infer_plan.roles_of(table, cells)
+    guesses, review = [], []
+    for column in table.columns:
+        if column in plan.assigned:
+            review.append(plan.assigned[column])
             continue
-        guess = _column(table.rows[column], missing_set)
+        guess = _guess(column, cells[column])
         if guess is None:
-            ignored.append(f"{column} (always missing)")
-        elif guess[0] == "drop":
-            drop.append(column)
-        elif guess[0] == "text":
-            ignored.append(f"{column} (free text)")
-        else:
-            spec = guess[1]
-            features[column] = {
-                "type": spec["type"],
-                "description": f"TODO: describe {column}",
-                **{k: v for k, v in spec.items() if k != "type"},
-            }
-    doc["drop"] = drop
-    doc["columns"] = features
-    header = [
-        f"# Draft schema for {csv_path.name}, written by `citab schema infer`.",
-        "# Review every TODO: descriptions are what the model reads, so write each one the way",
-        "# another cohort would describe the same measurement (and add the unit).",
-        "# Check the label classes (map them to shared names such as CN / MCI / AD), the visit",
-        "# baseline, the image pattern ({COLUMN} fields are filled from each row), the suspected",
-        "# missing codes, and move identifying columns (dates, names) to drop.",
-    ]
-    if ignored:
-        header.append(f"# Left out: {', '.join(ignored)}.")
-    body = yaml.safe_dump(
-        doc, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
-    )
-    return "\n".join(header) + "\n" + body
+            why = "always blank" if not cells[column].count else "free text (>20 values)"
+            review.append(ReviewRow(column, f"left out: {why}", "", "add it by hand if needed"))
+            continue
+        guesses.append(guess)
+    wide = _cohort_wide(guesses)
+    columns, used_roles = {}, set()
+    for guess in guesses:
+        spec, described = _describe(guess.name, guess.spec, dictionary)
+        own = {c: n for c, n in guess.codes.items() if c not in wide}
+        if own:
+            spec["missing"] = [values.typed(c) for c in sorted(own)]
+        role = roles.covariate_of(guess.name)
+        if role and role not in used_roles:
+            spec["covariate"] = role
+            used_roles.add(role)
+        columns[guess.name] = (spec, own, guess.censored)
+        review.append(infer_plan.review_row(guess, spec, own, wide, described))
+    name = csv_path.stem.lower()
+    document = {
+        "cohort": name if COHORT_NAME.match(name) else "my-cohort",
+        "csv": csv_path.name,
+        "plan": plan,
+        "cohort_wide": wide,
+        "columns": columns,
+    }
+    text, schema = render(document, table)
+    order = {c: i for i, c in enumerate(table.columns)}
+    review.sort(key=lambda r: order.get(r.column, len(order)))
+    return Draft(text, review, schema)

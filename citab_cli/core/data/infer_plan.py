@@ -1,0 +1,95 @@
+"""The roles of a drafted schema (subject, visit, label, image, dropped columns) and the review
+table's rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from citab_cli.core.data import infer_roles as roles
+from citab_cli.core.data import infer_values as values
+from citab_cli.core.data.table import RawTable
+
+if TYPE_CHECKING:
+    from citab_cli.core.data.schema_infer import ColumnGuess, ReviewRow
+
+
+@dataclass
+class Plan:
+    subject: str
+    subject_how: str
+    visit: str | None = None
+    baseline: str | None = None
+    label: str | None = None
+    classes: dict[str, str | None] = field(default_factory=dict)
+    image: str | dict = ""
+    drop: dict[str, str] = field(default_factory=dict)  # column -> why
+    assigned: dict[str, ReviewRow] = field(default_factory=dict)  # non-feature columns
+
+
+def _image(table: RawTable, subject: str) -> tuple[str | dict, str | None]:
+    for column in table.columns:
+        if any(v.strip().endswith((".nii", ".nii.gz")) for v in table.rows[column][:200]):
+            return {"column": column}, column
+    return f"**/*{{{subject}}}*.nii*", None
+
+
+def roles_of(table: RawTable, cells: dict[str, values.Cells]) -> Plan:
+    from citab_cli.core.data.schema_infer import ReviewRow
+
+    columns = table.columns
+    drops = {c: why for c in columns if (why := roles.drop_reason(c, cells[c]))}
+    candidates = [c for c in columns if c not in drops]
+    subject, visit, how = roles.pick_subject_and_visit(candidates or columns, table.rows)
+    plan = Plan(subject=subject, subject_how=how, drop=drops)
+    plan.assigned[subject] = ReviewRow(subject, f"subject ({how})", "", "")
+    if visit is not None:
+        plan.visit, plan.baseline = visit, roles.baseline_of(table.rows[visit])
+        plan.assigned[visit] = ReviewRow(
+            visit, "visit (subjects repeat)", "", f"check the baseline value '{plan.baseline}'"
+        )
+    plan.image, image_column = _image(table, subject)
+    if image_column:
+        plan.assigned[image_column] = ReviewRow(image_column, "image path", "", "")
+    for column in columns:
+        if column in plan.assigned or column in drops:
+            continue
+        if roles.is_label(column, cells[column]):
+            plan.label = column
+            levels = sorted(
+                {v.strip() for v in table.rows[column] if v.strip()}
+                - {t for t in cells[column].text if values.MISSING_WORDS.match(t)}
+            )
+            plan.classes = roles.classes_of(levels)
+            unmapped = [lv for lv, c in plan.classes.items() if c is None]
+            todo = f"classes for {', '.join(unmapped)}" if unmapped else "check the classes"
+            mapped = ", ".join(f"{lv}->{c}" for lv, c in plan.classes.items() if c)
+            plan.assigned[column] = ReviewRow(column, "label (diagnosis)", mapped, todo)
+            break
+    for column, why in drops.items():
+        plan.assigned[column] = ReviewRow(column, f"drop: {why}", "", "")
+    return plan
+
+
+def review_row(
+    guess: ColumnGuess, spec: dict, own: dict[str, int], wide: dict, described: bool
+) -> ReviewRow:
+    from citab_cli.core.data.schema_infer import ReviewRow
+
+    if spec["type"] == "numeric":
+        what = f"numeric [{spec['range'][0]}, {spec['range'][1]}]"
+    else:
+        what = f"categorical ({len(spec['levels'])} levels)"
+    if spec.get("covariate"):
+        what += f", covariate {spec['covariate']}"
+    codes = [f"{c} ({n})" for c, n in sorted(own.items())]
+    codes += [f"{c} (cohort-wide)" for c in sorted(guess.codes) if c in wide]
+    parts = [f"missing {', '.join(codes)}"] if codes else []
+    if guess.censored:
+        parts.append("parse " + ", ".join(sorted(guess.censored)))
+    todo = [] if described else ["description"]
+    if spec["type"] == "categorical" and any(
+        str(n).startswith("TODO") for n in spec["levels"].values()
+    ):
+        todo.append("level names")
+    return ReviewRow(guess.name, what, "; ".join(parts), ", ".join(todo))
