@@ -69,7 +69,9 @@ def test_every_option_shows_its_default(path, command):
     for param in command.params:
         if param.param_type_name != "option" or param.name == "help":
             continue
-        (line,) = [row for row in lines if re.match(rf"^[│|\s*]*{re.escape(param.opts[0])}\b", row)]
+        (line,) = [
+            row for row in lines if re.match(rf"^[│|\s*]*{re.escape(param.opts[0])}[\s,]", row)
+        ]
         assert "[default:" in line or "[required]" in line, line.strip()
         assert not re.search(r"\w \.", line), f"a value is missing before a full stop: {line}"
 

@@ -59,6 +59,8 @@ def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
         "r1",
         "--device",
         "cpu",
+        "--logger",
+        "tensorboard",
         "--project",
         embedded,
     )
@@ -70,8 +72,16 @@ def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
         "best.safetensors",
         "last.safetensors",
         "last.state.safetensors",
+        "curves.png",
+        "environment.json",
     ):
         assert (directory / name).is_file(), name
+    environment = json.loads((directory / "environment.json").read_text())
+    assert environment["world_size"] == 1 and environment["torch"] == torch.__version__
+    assert list((directory / "tensorboard").glob("events.out.tfevents.*"))
+    from PIL import Image
+
+    assert Image.open(directory / "curves.png").size[0] > 500
     tensors, meta = checkpoint.load(directory / "last.safetensors")
     assert meta["kind"] == "model" and meta["citab_version"]
     assert set(meta["cohorts"]) == {"adni", "nacc", "aibl"}
@@ -85,10 +95,18 @@ def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
     assert steps and all(
         {"loss", "itc", "itm", "lr", "samples_per_s", "memory_mb"} <= set(x) for x in steps
     )
-    assert sum("validation" in x for x in lines) == 2
+    validations = [x["validation"] for x in lines if "validation" in x]
+    assert len(validations) == 2
+    assert {"val_recall_at_1", "val_recall_at_5", "val_itm_accuracy", "val_probe_tabular",
+            "val_probe_image", "val_probe_multimodal"} <= set(validations[0])  # fmt: skip
+    assert meta_best(directory)["monitor"] == "ssl_loss"  # label-free by default
     # the checkpoint rebuilds the model with no key surgery
     model = build_model(core.PretrainConfig.model_validate(meta["config"]).model)
     model.load_state_dict(tensors)
+
+
+def meta_best(directory: Path) -> dict:
+    return checkpoint.load(directory / "best.safetensors")[1]["metrics"]
 
 
 def test_losses_fall_when_overfitting_one_batch():
@@ -540,3 +558,24 @@ def test_checkpoints_whose_header_length_looks_like_pickle_load(tmp_path: Path, 
     assert path.read_bytes()[: len(prefix)] == prefix
     loaded, document = checkpoint.load(path)
     assert torch.equal(loaded["w"], tensors["w"]) and document["kind"] == checkpoint.MODEL
+
+
+def test_the_queue_and_momentum_encoders_resume_bit_for_bit(embedded: Path):
+    store = Project(embedded)
+
+    def queued():
+        config = tiny()
+        loss = config.model.loss.model_copy(update={"queue_size": 16, "mtr_weight": 1.0})
+        return config.model_copy(update={"model": config.model.model_copy(update={"loss": loss})})
+
+    core.pretrain(store, queued(), "q-straight")
+    core.pretrain(store, queued(), "q-broken", hooks=core.Hooks(stop=lambda step: step == 5))
+    middle = checkpoint.load(embedded / "runs/q-broken/last.state.safetensors", kind=None)[0]
+    assert int(middle["momentum/pointer"]) == (5 * 4) % 16  # 5 steps of 4 keys
+    core.pretrain(store, queued(), "q-broken", resume=True)
+    a = checkpoint.load(embedded / "runs/q-straight/last.state.safetensors", kind=None)[0]
+    b = checkpoint.load(embedded / "runs/q-broken/last.state.safetensors", kind=None)[0]
+    momentum = [k for k in a if k.startswith("momentum/")]
+    assert "momentum/image_queue" in momentum and "momentum/tabular.norm.weight" in momentum
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

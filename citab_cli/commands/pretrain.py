@@ -21,9 +21,35 @@ class Preset(str, Enum):
     paper = "paper"
 
 
+class Logger(str, Enum):
+    jsonl = "jsonl"
+    tensorboard = "tensorboard"
+
+
 #: The presets' epochs and batch sizes, as --help shows them (a test keeps them in step).
 PRESET_EPOCHS = "tiny 2, small 15, paper 300"
 PRESET_BATCH = "tiny 8, small 16, paper 12"
+
+
+RunOption = typer.Option(
+    None,
+    "--run",
+    "--run-name",
+    help="Run name. Under torchrun write --run-name (torchrun takes --run for its own "
+    "--run-path). " + default("<preset>-<time>; with --resume, the newest run"),
+)
+ResumeOption = typer.Option(
+    False,
+    "--resume",
+    help="Continue the run from its last state; other options may repeat the run's own "
+    "values but not change them. " + default("off"),
+)
+LoggerOption = typer.Option(
+    Logger.jsonl,
+    "--logger",
+    help="Where metrics go besides runs/<run>/metrics.jsonl and curves.png: tensorboard "
+    "also writes event files to runs/<run>/tensorboard/ (needs the tensorboard package).",
+)
 
 
 def pretrain(
@@ -68,19 +94,9 @@ def pretrain(
         "--include-val/--train-only",
         help="Also pretrain on validation subjects. " + default("--train-only"),
     ),
-    run: str = typer.Option(
-        None,
-        "--run",
-        "--run-name",
-        help="Run name. Under torchrun write --run-name (torchrun takes --run for its own "
-        "--run-path). " + default("<preset>-<time>; with --resume, the newest run"),
-    ),
-    resume: bool = typer.Option(
-        False,
-        "--resume",
-        help="Continue the run from its last state; other options may repeat the run's own "
-        "values but not change them. " + default("off"),
-    ),
+    run: str = RunOption,
+    resume: bool = ResumeOption,
+    logger: Logger = LoggerOption,
     device: Device = device_option("training"),
     project: Path = ProjectOption,
 ) -> None:
@@ -98,14 +114,14 @@ def pretrain(
     }
     names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
     name, config = _resolve_run(store, names, preset, config_file, run, resume, overrides)
-    result, dist = _launch(store, config, name, resume, device)
+    result, dist = _launch(store, config, name, resume, device, logger == Logger.tensorboard)
     if dist.main:
         _print_result(result, name)
     if result.stopped_early and dist.main:
         raise typer.Exit(130)
 
 
-def _launch(store, config, name: str, resume: bool, device: Device):
+def _launch(store, config, name: str, resume: bool, device: Device, tensorboard: bool):
     """Run the training in this process (one of several under torchrun): (result, place)."""
     import torch
 
@@ -114,7 +130,7 @@ def _launch(store, config, name: str, resume: bool, device: Device):
     if dist.world > 1:
         torch.distributed.init_process_group("nccl" if target.startswith("cuda") else "gloo")
     try:
-        return _train_with_progress(store, config, name, resume, target, dist), dist
+        return _train_with_progress(store, config, name, resume, target, dist, tensorboard), dist
     finally:
         if dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -177,7 +193,9 @@ def _refuse_changes(saved, name, preset, config_file, names, overrides) -> None:
     )
 
 
-def _train_with_progress(store, config, name: str, resume: bool, target: str, dist):
+def _train_with_progress(
+    store, config, name: str, resume: bool, target: str, dist, tensorboard: bool
+):
     """Run the loop under a progress bar; the first Ctrl-C asks for a clean stop."""
     from citab_cli.core.training import loop as core
 
@@ -214,7 +232,14 @@ def _train_with_progress(store, config, name: str, resume: bool, target: str, di
                 stop=lambda step: interrupted["flag"],
             )
             return core.pretrain(
-                store, config, name, resume=resume, device=target, dist=dist, hooks=hooks
+                store,
+                config,
+                name,
+                resume=resume,
+                device=target,
+                dist=dist,
+                hooks=hooks,
+                tensorboard=tensorboard,
             )
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -238,8 +263,8 @@ def _print_result(result, name: str) -> None:
             f"[yellow]warning:[/] {result.skipped_steps} step(s) skipped for a non-finite loss"
         )
     console.print(
-        f"Run files: {result.run_dir}/ (config.yaml, metrics.jsonl, best.safetensors, "
-        "last.safetensors, last.state.safetensors)"
+        f"Run files: {result.run_dir}/ (config.yaml, metrics.jsonl, curves.png, "
+        "environment.json, best.safetensors, last.safetensors, last.state.safetensors)"
     )
 
 

@@ -17,12 +17,25 @@ from citab_cli.core.model.batch import TabularBatch
 
 
 class TabularTokenizer(nn.Module):
-    def __init__(self, header_dim: int, dim: int, categorical_as_levels: bool = True):
+    def __init__(
+        self,
+        header_dim: int,
+        dim: int,
+        categorical_as_levels: bool = True,
+        value_init: str = "spread",
+    ):
+        """value_init "spread": b = 1 and w random, so a value turns its token's direction (a
+        pre-norm transformer's LayerNorm keeps that); "identity": w = 1, b = 0, so a value only
+        scales the column's meaning, which LayerNorm removes (all but the sign)."""
         super().__init__()
         self.categorical_as_levels = categorical_as_levels
         self.adapter = nn.Linear(header_dim, dim)  # A
-        self.value_scale = nn.Parameter(torch.ones(dim))  # w
-        self.value_shift = nn.Parameter(torch.zeros(dim))  # b
+        if value_init == "identity":
+            scale, shift = torch.ones(dim), torch.zeros(dim)
+        else:
+            scale, shift = torch.randn(dim), torch.ones(dim)
+        self.value_scale = nn.Parameter(scale)  # w
+        self.value_shift = nn.Parameter(shift)  # b
         self.missing = nn.Parameter(torch.randn(dim) * 0.02)  # m
         self.cls = nn.Parameter(torch.randn(dim) * 0.02)
 

@@ -35,3 +35,33 @@ def itc_loss(
     table_to_image = table @ all_image.T / temperature  # (B, W*B)
     loss = (F.cross_entropy(image_to_table, targets) + F.cross_entropy(table_to_image, targets)) / 2
     return loss, image_to_table[:, offset : offset + b]
+
+
+def itc_queue_loss(
+    image: torch.Tensor,
+    table: torch.Tensor,
+    image_keys: torch.Tensor,
+    table_keys: torch.Tensor,
+    image_queue: torch.Tensor,
+    table_queue: torch.Tensor,
+    temperature: float,
+    offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITC against momentum features (ALBEF/MoCo): image, table (B, P) from the online encoders;
+    image_keys, table_keys (W*B, P) from the momentum encoders for the global batch (this
+    rank's rows start at `offset`); *_queue (Q, P) past momentum features, extra negatives.
+
+    Returns (loss, in-batch logits (B, B) image -> own rows' table keys). With an empty queue
+    and keys equal to the online features, the loss is `itc_loss`'s."""
+    image = F.normalize(image.float(), dim=-1)
+    table = F.normalize(table.float(), dim=-1)
+    image_keys = F.normalize(image_keys.float(), dim=-1)
+    table_keys = F.normalize(table_keys.float(), dim=-1)
+    all_table = torch.cat([table_keys, table_queue.float()])  # (W*B + Q, P)
+    all_image = torch.cat([image_keys, image_queue.float()])
+    b = image.shape[0]
+    targets = torch.arange(offset, offset + b, device=image.device)
+    image_to_table = image @ all_table.T / temperature
+    table_to_image = table @ all_image.T / temperature
+    loss = (F.cross_entropy(image_to_table, targets) + F.cross_entropy(table_to_image, targets)) / 2
+    return loss, image_to_table[:, offset : offset + b]

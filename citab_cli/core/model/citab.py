@@ -50,10 +50,14 @@ class TabularEncoder(nn.Module):
         gate: str,
         gate_temperature: float,
         categorical_as_levels: bool,
+        value_init: str = "spread",
     ):
         super().__init__()
         self.tokenizer = TabularTokenizer(
-            header_dim=header_dim, dim=dim, categorical_as_levels=categorical_as_levels
+            header_dim=header_dim,
+            dim=dim,
+            categorical_as_levels=categorical_as_levels,
+            value_init=value_init,
         )
         shared = nn.Parameter(torch.randn(experts, dim) / dim**0.5) if shared_prototypes else None
         self.blocks = nn.ModuleList(
@@ -124,6 +128,7 @@ class CITab(nn.Module):
             gate=tab.gate,
             gate_temperature=tab.gate_temperature,
             categorical_as_levels=tab.categorical == "levels",
+            value_init=tab.value_init,
         )
         self.image = ResNet3d(depth=img.depth, width=img.width)
         channels = self.image.out_channels
@@ -148,6 +153,10 @@ class CITab(nn.Module):
         )
         self.matching_head = nn.Linear(tab.dim, 2)
         self.numeric_head = nn.Linear(tab.dim, 1)
+        # MTR from the CLS: [CLS, the column's meaning] -> the cell's reconstructed token
+        self.cell_decoder = nn.Sequential(
+            nn.Linear(2 * tab.dim, tab.dim), nn.GELU(), nn.Linear(tab.dim, tab.dim)
+        )
 
     def encode_image(self, images: torch.Tensor) -> ImageOutput:
         """images (B, 1, D, H, W) of the configured shape."""
@@ -195,6 +204,7 @@ def parameter_counts(model: CITab) -> dict[str, int]:
         + count(model.tabular_projection)
         + count(model.matching_head)
         + count(model.numeric_head)
+        + count(model.cell_decoder)
     )
     return {
         "tabular_encoder": count(model.tabular),

@@ -29,6 +29,12 @@ class TabularConfig(_Strict):
         "levels", description="levels: a level's own header text; numeric: the paper's behaviour"
     )
     prototype_balance: float = Field(0.0, ge=0, description="weight of the balance regulariser")
+    value_init: Literal["spread", "identity"] = Field(
+        "spread",
+        description="start of w, b in (w z + b) * A(h): spread (b = 1, w random: the value turns "
+        "the token, which survives LayerNorm) or identity (w = 1, b = 0: the value only scales "
+        "the token, which LayerNorm undoes)",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TabularConfig:
@@ -60,6 +66,15 @@ class LossConfig(_Strict):
     )
     mtr_weight: float = Field(0.0, ge=0)
     mtr_mask_fraction: float = Field(0.15, gt=0, lt=1)
+    mtr_source: Literal["cls", "cell"] = Field(
+        "cls",
+        description="cls: masked cells are rebuilt from the tabular CLS and the column's "
+        "meaning, so the CLS must carry the row; cell: from the masked cell's own output token",
+    )
+    queue_size: int = Field(
+        0, ge=0, description="past momentum features kept as extra ITC negatives; 0: none"
+    )
+    momentum: float = Field(0.995, ge=0, lt=1, description="EMA rate of the momentum encoders")
 
 
 class ModelConfig(_Strict):

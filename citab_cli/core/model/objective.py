@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
-from citab_cli.core.losses.contrastive import Gather, itc_loss
+from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
 from citab_cli.core.losses.matching import hard_negatives, itm_loss
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
 from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
+from citab_cli.core.model.momentum import MomentumEncoders
 
 
 def pretraining_loss(
@@ -19,23 +20,26 @@ def pretraining_loss(
     cohorts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     gather: Gather | None = None,
+    momentum: MomentumEncoders | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses for one batch: images (B, 1, D, H, W) already augmented; batch the raw rows.
 
-    cohorts (B,) cohort ids, used to draw ITM negatives within a cohort when configured.
-    Returns {"loss", "itc", "itm", "mtr", "balance"} (scalars; "loss" is what to minimise).
+    cohorts (B,) cohort ids, used to draw ITM negatives within a cohort when configured;
+    momentum: momentum encoders with their queue (training only; the queue is updated here).
+    Returns {"loss", "itc", "itm", "mtr", "balance", "itm_accuracy"} (scalars; "loss" is what
+    to minimise).
     """
     config = model.config.loss
     b = images.shape[0]
     image = model.encode_image(images)
     table = model.encode_tabular(batch)
-
-    itc, logits = itc_loss(
-        model.image_projection(image.pooled),
-        model.tabular_projection(table.cls),
-        config.itc_temperature,
-        gather,
-    )
+    image_features = model.image_projection(image.pooled)
+    table_features = model.tabular_projection(table.cls)
+    if momentum is None:
+        itc, logits = itc_loss(image_features, table_features, config.itc_temperature, gather)
+    else:
+        itc, logits = _queued_itc(momentum, model, images, batch, image_features,
+                                  table_features, config.itc_temperature, gather)  # fmt: skip
 
     groups = cohorts if config.itm_same_cohort else None
     table_for_image, image_for_table = hard_negatives(logits, generator, groups)
@@ -53,11 +57,14 @@ def pretraining_loss(
     )
     scores = model.matching_head(model.fuse(fused_tables, fused_images))  # (3B, 2)
     itm = itm_loss(scores, positives=b)
+    matched = scores.detach().argmax(1) == (torch.arange(3 * b, device=scores.device) < b)
+    # balanced: the mean of the accuracy on true pairs and on negatives (chance 0.5)
+    itm_accuracy = (matched[:b].float().mean() + matched[b:].float().mean()) / 2
 
     loss = (itc + itm) / 2
     mtr = torch.zeros((), device=images.device)
     if config.mtr_weight > 0:
-        mtr = _reconstruction(model, batch, config.mtr_mask_fraction, generator)
+        mtr = _reconstruction(model, batch, config.mtr_mask_fraction, config.mtr_source, generator)
         loss = loss + config.mtr_weight * mtr
     balance = torch.zeros((), device=images.device)
     if model.config.tabular.prototype_balance > 0:
@@ -69,15 +76,60 @@ def pretraining_loss(
         "itm": itm.detach(),
         "mtr": mtr.detach(),
         "balance": balance.detach(),
+        "itm_accuracy": itm_accuracy,
     }
 
 
+def _queued_itc(
+    momentum: MomentumEncoders,
+    model: CITab,
+    images: torch.Tensor,
+    batch: TabularBatch,
+    image_features: torch.Tensor,
+    table_features: torch.Tensor,
+    temperature: float,
+    gather: Gather | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITC against the momentum keys of the global batch and the queue; then the queue takes
+    the batch's keys (every rank's, when gathered; never non-finite ones)."""
+    momentum.follow(model)
+    image_keys, table_keys = momentum.keys(images, batch)
+    offset = 0
+    if gather is not None:
+        image_keys, offset = gather(image_keys)
+        table_keys, _ = gather(table_keys)
+    itc, logits = itc_queue_loss(
+        image_features,
+        table_features,
+        image_keys,
+        table_keys,
+        momentum.image_queue.clone(),
+        momentum.table_queue.clone(),
+        temperature,
+        offset,
+    )
+    if torch.isfinite(image_keys).all() and torch.isfinite(table_keys).all():
+        momentum.enqueue(image_keys, table_keys)
+    return itc, logits
+
+
 def _reconstruction(
-    model: CITab, batch: TabularBatch, fraction: float, generator: torch.Generator | None
+    model: CITab,
+    batch: TabularBatch,
+    fraction: float,
+    source: str,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     observed = batch.present & ~batch.missing
     masked = choose_cells(observed, fraction, generator)
-    out = model.encode_tabular(batch.with_missing(masked)).tokens[:, 1:]  # (B, C, D)
+    encoded = model.encode_tabular(batch.with_missing(masked))
+    if source == "cls":
+        # the CLS alone carries the row: each cell is rebuilt from it and the column's meaning
+        meaning = model.tabular.tokenizer.adapter(batch.column_vectors)  # (B, C, D)
+        cls = encoded.cls[:, None].expand_as(meaning)  # (B, C, D)
+        out = model.cell_decoder(torch.cat([cls, meaning.to(cls.dtype)], -1))  # (B, C, D)
+    else:
+        out = encoded.tokens[:, 1:]  # (B, C, D) the masked cells' own output tokens
     numeric_mask = masked & ~batch.categorical
     level_mask = masked & batch.categorical
     if batch.level_candidates is not None and batch.candidate_mask is not None:
@@ -103,6 +155,12 @@ class PretrainingObjective(torch.nn.Module):
     def __init__(self, model: CITab):
         super().__init__()
         self.model = model
+        loss = model.config.loss
+        self.momentum = (
+            MomentumEncoders(model, loss.queue_size, loss.momentum, model.config.projection_dim)
+            if loss.queue_size > 0
+            else None
+        )
 
     def forward(
         self,
@@ -112,4 +170,6 @@ class PretrainingObjective(torch.nn.Module):
         generator: torch.Generator | None = None,
         gather: Gather | None = None,
     ) -> dict[str, torch.Tensor]:
-        return pretraining_loss(self.model, images, batch, cohorts, generator, gather)
+        return pretraining_loss(
+            self.model, images, batch, cohorts, generator, gather, self.momentum
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from citab_cli.core.errors import CitabError
@@ -30,6 +32,11 @@ class TrainConfig(BaseModel):
     )
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
     max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite losses before stopping")
+    select: Literal["ssl_loss", "retrieval", "probe"] = Field(
+        "ssl_loss",
+        description="what picks best.safetensors: the validation SSL loss, image-table "
+        "retrieval recall (both label-free), or the label-based validation probe",
+    )
     augment: AugmentConfig = AugmentConfig()
 
 

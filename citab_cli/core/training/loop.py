@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from citab_cli.core import headers, locks
@@ -30,7 +29,6 @@ from citab_cli.core.training.dataset import (
     Collator,
     check_images_match,
     load_cohort,
-    subjects_in,
 )
 from citab_cli.core.training.distributed import SINGLE, Distributed, Gather
 from citab_cli.core.training.loader import Prefetcher
@@ -44,7 +42,13 @@ from citab_cli.core.training.run import (
     resolve_config,
     run_dir,
 )
-from citab_cli.core.training.sampling import epoch_order, step_generator, subject_ids
+from citab_cli.core.training.sampling import (
+    Schedule,
+    epoch_order,
+    make_schedule,
+    step_generator,
+    subject_ids,
+)
 from citab_cli.core.training.schedule import learning_rate
 from citab_cli.core.training.validation import BEST_KEYS, better, describe, validate
 
@@ -71,44 +75,6 @@ class PretrainResult:
     skipped_steps: int = 0
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Which subjects each step of the run sees."""
-
-    items: np.ndarray  # (M, 2) [cohort, row] of every pretraining subject
-    sizes: list[int]  # subjects per cohort
-    per_step: int  # subjects per step over all processes
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-
-    def batches(self, train: TrainConfig, epoch: int, offset: int, dist: Distributed):
-        """This process's (B, 2) items for each remaining step of `epoch`."""
-        order = epoch_order(self.items, self.sizes, train.seed, epoch, train.balance_cohorts)
-        mine = slice(dist.rank * train.batch_size, (dist.rank + 1) * train.batch_size)
-        for index in range(offset, self.steps_per_epoch):
-            yield order[index * self.per_step : (index + 1) * self.per_step][mine]
-
-
-def _schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distributed) -> Schedule:
-    items = subjects_in(cohorts, {"train", "val"} if train.include_val else {"train"})
-    per_step = train.batch_size * dist.world
-    steps_per_epoch = len(items) // per_step
-    if steps_per_epoch == 0:
-        raise CitabError(
-            f"only {len(items)} pretraining subjects for batches of {per_step}; "
-            "lower --batch-size or ingest more subjects"
-        )
-    return Schedule(
-        items=items,
-        sizes=[c.size for c in cohorts],
-        per_step=per_step,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=steps_per_epoch * train.epochs,
-        warmup_steps=int(round(train.warmup_epochs * steps_per_epoch)),
-    )
-
-
 def pretrain(
     project: Project,
     config: PretrainConfig,
@@ -117,8 +83,10 @@ def pretrain(
     device: str = "cpu",
     dist: Distributed = SINGLE,
     hooks: Hooks | None = None,
+    tensorboard: bool = False,
 ) -> PretrainResult:
-    """Pretrain on `config.cohorts`; `resume` continues `run` from its last state."""
+    """Pretrain on `config.cohorts`; `resume` continues `run` from its last state.
+    `tensorboard` mirrors the metrics into TensorBoard event files."""
     hooks = hooks or Hooks()
     cohort_names = list(config.cohorts)
     known = project.cohorts()
@@ -150,7 +118,9 @@ def pretrain(
     lock = locks.hold(directory, f"training run '{run}'") if dist.main else contextlib.nullcontext()
     try:
         with lock:
-            return _pretrain(project, config, run, resume, device, dist, hooks, directory)
+            return _pretrain(
+                project, config, run, resume, device, dist, hooks, directory, tensorboard
+            )
     except BaseException:
         # A new run that stopped before its first checkpoint leaves nothing behind.
         if dist.main and not resume and not (directory / STATE).exists():
@@ -186,11 +156,10 @@ def _build(config: PretrainConfig, target: torch.device) -> tuple[CITab, torch.o
     return model, optimizer
 
 
-def _objective(
-    model: CITab, config: PretrainConfig, dist: Distributed, target: torch.device
+def _parallel(
+    objective: PretrainingObjective, config: PretrainConfig, dist: Distributed, target
 ) -> torch.nn.Module:
-    """The loss as one module; under torchrun wrapped in DistributedDataParallel."""
-    objective: torch.nn.Module = PretrainingObjective(model)
+    """The loss module; under torchrun wrapped in DistributedDataParallel."""
     if dist.world == 1:
         return objective
     from torch.nn.parallel import DistributedDataParallel
@@ -198,8 +167,9 @@ def _objective(
     return DistributedDataParallel(
         objective,
         device_ids=[target.index] if target.type == "cuda" else None,
-        # the reconstruction head only learns when MTR is on
-        find_unused_parameters=config.model.loss.mtr_weight == 0,
+        # the reconstruction heads learn only when MTR is on (the decoder: from the CLS)
+        find_unused_parameters=config.model.loss.mtr_weight == 0
+        or config.model.loss.mtr_source == "cell",
     )
 
 
@@ -212,6 +182,7 @@ def _pretrain(
     dist: Distributed,
     hooks: Hooks,
     directory: Path,
+    tensorboard: bool = False,
 ) -> PretrainResult:
     saved = _saved_state(project, directory) if resume else None
     cohort_names = list(config.cohorts)
@@ -219,11 +190,21 @@ def _pretrain(
     config = resolve_config(config, project, cache.dim)
     cohorts = [load_cohort(project, name, cache) for name in cohort_names]
     check_images_match(cohorts, config.model.image.shape, project.settings_path)
-    schedule = _schedule(config.train, cohorts, dist)
+    schedule = make_schedule(config.train, cohorts, dist)
     target = torch.device(device)
     model, optimizer = _build(config, target)
+    objective = PretrainingObjective(model)
     writer = RunWriter(
-        directory, config, cohorts, cache, model, optimizer, schedule.steps_per_epoch, dist
+        directory,
+        config,
+        cohorts,
+        cache,
+        model,
+        optimizer,
+        schedule.steps_per_epoch,
+        dist,
+        objective.momentum,
+        tensorboard,
     )
     progress = Progress()
     if saved is not None:
@@ -236,10 +217,12 @@ def _pretrain(
         hooks.message(f"resuming {run} at step {progress.step} of {schedule.total_steps}")
     else:
         writer.start()
+    writer.environment(project.root, device)
     stopped = _loop(
-        model, optimizer, config, cohorts, schedule, progress, writer, dist, target, hooks
+        objective, optimizer, config, cohorts, schedule, progress, writer, dist, target, hooks
     )
     writer.save_state(progress)
+    writer.close()
     dist.barrier()
     epochs_done = progress.step // schedule.steps_per_epoch
     return PretrainResult(
@@ -248,7 +231,7 @@ def _pretrain(
 
 
 def _loop(
-    model: CITab,
+    objective: PretrainingObjective,
     optimizer: torch.optim.Optimizer,
     config: PretrainConfig,
     cohorts: list[CohortData],
@@ -261,7 +244,8 @@ def _loop(
 ) -> bool:
     """Train from `progress.step` to the end of the schedule; True when asked to stop early."""
     train, cuda = config.train, target.type == "cuda"
-    objective = _objective(model, config, dist, target)
+    model = objective.model
+    step_loss = _parallel(objective, config, dist, target)
     gather = Gather(dist) if dist.world > 1 else None
     collator = Collator(cohorts, config.model.tabular.categorical == "levels")
     hooks.start(schedule.total_steps, progress.step)
@@ -283,7 +267,7 @@ def _loop(
                 group["lr"] = rate
             generator = step_generator(train.seed, progress.step, target)
             with autocast(target):
-                losses = objective(images, table, cohort_ids, generator, gather)
+                losses = step_loss(images, table, cohort_ids, generator, gather)
             optimizer.zero_grad(set_to_none=True)
             # every rank takes the same decision, or the ones that step wait for the others
             if dist.all(torch.isfinite(losses["loss"]), target):
@@ -344,7 +328,8 @@ def _validate(
     scores.update(step=progress.step, epoch=epoch)
     writer.log({"validation": scores})
     hooks.message(describe(scores))
-    if better(scores, progress.best):
+    if better(scores, progress.best, train.select):
+        scores["monitor"] = train.select
         progress.best = {k: scores[k] for k in BEST_KEYS if k in scores}
         writer.save_best(progress, scores)
 

@@ -21,7 +21,7 @@ import torch
 from citab_cli.core import atomic, headers, yaml_io
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.training import checkpoint
+from citab_cli.core.training import checkpoint, records
 from citab_cli.core.training.config import PretrainConfig
 from citab_cli.core.training.dataset import CohortData
 from citab_cli.core.training.distributed import Distributed
@@ -139,6 +139,8 @@ class RunWriter:
         optimizer: torch.optim.Optimizer,
         steps_per_epoch: int,
         dist: Distributed,
+        momentum: torch.nn.Module | None = None,
+        tensorboard: bool = False,
     ):
         self.directory = directory
         self.config = config
@@ -149,6 +151,8 @@ class RunWriter:
         self.steps_per_epoch = steps_per_epoch
         self.world = dist.world
         self.main = dist.main
+        self.momentum = momentum  # momentum encoders and their queue, resumed with the run
+        self.tensorboard = records.TensorBoard(directory) if tensorboard and self.main else None
 
     def start(self) -> None:
         """A new run: its resolved configuration and an empty metrics log."""
@@ -158,6 +162,13 @@ class RunWriter:
             )
             (self.directory / METRICS_FILE).write_text("")
 
+    def environment(self, project_root: Path, device: str) -> None:
+        """environment.json: versions, devices and processes of this start (or resume)."""
+        if self.main:
+            records.write_environment(
+                self.directory, records.environment(project_root, self.world, device)
+            )
+
     def restore(self, tensors: dict[str, torch.Tensor], document: dict) -> Progress:
         """Load a saved state into the model and optimizer; the progress it recorded."""
         check_resumable(document, self.config, self.cohorts, self.directory / STATE, self.world)
@@ -166,15 +177,29 @@ class RunWriter:
             {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         )
         checkpoint.restore_optimizer(self.optimizer, parameter_names(self.model), tensors)
+        if self.momentum is not None:
+            prefix = "momentum/"
+            self.momentum.load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
         progress = Progress(document["step"], document.get("best", {}), document.get("skipped", 0))
         if self.main:
             truncate_metrics(self.directory / METRICS_FILE, progress.step)
         return progress
 
     def log(self, record: dict) -> None:
-        if self.main:
-            with open(self.directory / METRICS_FILE, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        if not self.main:
+            return
+        with open(self.directory / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.log(record)
+        if "validation" in record:
+            records.draw_curves(self.directory, METRICS_FILE)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def _metadata(self, step: int, metrics: dict) -> dict:
         return {
@@ -205,5 +230,7 @@ class RunWriter:
         checkpoint.save(self.directory / LAST, state, checkpoint.MODEL, meta)
         tensors = {f"model/{k}": v for k, v in state.items()}
         tensors.update(checkpoint.optimizer_tensors(self.optimizer, parameter_names(self.model)))
+        if self.momentum is not None:
+            tensors.update({f"momentum/{k}": v for k, v in self.momentum.state_dict().items()})
         meta.update(best=progress.best, skipped=progress.skipped)
         checkpoint.save(self.directory / STATE, tensors, checkpoint.STATE, meta)

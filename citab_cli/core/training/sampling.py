@@ -4,8 +4,18 @@ exactly where it stopped."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+from citab_cli.core.errors import CitabError
+
+if TYPE_CHECKING:
+    from citab_cli.core.training.config import TrainConfig
+    from citab_cli.core.training.dataset import CohortData
+    from citab_cli.core.training.distributed import Distributed
 
 #: Subject ids for seeding: cohort index * SUBJECT_STRIDE + row.
 SUBJECT_STRIDE = 1_000_000
@@ -47,3 +57,43 @@ def subject_ids(items: np.ndarray) -> np.ndarray:
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
     """The generator of one step's random draws (ITM negatives, MTR masks) on `device`."""
     return torch.Generator(device=device).manual_seed(int(seed) * STEP_SEED_STRIDE + step)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which subjects each step of the run sees."""
+
+    items: np.ndarray  # (M, 2) [cohort, row] of every pretraining subject
+    sizes: list[int]  # subjects per cohort
+    per_step: int  # subjects per step over all processes
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    def batches(self, train: TrainConfig, epoch: int, offset: int, dist: Distributed):
+        """This process's (B, 2) items for each remaining step of `epoch`."""
+        order = epoch_order(self.items, self.sizes, train.seed, epoch, train.balance_cohorts)
+        mine = slice(dist.rank * train.batch_size, (dist.rank + 1) * train.batch_size)
+        for index in range(offset, self.steps_per_epoch):
+            yield order[index * self.per_step : (index + 1) * self.per_step][mine]
+
+
+def make_schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distributed) -> Schedule:
+    from citab_cli.core.training.dataset import subjects_in
+
+    items = subjects_in(cohorts, {"train", "val"} if train.include_val else {"train"})
+    per_step = train.batch_size * dist.world
+    steps_per_epoch = len(items) // per_step
+    if steps_per_epoch == 0:
+        raise CitabError(
+            f"only {len(items)} pretraining subjects for batches of {per_step}; "
+            "lower --batch-size or ingest more subjects"
+        )
+    return Schedule(
+        items=items,
+        sizes=[c.size for c in cohorts],
+        per_step=per_step,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * train.epochs,
+        warmup_steps=int(round(train.warmup_epochs * steps_per_epoch)),
+    )

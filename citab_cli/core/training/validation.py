@@ -1,5 +1,6 @@
-"""Validation during pretraining: the SSL losses on the val split (no augmentation) and a quick
-linear probe of the multimodal embedding."""
+"""Validation during pretraining, on the val split without augmentation: the SSL losses, how
+well the matching head tells true pairs from hard negatives, image <-> table retrieval (all
+label-free), and quick linear probes of the three embeddings (label-based)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,40 @@ from citab_cli.core.training.embedding import cohort_items, embed_subjects
 from citab_cli.core.training.precision import autocast, image_layout
 from citab_cli.core.training.sampling import step_generator
 
+#: The recall@k of image <-> table retrieval logged at each validation.
+RECALL_AT = (1, 5)
+#: Embeddings probed at each validation, by their name in `embed_subjects`.
+PROBED = ("multimodal", "tabular", "image")
+#: The label-free and label-based monitors `train.select` can choose best.safetensors by:
+#: (score name, whether higher is better).
+MONITORS = {
+    "ssl_loss": ("val_loss", False),
+    "retrieval": ("val_recall_at_5", True),
+    "probe": ("val_probe_bacc", True),
+}
 #: The validation scores a best checkpoint records.
-BEST_KEYS = ("step", "epoch", "val_loss", "val_probe_bacc")
+BEST_KEYS = ("step", "epoch", "monitor", "val_loss", "val_recall_at_5", "val_probe_bacc")
+
+
+def retrieval_recall(image: torch.Tensor, table: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:
+    """Recall@k of finding each subject's table from its image and its image from its table,
+    averaged over both directions: image, table (N, P) projected features, row i = subject i."""
+    image = torch.nn.functional.normalize(image.float(), dim=-1)
+    table = torch.nn.functional.normalize(table.float(), dim=-1)
+    similarity = image @ table.T  # (N, N)
+    truth = torch.arange(len(image), device=image.device)
+    out = {}
+    for k in ks:
+        k = min(k, len(image))
+        image_to_table = (similarity.topk(k, dim=1).indices == truth[:, None]).any(1)
+        table_to_image = (similarity.T.topk(k, dim=1).indices == truth[:, None]).any(1)
+        out[f"val_recall_at_{k}"] = float((image_to_table.float().mean() +
+                                           table_to_image.float().mean()) / 2)  # fmt: skip
+    return out
 
 
 @torch.no_grad()
-def validate(
-    model: CITab,
-    collator: Collator,
-    cohorts: list[CohortData],
-    batch_size: int,
-    device: torch.device,
-    seed: int,
-) -> dict:
-    """Validation losses (no augmentation, in the training precision) and a quick linear probe
-    of the embeddings."""
-    model.eval()
-    val = subjects_in(cohorts, {"val"})
+def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
     totals: dict[str, float] = {}
     batches = 0
     for start in range(0, len(val), batch_size):
@@ -47,64 +65,105 @@ def validate(
                 torch.as_tensor(chunk[:, 0], device=device),
                 step_generator(seed, start, device),
             )
-        for key in ("loss", "itc", "itm"):
+        for key in ("loss", "itc", "itm", "mtr", "itm_accuracy"):
             totals[key] = totals.get(key, 0.0) + float(losses[key])
         batches += 1
     scores = {f"val_{k}": v / max(batches, 1) for k, v in totals.items()}
     if not batches:
         scores["val_loss"] = math.inf
-    probe = quick_probe(model, collator, cohorts, batch_size, device)
-    if probe is not None:
-        scores["val_probe_bacc"] = probe
-    model.train()
     return scores
 
 
-def quick_probe(
+@torch.no_grad()
+def validate(
     model: CITab,
     collator: Collator,
     cohorts: list[CohortData],
     batch_size: int,
     device: torch.device,
-) -> float | None:
-    """Mean over cohorts of the val balanced accuracy of a logistic regression fitted on the
-    train embeddings."""
+    seed: int,
+) -> dict:
+    """Validation scores (in the training precision). Label-free: val_loss (and its parts),
+    val_itm_accuracy, val_recall_at_1/5. Label-based: val_probe_{multimodal,tabular,image} and
+    val_probe_bacc (the multimodal one)."""
+    model.eval()
+    val = subjects_in(cohorts, {"val"})
+    scores = _losses(model, collator, val, batch_size, device, seed)
+    if len(val) >= 2:
+        out = embed_subjects(model, collator, val, batch_size, device)
+        image = model.image_projection(torch.from_numpy(out["image"]).to(device))
+        table = model.tabular_projection(torch.from_numpy(out["tabular"]).to(device))
+        scores.update(retrieval_recall(image, table))
+    probes = quick_probes(model, collator, cohorts, batch_size, device)
+    scores.update({f"val_probe_{name}": value for name, value in probes.items()})
+    if "multimodal" in probes:
+        scores["val_probe_bacc"] = probes["multimodal"]
+    model.train()
+    return scores
+
+
+def quick_probes(
+    model: CITab,
+    collator: Collator,
+    cohorts: list[CohortData],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Per embedding, the mean over cohorts of the val balanced accuracy of a class-balanced
+    logistic regression fitted on the labelled train subjects' embeddings."""
+    import warnings
+
+    scores: dict[str, list[float]] = {name: [] for name in PROBED}
+    with warnings.catch_warnings():  # small val splits: predicted classes absent from the truth
+        warnings.simplefilter("ignore")
+        for ci, cohort in enumerate(cohorts):
+            _probe_cohort(model, collator, cohort, ci, batch_size, device, scores)
+    return {name: float(np.mean(v)) for name, v in scores.items() if v}
+
+
+def _probe_cohort(model, collator, cohort, ci, batch_size, device, scores) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    scores = []
-    for ci, cohort in enumerate(cohorts):
-        labelled = np.array([label is not None for label in cohort.labels])
-        rows = {s: np.nonzero(labelled & (cohort.splits == s))[0] for s in ("train", "val")}
-        labels = np.array([label or "" for label in cohort.labels])
-        if len(rows["val"]) == 0 or len(set(labels[rows["train"]])) < 2:
-            continue
-        items = cohort_items(np.concatenate([rows["train"], rows["val"]]), ci)
-        embeddings = embed_subjects(model, collator, items, batch_size, device)["multimodal"]
-        n_train = len(rows["train"])
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        probe.fit(embeddings[:n_train], labels[rows["train"]])
-        predicted = probe.predict(embeddings[n_train:])
-        scores.append(balanced_accuracy_score(labels[rows["val"]], predicted))
-    return float(np.mean(scores)) if scores else None
+    labelled = np.array([label is not None for label in cohort.labels])
+    rows = {s: np.nonzero(labelled & (cohort.splits == s))[0] for s in ("train", "val")}
+    labels = np.array([label or "" for label in cohort.labels])
+    if len(rows["val"]) == 0 or len(set(labels[rows["train"]])) < 2:
+        return
+    items = cohort_items(np.concatenate([rows["train"], rows["val"]]), ci)
+    embedded = embed_subjects(model, collator, items, batch_size, device)
+    n_train = len(rows["train"])
+    for name in PROBED:
+        x = embedded[name]
+        probe = make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")
+        )
+        probe.fit(x[:n_train], labels[rows["train"]])
+        predicted = probe.predict(x[n_train:])
+        scores[name].append(balanced_accuracy_score(labels[rows["val"]], predicted))
 
 
-def better(scores: dict, best: dict) -> bool:
-    """Whether validation `scores` beat the `best` so far (probe first, then loss)."""
+def better(scores: dict, best: dict, select: str = "ssl_loss") -> bool:
+    """Whether validation `scores` beat the `best` so far by the monitor `select` (falling
+    back to the validation loss when the monitor is missing, e.g. no labels for the probe)."""
     if not best:
         return True
-    if "val_probe_bacc" in scores and "val_probe_bacc" in best:
-        return scores["val_probe_bacc"] > best["val_probe_bacc"] or (
-            scores["val_probe_bacc"] == best["val_probe_bacc"]
-            and scores["val_loss"] < best["val_loss"]
-        )
-    return scores["val_loss"] < best["val_loss"]
+    key, higher = MONITORS[select]
+    if key not in scores or key not in best:
+        key, higher = MONITORS["ssl_loss"]
+    if scores[key] == best[key]:
+        return scores["val_loss"] < best["val_loss"]
+    return scores[key] > best[key] if higher else scores[key] < best[key]
 
 
 def describe(scores: dict) -> str:
     text = f"validation after epoch {scores['epoch']}: loss {scores['val_loss']:.4f}"
+    if "val_recall_at_5" in scores:
+        text += f", retrieval R@5 {scores['val_recall_at_5']:.3f}"
+    if "val_itm_accuracy" in scores:
+        text += f", matching accuracy {scores['val_itm_accuracy']:.3f}"
     if "val_probe_bacc" in scores:
-        text += f", probe balanced accuracy {scores['val_probe_bacc']:.3f}"
+        text += f", probe balanced accuracy (label-based) {scores['val_probe_bacc']:.3f}"
     return text

@@ -1,0 +1,139 @@
+"""Momentum encoders and their queue, MTR through the CLS, retrieval recall, the value token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from citab_cli.core.losses.contrastive import itc_loss, itc_queue_loss
+from citab_cli.core.model import objective as objectives
+from citab_cli.core.model.citab import build_model
+from citab_cli.core.model.config import preset
+from citab_cli.core.training.validation import retrieval_recall
+from tests.test_model import E, make_batch
+
+
+def _model(**loss):
+    config = preset("tiny").model_copy(update={"header_dim": E})
+    config = config.model_copy(update={"loss": config.loss.model_copy(update=loss)})
+    torch.manual_seed(0)
+    return build_model(config)
+
+
+def test_an_empty_queue_with_keys_equal_to_the_features_is_plain_itc():
+    g = torch.Generator().manual_seed(1)
+    image, table = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    plain, plain_logits = itc_loss(image, table, 0.1)
+    empty = torch.zeros(0, 16)
+    queued, logits = itc_queue_loss(image, table, image, table, empty, empty, 0.1)
+    torch.testing.assert_close(queued, plain)
+    torch.testing.assert_close(logits, plain_logits)
+    assert objectives.PretrainingObjective(_model(queue_size=0)).momentum is None
+
+
+def test_the_queue_adds_negatives_and_raises_the_loss():
+    g = torch.Generator().manual_seed(2)
+    image, table = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    queue = torch.nn.functional.normalize(torch.randn(32, 8, generator=g), dim=-1)
+    without, _ = itc_queue_loss(image, table, image, table, queue[:0], queue[:0], 0.1)
+    with_queue, _ = itc_queue_loss(image, table, image, table, queue, queue, 0.1)
+    assert with_queue > without  # more negatives in every row's softmax
+
+
+def test_momentum_encoders_get_no_gradient_and_follow_their_average():
+    model = _model(queue_size=8, momentum=0.9)
+    step = objectives.PretrainingObjective(model)
+    mirror = step.momentum
+    before = [p.detach().clone() for p in mirror.tabular.parameters()]
+    with torch.no_grad():
+        for p in model.tabular.parameters():
+            p.add_(1.0)  # the online encoder moves
+    images = torch.randn(4, 1, *model.config.image.shape)
+    losses = step(images, make_batch(b=4), None, torch.Generator().manual_seed(0))
+    losses["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in mirror.parameters())
+    for old, new, online in zip(
+        before, mirror.tabular.parameters(), model.tabular.parameters(), strict=True
+    ):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * online.detach())
+    assert int(mirror.pointer) == 4  # the batch's keys entered the queue
+
+
+def test_the_queue_wraps_around():
+    model = _model(queue_size=6)
+    mirror = objectives.PretrainingObjective(model).momentum
+    keys = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    mirror.enqueue(keys, keys)
+    mirror.enqueue(keys * -1, keys * -1)
+    assert int(mirror.pointer) == 2
+    torch.testing.assert_close(mirror.image_queue[:2], -keys[2:])
+    torch.testing.assert_close(mirror.image_queue[2:4], keys[2:])
+
+
+def test_reconstruction_through_the_cls_against_a_hand_computation():
+    model = _model(mtr_weight=1.0, mtr_source="cls")
+    batch = make_batch(b=3)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[0, 0] = mask[2, 3] = True  # two numeric cells
+    torch.manual_seed(0)
+    real = objectives.choose_cells
+    objectives.choose_cells = lambda observed, fraction, generator=None: mask
+    try:
+        loss = objectives._reconstruction(model, batch, 0.15, "cls", None)
+    finally:
+        objectives.choose_cells = real
+    encoded = model.encode_tabular(batch.with_missing(mask))
+    expected = []
+    for row, column in ((0, 0), (2, 3)):
+        meaning = model.tabular.tokenizer.adapter(batch.column_vectors[row, column])
+        hidden = model.cell_decoder(torch.cat([encoded.cls[row], meaning]))
+        value = model.numeric_head(hidden)[0]
+        expected.append((value - batch.values[row, column]) ** 2)
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+
+
+def test_retrieval_recall_on_a_toy_with_a_known_answer():
+    features = torch.eye(6)
+    assert retrieval_recall(features, features) == {"val_recall_at_1": 1.0, "val_recall_at_5": 1.0}
+    # six subjects on a circle, 20 degrees apart; subjects 0 and 1 have each other's table, so
+    # their own comes second: recall@1 is 4/6, recall@5 is 1, in both directions
+    angles = torch.arange(6) * torch.pi / 9
+    image = torch.stack([angles.cos(), angles.sin()], 1)
+    table = image[[1, 0, 2, 3, 4, 5]]
+    recall = retrieval_recall(image, table)
+    assert recall["val_recall_at_1"] == pytest.approx(4 / 6)
+    assert recall["val_recall_at_5"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("init", ["spread", "identity"])
+def test_how_a_value_enters_its_token(init: str):
+    """ "identity" only scales the column's meaning: after LayerNorm two values of one sign are
+    the same token; "spread" turns it, so LayerNorm keeps the difference."""
+    from citab_cli.core.layers.tabular_tokenizer import TabularTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = TabularTokenizer(header_dim=E, dim=16, value_init=init)
+    batch = make_batch(b=2, c=3)
+    tokens = []
+    for z in (0.2, 0.9):
+        cell = batch.__class__(**{**batch.__dict__, "values": torch.full((2, 3), z),
+                                  "categorical": torch.zeros(2, 3, dtype=torch.bool),
+                                  "missing": torch.zeros(2, 3, dtype=torch.bool)})  # fmt: skip
+        tokens.append(torch.nn.functional.layer_norm(tokenizer.cell_tokens(cell)[0, 0], (16,)))
+    gap = (tokens[0] - tokens[1]).abs().max()
+    assert (gap < 0.01) if init == "identity" else (gap > 0.1)
+
+
+def test_best_checkpoint_monitors():
+    from citab_cli.core.training.validation import better
+
+    best = {"val_loss": 1.0, "val_recall_at_5": 0.4, "val_probe_bacc": 0.6}
+    lower_loss = {"val_loss": 0.9, "val_recall_at_5": 0.3, "val_probe_bacc": 0.5}
+    assert better(lower_loss, best, "ssl_loss")
+    assert not better(lower_loss, best, "retrieval")
+    assert not better(lower_loss, best, "probe")
+    more_recall = {"val_loss": 1.1, "val_recall_at_5": 0.5, "val_probe_bacc": 0.5}
+    assert better(more_recall, best, "retrieval") and not better(more_recall, best, "ssl_loss")
+    no_labels = {"val_loss": 0.8, "val_recall_at_5": 0.1}  # no probe: falls back to the loss
+    assert better(no_labels, {"val_loss": 1.0, "val_recall_at_5": 0.2}, "probe")
+    assert better({"val_loss": 2.0}, {}, "retrieval")  # the first validation is the best so far
