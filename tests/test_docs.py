@@ -28,9 +28,11 @@ def test_project_settings_example_matches_what_ingest_writes(ingested_dir: Path)
     (block,) = yaml_blocks("project-directory.md")
     parse_model(block, Path("docs/project-directory.md"), ProjectSettings, "project settings")
     written = (ingested_dir / "citab.yaml").read_text()
-    assert [line.split(":")[0] for line in written.splitlines()] == [
-        line.split(":")[0] for line in block.splitlines()
-    ]
+
+    def keys(text: str) -> list[str]:  # the affine's rows are numbers, not keys
+        return [line.split(":")[0] for line in text.splitlines() if ":" in line]
+
+    assert keys(written) == keys(block)
 
 
 def test_readme_links_resolve():

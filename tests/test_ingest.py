@@ -46,6 +46,7 @@ def test_layout_and_contents(ingested_dir: Path):
     assert sorted(p.name for p in cohort.iterdir()) == [
         "images.npy",
         "manifest.json",
+        "qc.png",
         "subjects.csv",
         "tabular.safetensors",
     ]
@@ -65,6 +66,10 @@ def test_layout_and_contents(ingested_dir: Path):
     assert set(np.unique(sex[~np.isnan(sex)])) <= {0.0, 1.0}
     assert (ingested_dir / "schemas" / "nacc.yaml").is_file()
     assert (ingested_dir / "citab.yaml").is_file()
+    assert manifest["preprocessing"]["pipeline"] == "minimal"  # the schema synth wrote says so
+    assert set(manifest["qc"]) == set(read_rows(cohort / "subjects.csv")[i]["subject"]
+                                       for i in range(SUBJECTS))  # fmt: skip
+    assert all(0 < q["brain_fraction"] < 1 for q in manifest["qc"].values())
 
 
 def test_column_statistics_use_the_train_split_only(ingested_dir: Path):
@@ -272,11 +277,9 @@ def test_coarse_scans_on_a_fine_grid_are_flagged(raw_dir: Path, tmp_path: Path):
 def test_an_optional_column_the_csv_lacks_is_absent_not_missing(
     raw_dir: Path, tmp_path: Path, ingested_dir: Path
 ):
-    from citab_cli.core.data.schema import shipped_schema_dir
-
     schema = tmp_path / "adni.yaml"
     schema.write_text(
-        (shipped_schema_dir() / "adni.yaml").read_text()
+        (raw_dir / "adni.yaml").read_text()
         + "  EXTRA: {type: numeric, description: A score this export lacks, required: false}\n"
     )
     result = ingest(raw_dir, "adni", tmp_path / "p", "--shape", SHAPE, "--schema", schema)

@@ -391,13 +391,11 @@ def test_train_on_one_cohort_test_on_another(
     import shutil
 
     from citab_cli.core import headers
-    from citab_cli.core.data.schema import shipped_schema_dir
     from tests.conftest import FakeEncoder
 
     root = tmp_path / "project"
     shutil.copytree(pretrained, root)
-    twin = ingest(raw_dir, "adni", root, "--cohort", "twin", "--schema",
-                  shipped_schema_dir() / "adni.yaml")  # fmt: skip
+    twin = ingest(raw_dir, "adni", root, "--cohort", "twin", "--schema", raw_dir / "adni.yaml")
     assert twin.exit_code == 0, twin.output
     monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
     reports = _probe(root, cohorts=None, train_on="adni", test_on=["twin"], seeds=1)

@@ -33,18 +33,34 @@ def embed_headers(
         f"Header texts: {result.texts} ({result.new} new; {state}); encoder "
         f"[bold]{result.encoder_id}[/], cache {result.cache}"
     )
-    if result.groups:
-        table = Table(
-            title="Columns that mean the same across cohorts",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-        )
-        table.add_column("concept (cohort: column)")
-        table.add_column("cosine", justify="right")
-        for group in result.groups:
-            chain = " ↔ ".join(f"{column} ({cohort})" for cohort, column in group.members)
-            table.add_row(chain, f"{group.cosine:.3f}")
-        console.print(table)
-    if result.unmatched:
-        listed = ", ".join(f"{column} ({cohort})" for cohort, column in result.unmatched)
-        console.print(f"Without a counterpart in another cohort: {listed}", soft_wrap=True)
+    if result.matches:
+        _show_matches(result.matches)
+
+
+def _show_matches(matches) -> None:
+    """One row per column: its nearest column in each other cohort, cosine and margin over the
+    runner-up; ↔ marks a mutual nearest pair."""
+    cohorts = sorted({m.cohort for m in matches})
+    best = {(m.cohort, m.column, m.other_cohort): m for m in matches}
+    table = Table(
+        title="Each column's nearest header in the other cohorts (cosine, margin over the "
+        "runner-up; ↔ mutual)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("cohort: column")
+    for cohort in cohorts:
+        table.add_column(f"in {cohort}")
+    rows = list(dict.fromkeys((m.cohort, m.column) for m in matches))
+    for cohort, column in rows:
+        cells = []
+        for other in cohorts:
+            m = best.get((cohort, column, other))
+            if m is None:
+                cells.append("")
+                continue
+            back = best.get((other, m.best, cohort))
+            mutual = "↔ " if back is not None and back.best == column else ""
+            cells.append(f"{mutual}{m.best} {m.cosine:.2f} (+{m.margin:.2f})")
+        table.add_row(f"{cohort}: {column}", *cells)
+    console.print(table)

@@ -24,7 +24,8 @@ def info(project: Path = ProjectOption) -> None:
         f"  images: {'x'.join(map(str, image.shape))} voxels at "
         f"{'x'.join(f'{s:g}' for s in image.spacing)} mm; splits train/val/test "
         f"{split.train:g}/{split.val:g}/{split.test:g} (seed {split.seed}); "
-        f"header encoder {found.settings.header_encoder}"
+        f"header encoder {found.settings.header_encoder}; grid in "
+        f"{'MNI152 space' if image.space == 'mni152' else 'native space'}"
     )
     if not found.cohorts:
         console.print("  no cohorts yet: run `citab ingest CSV --images DIR`")
@@ -35,6 +36,7 @@ def info(project: Path = ProjectOption) -> None:
             table.add_column(name, justify="right")
         table.add_column("classes")
         table.add_column("columns", justify="right")
+        table.add_column("pipeline")
         for c in found.cohorts:
             table.add_row(
                 c.name,
@@ -45,9 +47,20 @@ def info(project: Path = ProjectOption) -> None:
                 str(c.labelled),
                 "/".join(c.classes),
                 str(c.columns),
+                c.pipeline,
             )
         console.print(table)
         for c in found.cohorts:
+            if c.qc_outliers:
+                listed = ", ".join(
+                    f"{s} ({', '.join(k.replace('_', ' ') for k in keys)})"
+                    for s, keys in list(c.qc_outliers.items())[:5]
+                )
+                console.print(
+                    f"  [yellow]{c.name}: {len(c.qc_outliers)} QC outlier(s)[/]: {listed}; "
+                    f"see {found.root / 'cohorts' / c.name / 'qc.png'}",
+                    soft_wrap=True,
+                )
             if c.warnings:
                 console.print(
                     f"  {c.name}: ingested {c.created[:10]} with {c.warnings} "

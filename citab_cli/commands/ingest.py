@@ -18,24 +18,53 @@ class OnMissingImage(str, Enum):
     skip = "skip"
 
 
+class Pipeline(str, Enum):
+    t1_linear = "t1-linear"
+    minimal = "minimal"
+
+
 def _default_workers() -> int:
     """The number of CPUs, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+SpacingOption = typer.Option(
+    None,
+    "--spacing",
+    help="Voxel size of a NEW project in mm: one or three numbers "
+    "\\[default: minimal: 192 mm / largest axis of --shape; t1-linear: the MNI box, "
+    "160x208x176 mm, over --shape].",
+)
+PreprocessOption = typer.Option(
+    None,
+    "--preprocess",
+    help="t1-linear for scans as they come off the scanner (brain extraction, N4, affine "
+    "to MNI152); minimal for skull-stripped, registered scans. "
+    + default("the schema's image: preprocess, else minimal"),
+)
+BadScanOption = typer.Option(
+    OnMissingImage.error,
+    "--on-bad-scan",
+    help="Stop at a scan the pipeline cannot use (no brain found, registration failed, "
+    "unreadable), or skip its row and list it.",
+)
 
 
 def ingest(
     csv_path: Path = typer.Argument(
         ..., metavar="CSV", help="The cohort's table, one row per visit."
     ),
-    images: Path = typer.Option(..., "--images", help="Folder holding the cohort's NIfTI files."),
+    images: Path = typer.Option(
+        ..., "--images", help="Folder holding the cohort's scans (NIfTI, or DICOM folders)."
+    ),
     cohort: str = typer.Option(
         None, "--cohort", help="Cohort name \\[default: the CSV file name]."
     ),
     schema: Path = typer.Option(
         None,
         "--schema",
-        help="Schema YAML \\[default: <project>/schemas/<cohort>.yaml, then "
-        "the shipped schemas/<cohort>.yaml].",
+        help="Schema YAML \\[default: <project>/schemas/<cohort>.yaml, then <cohort>.yaml next "
+        "to the CSV, then the shipped schemas/<cohort>.yaml].",
     ),
     workers: int = typer.Option(
         None,
@@ -57,12 +86,9 @@ def ingest(
     shape: str = typer.Option(
         None, "--shape", help="Image grid of a NEW project: S or D,H,W voxels \\[default: 128]."
     ),
-    spacing: str = typer.Option(
-        None,
-        "--spacing",
-        help="Voxel size of a NEW project in mm: one or three numbers "
-        "\\[default: 192 mm / largest axis of --shape].",
-    ),
+    spacing: str = SpacingOption,
+    preprocess: Pipeline = PreprocessOption,
+    on_bad_scan: OnMissingImage = BadScanOption,
     project: Path = ProjectOption,
 ) -> None:
     """Validate a cohort's CSV and images against its schema and store it in the project."""
@@ -77,16 +103,21 @@ def ingest(
         on_missing_image=on_missing_image.value,  # type: ignore[arg-type]
         shape=parse_triple(shape, "shape", int),
         spacing=parse_triple(spacing, "spacing", float),
+        preprocess=preprocess.value if preprocess is not None else None,
+        on_bad_scan=on_bad_scan.value,  # type: ignore[arg-type]
     )
     console.print(
         f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
-        f"{len(plan.images)} image(s) under {plan.images_root}"
+        f"{len(plan.images)} image(s) under {plan.images_root}, preprocessing {plan.pipeline}"
     )
     if dry_run:
         summary = core.summarize(plan, core.split_plan(plan), written=None)
     else:
         with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
             summary = core.execute(plan, workers=workers or _default_workers(), progress=advance)
+        if plan.seconds:
+            steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in plan.seconds.items())
+            console.print(f"Per scan: {steps}")
     _render(summary, plan.settings.image.shape)
 
 
@@ -118,5 +149,6 @@ def _render(summary, shape) -> None:
     else:
         grid = "x".join(str(s) for s in shape)
         console.print(
-            f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}"
+            f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}; "
+            f"QC montage {summary.written / 'qc.png'}"
         )

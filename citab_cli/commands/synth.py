@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from citab_cli.commands.console import console, progress_bar
+from citab_cli.commands.options import default
 
 
 def synth(
@@ -16,14 +17,36 @@ def synth(
     subjects: int = typer.Option(60, "--subjects", help="Subjects per cohort."),
     shape: int = typer.Option(48, "--shape", help="Voxels per axis of each scan (cube)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
+    image_signal: float = typer.Option(
+        1.0,
+        "--image-signal",
+        help="How much of the latent severity the scans show, 0-1: below 1, part of what the "
+        "table knows is invisible in the scan (for studies).",
+    ),
+    raw_scans: bool = typer.Option(
+        False,
+        "--raw-scans",
+        help="Write whole-head scans as scanners do (skull, scalp, neck, random pose, field of "
+        "view and orientation, bias field), for the t1-linear pipeline; the true brain masks go "
+        "to <cohort>_truth/. " + default("off: brain-only scans, for the minimal pipeline"),
+    ),
 ) -> None:
     """Write synthetic ADNI-, NACC- and AIBL-like cohorts: CSV tables, T1 NIfTI scans, truth."""
     from citab_cli.core import synth as core
 
     names = [c.strip().lower() for c in cohorts.split(",") if c.strip()]
-    core.check_request(out, names, subjects, shape)
+    core.check_request(out, names, subjects, shape, image_signal)
     with progress_bar("Synthesising scans", len(names) * subjects) as advance:
-        result = core.generate(out, names, subjects, shape, seed, progress=advance)
+        result = core.generate(
+            out,
+            names,
+            subjects,
+            shape,
+            seed,
+            progress=advance,
+            image_signal=image_signal,
+            raw_scans=raw_scans,
+        )
     table = Table(title=f"Synthetic cohorts in {result.out}", title_justify="left")
     for column in ("cohort", "subjects", "CSV rows", "CN/MCI/AD", "ceiling accuracy", "files"):
         table.add_column(column)

@@ -38,11 +38,16 @@ class ColumnText:
 
 
 @dataclass(frozen=True)
-class ConceptGroup:
-    """Columns of different cohorts whose header embeddings match one another."""
+class Match:
+    """A column's nearest header in another cohort, and how clearly it wins."""
 
-    members: tuple[tuple[str, str], ...]  # (cohort, column)
-    cosine: float  # the weakest match inside the group
+    cohort: str
+    column: str
+    other_cohort: str
+    best: str  # the other cohort's column whose header is closest
+    cosine: float
+    runner_up: str | None  # the second closest, None when the other cohort has one column
+    margin: float  # cosine of the best minus cosine of the runner-up
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,7 @@ class EmbedResult:
     texts: int
     new: int
     model_loaded: bool
-    groups: list[ConceptGroup]
-    unmatched: list[tuple[str, str]]
+    matches: list[Match]
 
 
 def text_key(text: str) -> str:
@@ -232,61 +236,50 @@ def ensure_embedded(
     return load_cache(project, project.load_settings().header_encoder)
 
 
-def _align(
-    columns: list[ColumnText], cache: HeaderCache, threshold: float
-) -> tuple[list[ConceptGroup], list[tuple[str, str]]]:
-    """Group columns across cohorts by mutual nearest neighbours of their header vectors."""
-    index = cache.lookup()
-    vectors = (
-        np.stack([cache.vectors[index[text_key(c.text)]] for c in columns])
-        if columns
-        else np.zeros((0, 1), np.float32)
-    )
-    cohorts = sorted({c.cohort for c in columns})
-    similarity = vectors @ vectors.T
-    parent = list(range(len(columns)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    links: dict[tuple[int, int], float] = {}
-    for a in cohorts:
-        for b in cohorts:
-            if a >= b:
-                continue
-            rows = [i for i, c in enumerate(columns) if c.cohort == a]
-            cols = [j for j, c in enumerate(columns) if c.cohort == b]
-            block = similarity[np.ix_(rows, cols)]
-            for r, i in enumerate(rows):
-                c = int(block[r].argmax())
-                if int(block[:, c].argmax()) == r and block[r, c] >= threshold:
-                    j = cols[c]
-                    links[(i, j)] = float(block[r, c])
-                    parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(columns)):
-        groups.setdefault(find(i), []).append(i)
+def best_matches(texts: dict[tuple[str, str], str], vectors: dict[str, np.ndarray]) -> list[Match]:
+    """For every column, its nearest column in each other cohort by header cosine, with the
+    margin over the runner-up. texts: (cohort, column) -> header text; vectors: text -> unit
+    vector. A small margin means the header does not single out one counterpart."""
+    cohorts = sorted({c for c, _ in texts})
     out = []
-    unmatched = []
-    for members in groups.values():
-        if len(members) == 1:
-            unmatched.append((columns[members[0]].cohort, columns[members[0]].column))
-            continue
-        weakest = min(v for (i, j), v in links.items() if i in members and j in members)
-        out.append(
-            ConceptGroup(tuple((columns[i].cohort, columns[i].column) for i in members), weakest)
-        )
-    out.sort(key=lambda g: (-len({c for c, _ in g.members}), -g.cosine, g.members))
-    return out, unmatched
+    for cohort in cohorts:
+        for (c, column), text in texts.items():
+            if c != cohort:
+                continue
+            for other in cohorts:
+                if other == cohort:
+                    continue
+                candidates = [(col, t) for (o, col), t in texts.items() if o == other]
+                if not candidates:
+                    continue
+                scores = np.array([float(vectors[text] @ vectors[t]) for _, t in candidates])
+                order = np.argsort(-scores)
+                best = order[0]
+                second = order[1] if len(order) > 1 else None
+                out.append(
+                    Match(
+                        cohort,
+                        column,
+                        other,
+                        candidates[best][0],
+                        float(scores[best]),
+                        candidates[second][0] if second is not None else None,
+                        float(scores[best] - scores[second]) if second is not None else 1.0,
+                    )
+                )
+    return out
+
+
+def _matches(columns: list[ColumnText], cache: HeaderCache) -> list[Match]:
+    index = cache.lookup()
+    texts = {(c.cohort, c.column): c.text for c in columns}
+    vectors = {c.text: cache.vectors[index[text_key(c.text)]] for c in columns}
+    return best_matches(texts, vectors)
 
 
 def embed(
     project: Project,
     model: Path | None = None,
-    threshold: float = 0.75,
     progress: Callable[[str], None] | None = None,
 ) -> EmbedResult:
     """Embed every header text of the project that the encoder's cache lacks."""
@@ -338,7 +331,11 @@ def embed(
                 }
             )
         )
-    groups, unmatched = _align(columns, cache, threshold)
     return EmbedResult(
-        encoder, cache_path(project, encoder), len(wanted), len(missing), loaded, groups, unmatched
+        encoder,
+        cache_path(project, encoder),
+        len(wanted),
+        len(missing),
+        loaded,
+        _matches(columns, cache),
     )

@@ -30,6 +30,16 @@ def list_files(root: Path) -> list[str]:
     return found
 
 
+def list_folders(root: Path) -> list[str]:
+    """Every folder under `root` (relative POSIX paths), for images stored as DICOM series."""
+    found: list[str] = []
+    for folder, dirs, _ in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        found.extend((rel / d).as_posix() for d in dirs)
+    return found
+
+
 def _glob_regex(pattern: str, fields: dict[str, str]) -> re.Pattern[str]:
     """Compile a glob with `{FIELD}` placeholders; `**/` spans folders, `*` and `?` do not."""
     out = []
@@ -89,19 +99,24 @@ def resolve(
     found: list[Path | None] = []
     missing: list[MissingImage] = []
     spec = schema.image
+    pattern = schema.image_pattern
+    folders = None
     for subject, line, cells in zip(subjects, lines, keys, strict=True):
         where = f"{csv_path}: line {line}"
         matches: list[str]
-        if isinstance(spec, str):
+        if pattern is not None:
             if any(not v for v in cells.values()):
                 empty = next(c for c, v in cells.items() if not v)
                 missing.append(MissingImage(line, subject, f"(no {empty} in this row)"))
                 found.append(None)
                 continue
-            regex = _glob_regex(spec, cells)
+            regex = _glob_regex(pattern, cells)
             values = list(cells.values())
             matches = [f for f in files if all(v in f for v in values) and regex.match(f)]
-            looked_for = spec.format(**cells)
+            if not matches:  # a folder of DICOM files may stand for the scan
+                folders = folders if folders is not None else list_folders(root)
+                matches = [f for f in folders if all(v in f for v in values) and regex.match(f)]
+            looked_for = pattern.format(**cells)
         elif isinstance(spec, ImageByColumn):
             raw = cells[spec.column]
             if not raw:
@@ -115,9 +130,8 @@ def resolve(
                     f"relative to --images and stay inside it (no absolute paths, "
                     "no '..'); fix the path"
                 )
-            matches = (
-                [rel.as_posix()] if (root / rel).is_file() or (root / rel).is_symlink() else []
-            )
+            target = root / rel
+            matches = [rel.as_posix()] if target.exists() or target.is_symlink() else []
             looked_for = rel.as_posix()
         else:
             assert isinstance(spec, ImageByBids)

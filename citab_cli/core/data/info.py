@@ -19,6 +19,8 @@ class CohortInfo:
     columns: int
     warnings: int
     created: str
+    pipeline: str = "minimal"
+    qc_outliers: dict = field(default_factory=dict)  # subject -> QC figures it stands out on
 
 
 @dataclass
@@ -53,6 +55,8 @@ def describe(project: Project) -> ProjectInfo:
                 columns=len(manifest["columns"]),
                 warnings=len(manifest["warnings"]),
                 created=manifest["created"],
+                pipeline=manifest.get("preprocessing", {}).get("pipeline", "minimal"),
+                qc_outliers=manifest.get("qc_outliers", {}),
             )
         )
     return ProjectInfo(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections import Counter
@@ -14,8 +13,8 @@ from typing import Literal
 import numpy as np
 
 from citab_cli.core import atomic, locks
-from citab_cli.core.data import image_paths, manifest, splits
-from citab_cli.core.data.preprocess import Preprocessed, preprocess_all
+from citab_cli.core.data import image_paths, manifest, pipelines, qc, splits
+from citab_cli.core.data.pipelines import Job, Preprocessed, preprocess_all
 from citab_cli.core.data.project import (
     IMAGES_FILE,
     MANIFEST_FILE,
@@ -31,9 +30,18 @@ from citab_cli.core.data.schema import (
 )
 from citab_cli.core.data.table import ValidatedTable, read_csv, validate
 from citab_cli.core.errors import CitabError
-from citab_cli.core.settings import ImageSettings, ProjectSettings, default_spacing
+from citab_cli.core.settings import (
+    ImageSettings,
+    ProjectSettings,
+    default_spacing,
+    mni_grid,
+    native_grid,
+)
 
 OnMissing = Literal["error", "skip"]
+OnBadScan = Literal["error", "skip"]
+#: The pipeline of a cohort whose schema and command line name none.
+DEFAULT_PIPELINE = "minimal"
 
 
 @dataclass
@@ -51,7 +59,12 @@ class IngestPlan:
     images_root: Path
     table: ValidatedTable
     images: list[Path]
+    pipeline: str = DEFAULT_PIPELINE
+    on_bad_scan: OnBadScan = "error"
     warnings: list[str] = field(default_factory=list)
+    qc: dict = field(default_factory=dict)  # subject -> QC figures, filled by execute
+    qc_outliers: dict = field(default_factory=dict)  # subject -> figures it is an outlier on
+    seconds: dict = field(default_factory=dict)  # mean seconds per scan of each step
 
 
 @dataclass
@@ -66,8 +79,15 @@ class IngestSummary:
     written: Path | None  # None for a dry run
 
 
+def _space(pipeline: str) -> str:
+    return "mni152" if pipeline == "t1-linear" else "native"
+
+
 def _project_settings(
-    project: Project, shape: tuple[int, int, int] | None, spacing: tuple[float, float, float] | None
+    project: Project,
+    shape: tuple[int, int, int] | None,
+    spacing: tuple[float, float, float] | None,
+    pipeline: str,
 ) -> tuple[ProjectSettings, bool]:
     if project.exists():
         settings = project.load_settings()
@@ -81,10 +101,22 @@ def _project_settings(
                 f"{project.settings_path}: this project stores images at "
                 f"{settings.image.spacing} mm; omit --spacing, or use a new --project"
             )
+        if settings.image.space != _space(pipeline):
+            other = "t1-linear" if settings.image.space == "mni152" else "minimal"
+            raise CitabError(
+                f"{project.settings_path}: this project's grid holds {other} scans "
+                f"({settings.image.space} space), not {pipeline} ones; ingest with "
+                f"--preprocess {other}, or into a new --project"
+            )
         return settings, False
     grid = shape or ImageSettings().shape
     try:
-        image = ImageSettings(shape=grid, spacing=spacing or default_spacing(grid))
+        if pipeline == "t1-linear":
+            step, affine = mni_grid(grid, spacing)
+        else:
+            step = spacing or default_spacing(grid)
+            affine = native_grid(grid, step)
+        image = ImageSettings(shape=grid, spacing=step, affine=affine, space=_space(pipeline))
     except ValueError as exc:
         reason = exc.errors()[0]["msg"].removeprefix("Value error, ")  # type: ignore[attr-defined]
         raise CitabError(f"invalid --shape/--spacing: {reason}") from None
@@ -100,12 +132,14 @@ def plan(
     on_missing_image: OnMissing = "error",
     shape: tuple[int, int, int] | None = None,
     spacing: tuple[float, float, float] | None = None,
+    preprocess: str | None = None,
+    on_bad_scan: OnBadScan = "error",
 ) -> IngestPlan:
-    """Read and check the table, the schema and the image files; write nothing."""
+    """Read and check the table, the schema and the image files; write nothing.
+    `preprocess` (t1-linear or minimal) overrides the schema's pipeline."""
     if not csv_path.is_file():
         raise CitabError(f"{csv_path}: CSV file not found; check the path")
     project = Project(project_root)
-    settings, new_project = _project_settings(project, shape, spacing)
     explicit_schema = load_schema(schema_file) if schema_file is not None else None
     name = cohort or (explicit_schema.cohort if explicit_schema else csv_path.stem.lower())
     if not COHORT_NAME.match(name):
@@ -113,8 +147,10 @@ def plan(
             f"'{name}' (from the CSV file name) is not a valid cohort name; "
             "pass --cohort NAME (lower-case letters, digits, '-', '_')"
         )
-    schema_path = find_schema(name, schema_file, project.schema_path(name))
+    schema_path = find_schema(name, schema_file, project.schema_path(name), csv_path)
     schema = explicit_schema or load_schema(schema_path)
+    pipeline = preprocess or schema.image_preprocess or DEFAULT_PIPELINE
+    settings, new_project = _project_settings(project, shape, spacing, pipeline)
     warnings: list[str] = []
     if schema.cohort != name:
         warnings.append(
@@ -150,6 +186,8 @@ def plan(
         images_root=images_root.resolve(),
         table=table,
         images=images,
+        pipeline=pipeline,
+        on_bad_scan=on_bad_scan,
         warnings=warnings + table.warnings,
     )
 
@@ -197,14 +235,6 @@ def split_plan(plan: IngestPlan) -> list[str]:
     return split_of
 
 
-def _keep(
-    store: np.ndarray, digests: list[str], spacings: list, index: int, done: Preprocessed
-) -> None:
-    store[index] = done.volume
-    digests[index] = done.sha256
-    spacings[index] = done.source_spacing
-
-
 def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
     """A warning when the scans are much coarser than the grid they are stored on."""
     source = float(np.median([max(s) for s in spacings]))
@@ -222,19 +252,17 @@ def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
 def execute(
     plan: IngestPlan, workers: int = 1, progress: Callable[[], None] | None = None
 ) -> IngestSummary:
-    """Preprocess the images and write the cohort; on any failure the project is unchanged."""
+    """Preprocess the images and write the cohort; on any failure the project is unchanged
+    (but for scans finished by t1-linear, which stay in its cache for the next try)."""
     project = plan.project
-    split_of = split_plan(plan)
     target = project.cohort_dir(plan.cohort)
-    digests = [""] * len(plan.images)
-    spacings: list = [None] * len(plan.images)
     with atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir):
         project.root.mkdir(parents=True, exist_ok=True)
         with (
             locks.hold(project.root, "writing to this project"),
             atomic.staged_directory(target) as stage,
         ):
-            _write_cohort(plan, stage, workers, progress, split_of, digests, spacings)
+            split_of = _write_cohort(plan, stage, workers, progress)
             # Everything that can fail has run; the project-level files go last, each atomic.
             if plan.new_project:
                 project.write_settings(plan.settings)
@@ -242,44 +270,95 @@ def execute(
     return summarize(plan, split_of, target)
 
 
+def _preprocess(
+    plan: IngestPlan, stage: Path, workers: int, progress: Callable[[], None] | None
+) -> list[Preprocessed]:
+    """Every scan through the pipeline into stage/images.npy. A bad scan stops the ingest, or
+    with --on-bad-scan skip drops its row (the plan's table and images shrink to match)."""
+    job = Job(
+        plan.pipeline,
+        plan.settings.image,
+        cache=plan.project.root / "cache" if plan.pipeline == "t1-linear" else None,
+        series=plan.schema.image_series,
+    )
+    count = len(plan.images)
+    store = np.lib.format.open_memmap(
+        stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=(count, *plan.settings.image.shape)
+    )
+    results: list[Preprocessed | None] = [None] * count
+
+    def keep(index: int, done: Preprocessed) -> None:
+        store[index] = done.volume
+        done.volume = np.empty(0, np.float16)  # stored; not kept twice in memory
+        results[index] = done
+
+    failures = preprocess_all(plan.images, job, workers, keep, progress)
+    store.flush()
+    rows = zip(plan.table.lines, plan.table.subjects, strict=True)
+    origins = [f"{plan.csv_path}: line {line} (subject {subject})" for line, subject in rows]
+    if failures and (plan.on_bad_scan == "error" or len(failures) == count):
+        raise CitabError(pipelines.describe_failures(failures, origins))
+    kept = [i for i in range(count) if i not in failures]
+    if failures:
+        compact = np.lib.format.open_memmap(
+            stage / ".kept.npy", mode="w+", dtype=np.float16,
+            shape=(len(kept), *plan.settings.image.shape),
+        )  # fmt: skip
+        for row, index in enumerate(kept):
+            compact[row] = store[index]
+        compact.flush()
+        del compact, store
+        os.replace(stage / ".kept.npy", stage / IMAGES_FILE)
+        for index in sorted(failures):
+            plan.warnings.append(f"scan skipped (--on-bad-scan skip): {origins[index]}: "
+                                 f"{failures[index].split(': ', 1)[-1]}")  # fmt: skip
+        plan.table = _subset(plan.table, kept)
+        plan.table.dropped["bad scan"] += len(failures)
+        plan.images = [plan.images[i] for i in kept]
+    return [results[i] for i in kept]  # type: ignore[misc]
+
+
+def _quality(plan: IngestPlan, stage: Path, done: list[Preprocessed]) -> None:
+    """Per-subject QC figures into the plan, outliers as warnings, and qc.png."""
+    subjects = plan.table.subjects
+    figures = [d.qc for d in done]
+    plan.qc = dict(zip(subjects, figures, strict=True))
+    flagged = qc.outliers(subjects, figures)
+    for subject, keys in flagged.items():
+        plan.warnings.append(qc.describe(subject, keys, plan.qc[subject], figures, plan.cohort))
+    plan.qc_outliers = flagged
+    volumes = np.load(stage / IMAGES_FILE, mmap_mode="r")
+    qc.montage(stage / "qc.png", volumes, subjects, set(flagged),
+               f"{plan.cohort}, {plan.pipeline}")  # fmt: skip
+    seconds: dict[str, list[float]] = {}
+    for d in done:
+        for step, value in d.seconds.items():
+            seconds.setdefault(step, []).append(value)
+    plan.seconds = {k: round(float(np.mean(v)), 3) for k, v in seconds.items()}
+
+
 def _write_cohort(
-    plan: IngestPlan,
-    stage: Path,
-    workers: int,
-    progress: Callable[[], None] | None,
-    split_of: list[str],
-    digests: list[str],
-    spacings: list,
-) -> None:
-    """Preprocess the scans and write the cohort's four files into `stage`."""
+    plan: IngestPlan, stage: Path, workers: int, progress: Callable[[], None] | None
+) -> list[str]:
+    """Preprocess the scans and write the cohort's files into `stage`; returns the splits."""
     from safetensors.numpy import save_file
 
-    shape = (len(plan.images), *plan.settings.image.shape)
-    store = np.lib.format.open_memmap(stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=shape)
-    preprocess_all(
-        plan.images,
-        plan.settings.image,
-        workers,
-        functools.partial(_keep, store, digests, spacings),
-        progress,
-        origins=[
-            f"{plan.csv_path}: line {line} (subject {subject})"
-            for line, subject in zip(plan.table.lines, plan.table.subjects, strict=True)
-        ],
-    )
-    store.flush()
-    del store
-    coarse = _resolution_warning(spacings, plan.settings.image)
+    done = _preprocess(plan, stage, workers, progress)
+    coarse = _resolution_warning([d.source_spacing for d in done], plan.settings.image)
     if coarse:
         plan.warnings.append(coarse)
+    _quality(plan, stage, done)
+    split_of = split_plan(plan)
     save_file(
         {"values": np.ascontiguousarray(plan.table.values)},
         str(stage / TABULAR_FILE),
         metadata={"cohort": plan.cohort, "columns": json.dumps(plan.table.columns)},
     )
+    digests = [d.sha256 for d in done]
     (stage / SUBJECTS_FILE).write_text(manifest.subjects_csv(plan, split_of, digests))
     (stage / MANIFEST_FILE).write_text(json.dumps(manifest.manifest(plan, split_of), indent=2))
     for name in os.listdir(stage):
         os.chmod(stage / name, 0o666 & ~atomic.umask())
         with open(stage / name, "rb") as handle:
             os.fsync(handle.fileno())
+    return split_of

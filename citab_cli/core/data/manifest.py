@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from citab_cli import __version__
-from citab_cli.core.data.preprocess import PREPROCESSING_STEPS
+from citab_cli.core.data import preprocess, t1_linear
 from citab_cli.core.data.schema import CategoricalColumn
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ def column_stats(values: np.ndarray, spec) -> dict:
 
 
 def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
+    pipeline = t1_linear if plan.pipeline == "t1-linear" else preprocess
     train = np.array([s == "train" for s in split_of])
     columns = []
     for j, name in enumerate(plan.table.columns):
@@ -77,8 +78,13 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
         },
         "preprocessing": {
             **plan.settings.image.model_dump(mode="json"),
-            "steps": PREPROCESSING_STEPS,
+            "pipeline": plan.pipeline,
+            "version": pipeline.VERSION,
+            "steps": pipeline.STEPS,
+            "seconds_per_scan": plan.seconds,
         },
+        "qc": plan.qc,
+        "qc_outliers": plan.qc_outliers,
         "subjects": len(plan.table.subjects),
         "splits": dict(Counter(split_of)),
         "classes": plan.schema.label.class_names if plan.schema.label else [],

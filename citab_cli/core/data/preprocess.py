@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import numpy as np
 from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import ImageSettings
 
+#: Bump when the minimal pipeline changes what it writes: older cached results are redone.
+VERSION = "minimal-1"
 #: The `minimal` pipeline, step by step, as recorded in each manifest.
 PREPROCESSING_STEPS = [
     "reorient to RAS (torchio ToCanonical)",
@@ -21,6 +22,7 @@ PREPROCESSING_STEPS = [
     "z-score with the foreground mean and standard deviation",
     "store as float16",
 ]
+STEPS = PREPROCESSING_STEPS
 
 
 @dataclass(frozen=True)
@@ -120,103 +122,3 @@ def to_grid(volume: Volume, settings: ImageSettings) -> np.ndarray:
     std = float(inside.std())
     data = (data - float(inside.mean())) / (std if std > 0 else 1.0)
     return data.astype(np.float16)
-
-
-@dataclass(frozen=True)
-class Preprocessed:
-    """One scan on the project grid, with what ingest records about its source."""
-
-    volume: np.ndarray  # (D, H, W) float16
-    sha256: str  # of the source file
-    source_spacing: tuple[float, float, float]  # mm, as stored in the source header
-
-
-def preprocess_file(path: Path, settings: ImageSettings) -> Preprocessed:
-    """Load, check and preprocess one scan."""
-    try:
-        volume = load_volume(path)
-        spacing = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
-        return Preprocessed(
-            volume=to_grid(volume, settings),
-            sha256=file_sha256(path),
-            source_spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
-        )
-    except CitabError as exc:
-        message = str(exc)
-        if not message.startswith(str(path)):
-            message = f"{path}: {message}"
-        raise CitabError(message) from None
-
-
-def _init_worker() -> None:
-    """One thread per worker process: the processes are the parallelism."""
-    import SimpleITK
-    import torch
-    import torchio  # noqa: F401  (imported once per worker, not per volume)
-
-    torch.set_num_threads(1)
-    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-def _preprocess_job(index: int, path: Path, settings: ImageSettings):
-    try:
-        return index, preprocess_file(path, settings), None
-    except CitabError as exc:
-        return index, None, str(exc)
-
-
-def preprocess_all(
-    paths: list[Path],
-    settings: ImageSettings,
-    workers: int,
-    sink: Callable[[int, Preprocessed], None],
-    progress: Callable[[], None] | None = None,
-    origins: list[str] | None = None,
-) -> None:
-    """Preprocess every file, in `workers` processes, handing each result to `sink`.
-
-    Every unreadable file is collected; if any, one CitabError names the first (prefixed with
-    its `origins` entry, e.g. the CSV line it came from) and counts the rest.
-    """
-    failures: list[tuple[int, str]] = []
-
-    def accept(result) -> None:
-        index, done, error = result
-        if error is not None:
-            failures.append((index, error))
-        else:
-            sink(index, done)
-        if progress is not None:
-            progress()
-
-    if workers <= 1 or len(paths) <= 1:
-        for index, path in enumerate(paths):
-            accept(_preprocess_job(index, path, settings))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_init_worker
-        ) as pool:
-            futures = [pool.submit(_preprocess_job, i, p, settings) for i, p in enumerate(paths)]
-            try:
-                for future in as_completed(futures):
-                    accept(future.result())
-            except BrokenProcessPool:
-                raise CitabError(
-                    "an image preprocessing worker died (out of memory?); retry with "
-                    "fewer --workers, e.g. --workers 1"
-                ) from None
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    if failures:
-        failures.sort()
-        index, message = failures[0]
-        origin = f"{origins[index]}: " if origins else ""
-        more = f" (and {len(failures) - 1} more unreadable image(s))" if len(failures) > 1 else ""
-        raise CitabError(origin + message + more)

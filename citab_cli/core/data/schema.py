@@ -127,13 +127,43 @@ class VisitSpec(_Strict):
     baseline: Annotated[str, BeforeValidator(token)]
 
 
-class ImageByColumn(_Strict):
+Preprocess = Literal["t1-linear", "minimal"]
+
+
+class _ImageOptions(_Strict):
+    #: the pipeline: t1-linear for scanner output, minimal for skull-stripped, registered scans
+    preprocess: Preprocess | None = None
+    #: with DICOM folders holding several series: the T1 series' description (a regular
+    #: expression, e.g. "MPRAGE|T1") or number
+    series: str | int | None = None
+
+
+class ImageByPattern(_ImageOptions):
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        return _check_pattern(v)
+
+
+class ImageByColumn(_ImageOptions):
     column: str
 
 
-class ImageByBids(_Strict):
+class ImageByBids(_ImageOptions):
     bids: Literal[True]
     session: str | None = None
+
+
+def _check_pattern(v: str) -> str:
+    if not re.search(r"\{[^{}]+\}", v):
+        raise ValueError(
+            "an image pattern needs at least one {COLUMN} field, e.g. '**/*_I{IMAGEUID}.nii*'"
+        )
+    if v.startswith("/") or ".." in Path(v).parts:
+        raise ValueError("an image pattern must stay inside --images (no '/' start, no '..')")
+    return v
 
 
 class LabelSpec(_Strict):
@@ -154,7 +184,7 @@ class CohortSchema(_Strict):
     description: str = ""
     subject: str
     visit: VisitSpec | None = None
-    image: str | ImageByColumn | ImageByBids
+    image: str | ImageByPattern | ImageByColumn | ImageByBids
     label: LabelSpec | None = None
     missing: Codes = ["", "NA"]
     drop: list[str] = []
@@ -169,18 +199,23 @@ class CohortSchema(_Strict):
 
     @field_validator("image")
     @classmethod
-    def _pattern_has_field(cls, v: str | ImageByColumn | ImageByBids):
-        if isinstance(v, str):
-            if not re.search(r"\{[^{}]+\}", v):
-                raise ValueError(
-                    "an image pattern needs at least one {COLUMN} field, "
-                    "e.g. '**/*_I{IMAGEUID}.nii*'"
-                )
-            if v.startswith("/") or ".." in Path(v).parts:
-                raise ValueError(
-                    "an image pattern must stay inside --images (no '/' start, no '..')"
-                )
-        return v
+    def _pattern_has_field(cls, v):
+        return _check_pattern(v) if isinstance(v, str) else v
+
+    @property
+    def image_pattern(self) -> str | None:
+        """The glob of a pattern image entry (either form), else None."""
+        if isinstance(self.image, str):
+            return self.image
+        return self.image.pattern if isinstance(self.image, ImageByPattern) else None
+
+    @property
+    def image_preprocess(self) -> str | None:
+        return None if isinstance(self.image, str) else self.image.preprocess
+
+    @property
+    def image_series(self) -> str | int | None:
+        return None if isinstance(self.image, str) else self.image.series
 
     @model_validator(mode="after")
     def _column_roles(self) -> CohortSchema:
@@ -226,8 +261,9 @@ class CohortSchema(_Strict):
 
     def image_fields(self) -> list[str]:
         """Columns an image pattern refers to ({FIELD} placeholders)."""
-        if isinstance(self.image, str):
-            return list(dict.fromkeys(re.findall(r"\{([^{}]+)\}", self.image)))
+        pattern = self.image_pattern
+        if pattern is not None:
+            return list(dict.fromkeys(re.findall(r"\{([^{}]+)\}", pattern)))
         return []
 
     def fingerprint(self) -> str:
@@ -251,14 +287,19 @@ def shipped_schemas() -> list[str]:
     return sorted(p.stem for p in shipped_schema_dir().glob("*.yaml"))
 
 
-def find_schema(cohort: str, explicit: Path | None, project_schema: Path) -> Path:
-    """The schema for `cohort`: `explicit`, else the project's copy, else the shipped one."""
+def find_schema(
+    cohort: str, explicit: Path | None, project_schema: Path, csv_path: Path | None = None
+) -> Path:
+    """The schema for `cohort`: `explicit`, else the project's copy, else `<cohort>.yaml` next
+    to the CSV (as `citab synth` writes it), else the shipped one."""
     if explicit is not None:
         if not explicit.is_file():
             raise CitabError(f"{explicit}: schema file not found; check the --schema path")
         return explicit
     if project_schema.is_file():
         return project_schema
+    if csv_path is not None and (csv_path.parent / f"{cohort}.yaml").is_file():
+        return csv_path.parent / f"{cohort}.yaml"
     shipped = shipped_schema_dir() / f"{cohort}.yaml"
     if shipped.is_file():
         return shipped

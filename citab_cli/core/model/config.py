@@ -58,9 +58,10 @@ class FusionConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """loss = (ITC + ITM) / 2 + mtr_weight * MTR."""
+    """loss = (ITC + itm_weight * ITM) / 2 + mtr_weight * MTR."""
 
     itc_temperature: float = Field(0.1, gt=0)
+    itm_weight: float = Field(1.0, ge=0, description="0 turns image-table matching off")
     itm_same_cohort: bool = Field(
         False, description="draw ITM hard negatives within the same cohort when the batch allows"
     )

@@ -26,11 +26,10 @@ def pretraining_loss(
 
     cohorts (B,) cohort ids, used to draw ITM negatives within a cohort when configured;
     momentum: momentum encoders with their queue (training only; the queue is updated here).
-    Returns {"loss", "itc", "itm", "mtr", "balance", "itm_accuracy"} (scalars; "loss" is what
-    to minimise).
+    Returns {"loss", "itc", "itm", "mtr", "balance"} and, with ITM on, "itm_accuracy" (scalars;
+    "loss" is what to minimise).
     """
     config = model.config.loss
-    b = images.shape[0]
     image = model.encode_image(images)
     table = model.encode_tabular(batch)
     image_features = model.image_projection(image.pooled)
@@ -41,7 +40,41 @@ def pretraining_loss(
         itc, logits = _queued_itc(momentum, model, images, batch, image_features,
                                   table_features, config.itc_temperature, gather)  # fmt: skip
 
-    groups = cohorts if config.itm_same_cohort else None
+    extra = {}
+    itm = torch.zeros((), device=images.device)
+    if config.itm_weight > 0:
+        itm, extra["itm_accuracy"] = _matching(model, image, table, logits, cohorts, generator)
+
+    loss = (itc + config.itm_weight * itm) / 2
+    mtr = torch.zeros((), device=images.device)
+    if config.mtr_weight > 0:
+        mtr = _reconstruction(model, batch, config.mtr_mask_fraction, config.mtr_source, generator)
+        loss = loss + config.mtr_weight * mtr
+    balance = torch.zeros((), device=images.device)
+    if model.config.tabular.prototype_balance > 0:
+        balance = torch.stack([balance_penalty(g, table.keep) for g in table.gates]).mean()
+        loss = loss + model.config.tabular.prototype_balance * balance
+    return {
+        "loss": loss,
+        "itc": itc.detach(),
+        "itm": itm.detach(),
+        "mtr": mtr.detach(),
+        "balance": balance.detach(),
+        **extra,
+    }
+
+
+def _matching(
+    model: CITab,
+    image: ImageOutput,
+    table: TabularOutput,
+    logits: torch.Tensor,
+    cohorts: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM loss over true pairs and hard negatives, and the balanced accuracy of the head."""
+    b = logits.shape[0]
+    groups = cohorts if model.config.loss.itm_same_cohort else None
     table_for_image, image_for_table = hard_negatives(logits, generator, groups)
     # Three sets of pairs in one fusion pass: true pairs, each image with another table, each
     # table with another image.
@@ -59,25 +92,7 @@ def pretraining_loss(
     itm = itm_loss(scores, positives=b)
     matched = scores.detach().argmax(1) == (torch.arange(3 * b, device=scores.device) < b)
     # balanced: the mean of the accuracy on true pairs and on negatives (chance 0.5)
-    itm_accuracy = (matched[:b].float().mean() + matched[b:].float().mean()) / 2
-
-    loss = (itc + itm) / 2
-    mtr = torch.zeros((), device=images.device)
-    if config.mtr_weight > 0:
-        mtr = _reconstruction(model, batch, config.mtr_mask_fraction, config.mtr_source, generator)
-        loss = loss + config.mtr_weight * mtr
-    balance = torch.zeros((), device=images.device)
-    if model.config.tabular.prototype_balance > 0:
-        balance = torch.stack([balance_penalty(g, table.keep) for g in table.gates]).mean()
-        loss = loss + model.config.tabular.prototype_balance * balance
-    return {
-        "loss": loss,
-        "itc": itc.detach(),
-        "itm": itm.detach(),
-        "mtr": mtr.detach(),
-        "balance": balance.detach(),
-        "itm_accuracy": itm_accuracy,
-    }
+    return itm, (matched[:b].float().mean() + matched[b:].float().mean()) / 2
 
 
 def _queued_itc(

@@ -41,7 +41,11 @@ class SynthResult:
     truth: Path
 
 
-def check_request(out: Path, cohorts: list[str], subjects: int, shape: int) -> None:
+def check_request(
+    out: Path, cohorts: list[str], subjects: int, shape: int, image_signal: float = 1.0
+) -> None:
+    if not 0 <= image_signal <= 1:
+        raise CitabError(f"--image-signal {image_signal:g} is outside [0, 1]")
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown or not cohorts:
         raise CitabError(
@@ -74,22 +78,28 @@ def generate(
     shape: int,
     seed: int,
     progress: Callable[[], None] | None = None,
+    image_signal: float = 1.0,
+    raw_scans: bool = False,
 ) -> SynthResult:
     """Write OUT/<cohort>.csv, OUT/<cohort>_mri/**.nii.gz and OUT/truth.{csv,json}.
 
     Deterministic: the same arguments give byte-identical files.
     """
-    check_request(out, cohorts, subjects, shape)
+    check_request(out, cohorts, subjects, shape, image_signal)
     grid = anatomy.Grid(shape)
     truth_rows: list[dict[str, str]] = []
     summary: list[SynthCohort] = []
     with atomic.staged_directory(out) as stage:
         for name in cohorts:
-            cohort, truth = _write_cohort(stage, out, name, subjects, grid, seed, progress)
+            cohort, truth = _write_cohort(
+                stage, out, name, subjects, grid, seed, progress, image_signal, raw_scans
+            )
             summary.append(cohort)
             truth_rows.extend(truth)
         (stage / "truth.csv").write_text(_csv_text(truth_rows))
         document = _truth_document(summary, seed, subjects, shape, grid)
+        document["model"]["image_signal"] = image_signal
+        document["raw_scans"] = raw_scans
         atomic.write_text(stage / "truth.json", json.dumps(document, indent=2) + "\n")
     return SynthResult(out=out, cohorts=summary, truth=out / "truth.json")
 
@@ -102,11 +112,15 @@ def _write_cohort(
     grid: anatomy.Grid,
     seed: int,
     progress: Callable[[], None] | None,
+    image_signal: float = 1.0,
+    raw_scans: bool = False,
 ) -> tuple[SynthCohort, list[dict[str, str]]]:
-    """One cohort's CSV and scans under `stage`; its summary and its truth rows."""
+    """One cohort's CSV, scans and schema under `stage`; its summary and its truth rows."""
     spec = COHORTS[name]
     rng = np.random.default_rng([seed, _STREAM[name]])
-    lat = latent.sample(rng, subjects, spec.prevalence, spec.age_mean, spec.education_mean)
+    lat = latent.sample(
+        rng, subjects, spec.prevalence, spec.age_mean, spec.education_mean, image_signal
+    )
     rows: list[dict[str, str]] = []
     truth_rows: list[dict[str, str]] = []
     images = stage / f"{name}_mri"
@@ -114,17 +128,13 @@ def _write_cohort(
         subject, subject_rows, image_path = spec.rows(lat, i, rng)
         rows.extend(subject_rows)
         subject_rng = np.random.default_rng([seed, _STREAM[name], i, _SCAN_STREAM])
-        brain = anatomy.brain(
-            grid,
-            subject_rng,
-            float(lat.severity_image[i]),
-            float(lat.age[i]),
-            bool(lat.female[i]),
-        )
-        voxels = anatomy.scan(brain, grid, spec.scanner, subject_rng)
         target = images / image_path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(anatomy.nifti_gz_bytes(voxels, grid.affine(spec.scanner.flip)))
+        truth = _write_scan(target, grid, subject_rng, lat, i, spec.scanner, raw_scans)
+        if truth is not None:
+            mask_path = stage / f"{name}_truth" / f"{subject}_brainmask.nii.gz"
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            mask_path.write_bytes(truth)
         truth_rows.append(
             {
                 "cohort": name,
@@ -136,11 +146,13 @@ def _write_cohort(
                 "age": f"{lat.age[i]:.2f}",
                 "sex": "female" if lat.female[i] else "male",
                 "image": f"{name}_mri/{image_path}",
+                **({"brain_mask": f"{name}_truth/{subject}_brainmask.nii.gz"} if raw_scans else {}),
             }
         )
         if progress is not None:
             progress()
     (stage / f"{name}.csv").write_text(_csv_text(rows))
+    (stage / f"{name}.yaml").write_text(_schema_text(name, raw_scans))
     counts = np.bincount(lat.diagnosis, minlength=3)
     cohort = SynthCohort(
         name=name,
@@ -152,6 +164,35 @@ def _write_cohort(
         class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
     )
     return cohort, truth_rows
+
+
+def _write_scan(target: Path, grid, rng, lat, i: int, scanner, raw_scans: bool) -> bytes | None:
+    """Write subject i's scan; with raw scans, return its true brain mask as .nii.gz bytes."""
+    severity, age, female = float(lat.severity_image[i]), float(lat.age[i]), bool(lat.female[i])
+    if not raw_scans:
+        brain = anatomy.brain(grid, rng, severity, age, female)
+        voxels = anatomy.scan(brain, grid, scanner, rng)
+        target.write_bytes(anatomy.nifti_gz_bytes(voxels, grid.affine(scanner.flip)))
+        return None
+    from citab_cli.core.synth import head
+
+    scan = head.raw_scan(grid, rng, severity, age, female, scanner)
+    target.write_bytes(anatomy.nifti_gz_bytes(scan.data, scan.affine))
+    return anatomy.nifti_gz_bytes(scan.brain_mask.astype(np.uint8), scan.affine)
+
+
+def _schema_text(name: str, raw_scans: bool) -> str:
+    """The shipped schema of the cohort, with the pipeline its scans need: minimal for the
+    brain-only scans, t1-linear for whole-head raw scans."""
+    from citab_cli.core.data.schema import shipped_schema_dir
+
+    text = (shipped_schema_dir() / f"{name}.yaml").read_text()
+    pipeline = "t1-linear" if raw_scans else "minimal"
+    note = (
+        f"# Written by citab synth: the shipped {name} schema, with preprocess: {pipeline} "
+        "(the synthetic scans are " + ("whole heads" if raw_scans else "brains already") + ").\n"
+    )
+    return note + text.replace("preprocess: t1-linear", f"preprocess: {pipeline}")
 
 
 def _truth_document(

@@ -113,19 +113,23 @@ def brain(
     `atrophy` (the subject's image-visible severity) enlarges the ventricles and shrinks and
     darkens the hippocampi; age adds to both; head size varies with sex and at random.
     """
-    data, affine = _template()
     world = grid.world()
-    ageing = (age - 70.0) / 10.0
-    # Sampling the template at warped points: a point pulled towards a centre expands what is
-    # there (ventricles), a point pushed away from it shrinks it (hippocampi).
     head = rng.normal(1.0, 0.03) - (0.03 if female else 0.0)
     shift = rng.normal(0, 3.0, size=3)
     points = (world - BRAIN_CENTRE[:, None, None, None]) / head + BRAIN_CENTRE[:, None, None, None]
-    points = points - shift[:, None, None, None]
+    return brain_at(points - shift[:, None, None, None], atrophy, age)
+
+
+def brain_at(points: np.ndarray, atrophy: float, age: float) -> np.ndarray:
+    """The deformed template brain at template-space `points` (3, ...): float32."""
+    data, affine = _template()
+    ageing = (age - 70.0) / 10.0
+    # Sampling the template at warped points: a point pulled towards a centre expands what is
+    # there (ventricles), a point pushed away from it shrinks it (hippocampi).
     offset, weight = _bump(points, VENTRICLE_CENTRE, 20.0)
     expand = np.clip(0.12 + 0.14 * atrophy + 0.05 * ageing, 0.0, 0.6)
     points = points - expand * offset * weight
-    darken = np.zeros(world.shape[1:], dtype=np.float64)
+    darken = np.zeros(points.shape[1:], dtype=np.float64)
     for centre in HIPPOCAMPUS_CENTRES:
         offset, weight = _bump(points, centre, 9.0)
         shrink = np.clip(0.10 * atrophy + 0.03 * ageing, 0.0, 0.5)
@@ -141,9 +145,22 @@ def brain(
 
 def scan(volume: np.ndarray, grid: Grid, scanner: Scanner, rng: np.random.Generator) -> np.ndarray:
     """`volume` as `scanner` records it: bias field, blur, Rician noise, scale, storage order."""
+    out = scan_voxels(volume, grid.world(), scanner, rng)
+    for axis, flipped in enumerate(scanner.flip):
+        if flipped:
+            out = np.flip(out, axis=axis)
+    if np.issubdtype(np.dtype(scanner.dtype), np.integer):
+        out = np.clip(np.round(out), 0, np.iinfo(scanner.dtype).max)
+    return np.ascontiguousarray(out.astype(scanner.dtype))
+
+
+def scan_voxels(
+    volume: np.ndarray, world: np.ndarray, scanner: Scanner, rng: np.random.Generator
+) -> np.ndarray:
+    """Bias field (over the `world` coordinates of the voxels), blur, Rician noise, scale."""
     from scipy.ndimage import gaussian_filter
 
-    world = (grid.world() - BRAIN_CENTRE[:, None, None, None]) / 100.0
+    world = (world - BRAIN_CENTRE[:, None, None, None]) / 100.0
     coefficients = rng.normal(0, scanner.bias, size=3)
     field = np.exp(np.tensordot(coefficients, world, axes=1) + scanner.bias * (world[2] ** 2))
     out = volume * field
@@ -151,13 +168,16 @@ def scan(volume: np.ndarray, grid: Grid, scanner: Scanner, rng: np.random.Genera
         out = gaussian_filter(out, scanner.blur)
     real = out + rng.normal(0, scanner.noise, out.shape)
     imag = rng.normal(0, scanner.noise, out.shape)
-    out = np.sqrt(real**2 + imag**2) * scanner.intensity
-    for axis, flipped in enumerate(scanner.flip):
-        if flipped:
-            out = np.flip(out, axis=axis)
-    if np.issubdtype(np.dtype(scanner.dtype), np.integer):
-        out = np.clip(np.round(out), 0, np.iinfo(scanner.dtype).max)
-    return np.ascontiguousarray(out.astype(scanner.dtype))
+    return np.sqrt(real**2 + imag**2) * scanner.intensity
+
+
+def template_mask_at(points: np.ndarray) -> np.ndarray:
+    """Whether template-space `points` (3, ...) lie in the template's brain mask: bool."""
+    from nilearn.datasets import load_mni152_brain_mask
+
+    mask = load_mni152_brain_mask(resolution=1)
+    inside = (np.asarray(mask.get_fdata()) > 0).astype(np.float32)
+    return _sample(inside, np.asarray(mask.affine), points, order=1) >= 0.5
 
 
 def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:

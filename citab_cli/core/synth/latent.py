@@ -42,7 +42,11 @@ def sample(
     prevalence: tuple[float, float, float],
     age_mean: float,
     education_mean: float,
+    image_signal: float = 1.0,
 ) -> CohortLatents:
+    """`image_signal` is how much of the severity the scans show (1: all of it; below 1 part
+    of what the table knows is invisible in the scan, as in clinics where the tests see what
+    atrophy does not yet show)."""
     diagnosis = rng.choice(3, size=n, p=np.asarray(prevalence))
     severity = SEVERITY_MEANS[diagnosis] + rng.normal(0, SEVERITY_SPREAD, n)
     age = np.clip(rng.normal(age_mean, 6.5, n) + 1.5 * severity, 55, 95)
@@ -53,7 +57,7 @@ def sample(
         diagnosis=diagnosis,
         severity=severity,
         severity_tabular=severity + rng.normal(0, TABULAR_NOISE, n),
-        severity_image=severity + rng.normal(0, IMAGE_NOISE, n),
+        severity_image=image_signal * severity + rng.normal(0, IMAGE_NOISE, n),
         age=age,
         female=female,
         education=education,

@@ -66,7 +66,8 @@ def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
                 step_generator(seed, start, device),
             )
         for key in ("loss", "itc", "itm", "mtr", "itm_accuracy"):
-            totals[key] = totals.get(key, 0.0) + float(losses[key])
+            if key in losses:
+                totals[key] = totals.get(key, 0.0) + float(losses[key])
         batches += 1
     scores = {f"val_{k}": v / max(batches, 1) for k, v in totals.items()}
     if not batches:

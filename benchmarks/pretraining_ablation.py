@@ -1,0 +1,178 @@
+"""What pretraining keeps of the table: the ablation behind the pretraining part of
+docs/results.md. Prints JSON (and writes it with --out, the figure with --figure, the tables with
+--markdown).
+
+Synthetic ADNI-, NACC- and AIBL-like cohorts whose scans show only part of what the table knows
+(`--image-signal`), the `small` model, one run per objective: ITC alone, ITC + ITM, + MTR (from
+the masked cell's own token, and through the CLS), + a momentum queue, and the released
+behaviour (value tokens that LayerNorm flattens, no MTR). Every epoch: validation probes of the
+tabular CLS, the image and the multimodal embedding (label-based, for this study), matching
+accuracy and retrieval. At the end: linear probes of the last checkpoint against the raw table,
+with paired differences.
+
+    python benchmarks/pretraining_ablation.py --subjects 120 --shape 32 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COHORTS = ("adni", "nacc", "aibl")
+#: name -> (tabular overrides, loss overrides)
+CONFIGS = {
+    "released (flat value tokens, ITC+ITM)": ({"value_init": "identity"}, {}),
+    "ITC": ({}, {"itm_weight": 0.0}),
+    "ITC+ITM": ({}, {}),
+    "ITC+ITM+MTR (cell token)": ({}, {"mtr_weight": 1.0, "mtr_source": "cell"}),
+    "ITC+ITM+MTR (through CLS)": ({}, {"mtr_weight": 1.0, "mtr_source": "cls"}),
+    "ITC+ITM+MTR+queue": ({}, {"mtr_weight": 1.0, "mtr_source": "cls", "queue_size": 128}),
+}
+CURVES = ("val_probe_tabular", "val_probe_image", "val_probe_multimodal", "val_itm_accuracy",
+          "val_recall_at_5", "val_loss")  # fmt: skip
+
+
+def _config(name: str, epochs: int, cohorts: list[str]):
+    from citab_cli.core.training.config import pretrain_preset
+
+    base = pretrain_preset("small")
+    tabular, loss = CONFIGS[name]
+    model = base.model.model_copy(
+        update={
+            "tabular": base.model.tabular.model_copy(update=tabular),
+            "loss": base.model.loss.model_copy(update=loss),
+        }
+    )
+    train = base.train.model_copy(update={"epochs": epochs, "validate_every": 1})
+    return base.model_copy(update={"cohorts": cohorts, "model": model, "train": train})
+
+
+def _curves(run_dir: Path) -> dict:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    validations = [x["validation"] for x in lines if "validation" in x]
+    return {key: [(v["step"], v.get(key)) for v in validations] for key in CURVES}
+
+
+def _figure(path: Path, results: dict) -> None:
+    from citab_cli.core.evaluation.report import pyplot
+
+    plt = pyplot()
+    titles = ["tabular CLS probe", "image probe", "multimodal probe", "matching accuracy",
+              "retrieval recall@5", "validation loss"]  # fmt: skip
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
+    for ax, key, title in zip(axes.flat, CURVES, titles, strict=True):
+        for n, (name, entry) in enumerate(results["runs"].items()):
+            points = [(s, v) for s, v in entry["curves"][key] if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=f"C{n}", label=name, marker=".")
+        if key.startswith("val_probe"):
+            raw = results["raw_table_val_probe"]
+            ax.axhline(raw, color="black", linestyle=":", label="raw table (val)")
+        ax.set_title(title + (" (label-based)" if key.startswith("val_probe") else ""), fontsize=9)
+        ax.set_xlabel("step")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"Validation during pretraining (scans show {results['image_signal']:.0%} of "
+                 "the severity)")  # fmt: skip
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _raw_val_probe(project, names) -> float:
+    """The raw table's val balanced accuracy with the validation probe's recipe."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from citab_cli.core import headers
+    from citab_cli.core.evaluation.features import raw_table_features
+    from citab_cli.core.training.dataset import load_cohort
+
+    cache = headers.load_cache(project, project.load_settings().header_encoder)
+    scores = []
+    for name in names:
+        cohort = load_cohort(project, name, cache)
+        x, labels = raw_table_features(cohort), np.array([lab or "" for lab in cohort.labels])
+        train = (cohort.splits == "train") & (labels != "")
+        val = (cohort.splits == "val") & (labels != "")
+        head = LogisticRegression(max_iter=2000, class_weight="balanced")
+        probe = make_pipeline(StandardScaler(), head)
+        probe.fit(x[train], labels[train])
+        scores.append(balanced_accuracy_score(labels[val], probe.predict(x[val])))
+    return float(np.mean(scores))
+
+
+def _probe(project, run_dir: Path, seeds: int) -> dict:
+    from citab_cli.core.evaluation import probe
+
+    out = {}
+    for report in probe.probe(project, str(run_dir / "last.safetensors"), list(COHORTS),
+                              (0.1, 1.0), seeds, resamples=500):  # fmt: skip
+        out[report.cohort] = {
+            "balanced_accuracy": {
+                f: {k: v[f]["balanced_accuracy"]["mean"] for k, v in report.summary.items()}
+                for f in ("0.1", "1")
+            },  # fmt: skip
+            "paired": [c for c in report.comparisons["1"] if c["baseline"] == "raw_table"],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=120)
+    parser.add_argument("--shape", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--image-signal", type=float, default=0.3)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", default=None, help="comma-separated config names")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from citab_cli.core import headers, synth
+    from citab_cli.core.data import ingest
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.training import loop
+
+    started = time.time()
+    log = lambda text: print(f"[{time.time() - started:7.1f}s] {text}", file=sys.stderr)  # noqa: E731
+    names = args.only.split(",") if args.only else list(CONFIGS)
+    results: dict = {"settings": {k: str(v) for k, v in vars(args).items()},
+                     "image_signal": args.image_signal, "runs": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, root = Path(tmp) / "raw", Path(tmp) / "project"
+        synth.generate(raw, list(COHORTS), args.subjects, args.shape, 0,
+                       image_signal=args.image_signal)  # fmt: skip
+        for cohort in COHORTS:
+            plan = ingest.plan(raw / f"{cohort}.csv", raw / f"{cohort}_mri", root,
+                               shape=(args.shape,) * 3)  # fmt: skip
+            ingest.execute(plan, workers=1)
+        project = Project(root)
+        headers.embed(project)
+        results["raw_table_val_probe"] = _raw_val_probe(project, COHORTS)
+        log("data ready")
+        for i, name in enumerate(names):
+            run = f"run{i}"
+            loop.pretrain(project, _config(name, args.epochs, list(COHORTS)), run)
+            run_dir = root / "runs" / run
+            results["runs"][name] = {"curves": _curves(run_dir),
+                                     "probe": _probe(project, run_dir, args.seeds)}  # fmt: skip
+            log(f"done {name}")
+    results["seconds"] = round(time.time() - started)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if args.figure:
+        _figure(args.figure, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Quality control of a cohort's preprocessed scans: robust outliers among the per-scan figures,
+and a montage in which a mis-registered scan stands out in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: A scan is an outlier when a QC figure lies this many robust standard deviations (1.4826
+#: median absolute deviations) from the cohort's median.
+OUTLIER_Z = 3.5
+#: The montage shows at most this many subjects (outliers first).
+MONTAGE_SUBJECTS = 60
+#: What each QC figure is, for messages.
+FIGURES = {
+    "brain_ml": ("brain volume", "ml"),
+    "template_correlation": ("correlation with the MNI template", ""),
+    "brain_fraction": ("fraction of the grid that is brain", ""),
+}
+
+
+def outliers(subjects: list[str], qc: list[dict]) -> dict[str, list[str]]:
+    """subject -> the QC figures on which it is an outlier (robust z beyond OUTLIER_Z); the
+    template correlation only counts when it is low."""
+    out: dict[str, list[str]] = {}
+    if len(subjects) < 5:
+        return out
+    for key in FIGURES:
+        values = np.array([q.get(key, np.nan) for q in qc], dtype=float)
+        if np.isnan(values).all():
+            continue
+        median = np.nanmedian(values)
+        spread = 1.4826 * np.nanmedian(np.abs(values - median))
+        floor = 0.02 * abs(median) if median else 1e-6  # near-identical scans: no outliers
+        z = (values - median) / max(spread, floor)
+        for subject, score in zip(subjects, z, strict=True):
+            low_only = key == "template_correlation"
+            if (score < -OUTLIER_Z) or (not low_only and score > OUTLIER_Z):
+                out.setdefault(subject, []).append(key)
+    return out
+
+
+def describe(subject: str, keys: list[str], entry: dict, qc: list[dict], cohort: str) -> str:
+    parts = []
+    for key in keys:
+        name, unit = FIGURES[key]
+        median = float(np.nanmedian([q.get(key, np.nan) for q in qc]))
+        parts.append(f"{name} {entry[key]:g}{unit and ' ' + unit} (median {median:.3g})")
+    return (
+        f"QC outlier {subject}: {'; '.join(parts)}; look at it in cohorts/{cohort}/qc.png "
+        "before pretraining"
+    )
+
+
+def montage(
+    path: Path, volumes: np.ndarray, subjects: list[str], flagged: set[str], title: str
+) -> None:
+    """qc.png: per subject the three mid-slices (sagittal, coronal, axial) of its stored scan,
+    outliers first and outlined in red."""
+    import warnings
+
+    from citab_cli.core.evaluation.report import pyplot
+
+    order = sorted(range(len(subjects)), key=lambda i: (subjects[i] not in flagged, i))
+    shown = order[:MONTAGE_SUBJECTS]
+    columns = 4
+    rows = max(1, int(np.ceil(len(shown) / columns)))
+    plt = pyplot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig, axes = plt.subplots(rows, columns * 3, figsize=(columns * 3 * 1.2, rows * 1.35),
+                                 squeeze=False)  # fmt: skip
+        for ax in axes.flat:
+            ax.axis("off")
+        for slot, i in enumerate(shown):
+            volume = np.asarray(volumes[i], dtype=np.float32)
+            centre = [n // 2 for n in volume.shape]
+            views = (volume[centre[0]], volume[:, centre[1]], volume[:, :, centre[2]])
+            for k, view in enumerate(views):
+                ax = axes[slot // columns, (slot % columns) * 3 + k]
+                ax.imshow(view.T, cmap="gray", origin="lower", aspect="auto")
+                if subjects[i] in flagged:
+                    ax.axis("on")
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    for spine in ax.spines.values():
+                        spine.set_edgecolor("red")
+                        spine.set_linewidth(2)
+                if k == 1:
+                    colour = "red" if subjects[i] in flagged else "black"
+                    ax.set_title(subjects[i], fontsize=6, color=colour)
+        more = (
+            f" ({len(subjects) - len(shown)} more not shown)" if len(subjects) > len(shown) else ""
+        )
+        fig.suptitle(f"{title}: mid-slices, outliers first (red){more}", fontsize=8)
+        fig.tight_layout(pad=0.3)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)

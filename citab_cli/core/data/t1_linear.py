@@ -1,0 +1,181 @@
+"""The `t1-linear` pipeline, for scans as they come off the scanner: reorient, extract the brain
+(deepbet), correct the bias field (N4) and register affinely to the MNI152 template (ANTsPy;
+nilearn's template, nothing downloaded), then resample the masked brain onto the project grid,
+a box in MNI space, and z-score it inside the brain."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from citab_cli.core.data.preprocess import Volume
+from citab_cli.core.errors import CitabError
+from citab_cli.core.settings import ImageSettings
+
+#: Bump when the pipeline changes what it writes: cached results of older versions are redone.
+VERSION = "t1-linear-1"
+STEPS = [
+    "reorient to RAS (nibabel as_closest_canonical)",
+    "brain extraction (deepbet 1.0, its CNN weights from its wheel)",
+    "N4 bias-field correction inside the brain mask (ANTsPy)",
+    "affine registration of the brain to the MNI152 template shipped in nilearn (ANTsPy)",
+    "brain image and mask resampled onto the project grid, a box in MNI space (linear; mask "
+    "nearest neighbour)",
+    "clip to the brain's intensity percentiles, z-score inside the brain, background constant",
+    "store as float16",
+]
+#: A brain outside this volume (ml) means brain extraction failed.
+BRAIN_ML = (400.0, 2500.0)
+#: Below this correlation with the template (inside its brain mask) registration failed.
+MIN_TEMPLATE_CORRELATION = 0.3
+
+
+@dataclass
+class T1Result:
+    volume: np.ndarray  # (D, H, W) float16 on the project grid
+    native_mask: np.ndarray  # bool brain mask in the scan's RAS-reoriented voxel grid
+    native_affine: np.ndarray  # its affine
+    qc: dict = field(default_factory=dict)  # brain_ml, template_correlation, brain_fraction
+    seconds: dict = field(default_factory=dict)  # per step
+
+
+@lru_cache(maxsize=1)
+def _extractor(cuda: bool):
+    import warnings
+
+    from deepbet import BrainExtraction
+
+    with warnings.catch_warnings():  # its TorchScript loading warns about torch's own future
+        warnings.simplefilter("ignore")
+        return BrainExtraction(no_gpu=not cuda)
+
+
+def _brain_mask(image, path: Path) -> np.ndarray:
+    """deepbet's brain mask of a RAS image, or a CitabError naming the file."""
+    import torch
+
+    try:
+        _, mask, _ = _extractor(torch.cuda.is_available()).run(image)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CitabError(
+            f"{path}: brain extraction found no brain ({str(exc).splitlines()[0][:80]}); check "
+            "that the file is a T1-weighted head scan, or use --on-bad-scan skip"
+        ) from None
+    return np.asarray(mask.dataobj) > 0
+
+
+@lru_cache(maxsize=4)
+def template(settings: ImageSettings) -> tuple[np.ndarray, np.ndarray]:
+    """nilearn's MNI152 template and its brain mask on the project grid."""
+    import nibabel as nib
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+    from nilearn.image import resample_img
+
+    target = settings.grid_affine()
+    kwargs = {"target_affine": target, "target_shape": settings.shape}
+    tpl = resample_img(load_mni152_template(resolution=1), interpolation="continuous",
+                       force_resample=True, copy_header=True, **kwargs)  # fmt: skip
+    mask = resample_img(load_mni152_brain_mask(resolution=1), interpolation="nearest",
+                        force_resample=True, copy_header=True, **kwargs)  # fmt: skip
+    del nib
+    return np.asarray(tpl.get_fdata(), np.float32), np.asarray(mask.get_fdata()) > 0
+
+
+def correlation_with_template(volume: np.ndarray, settings: ImageSettings) -> float:
+    """Pearson correlation of a grid volume with the template, inside the template's brain."""
+    tpl, mask = template(settings)
+    a, b = volume[mask].astype(np.float64), tpl[mask].astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _register(folder: Path, head, mask: np.ndarray, settings: ImageSettings, seconds: dict):
+    """N4, then affine registration of the brain to MNI; returns (brain, mask) on the grid."""
+    import ants
+    import nibabel as nib
+    from nilearn.datasets import load_mni152_template
+
+    nib.save(
+        nib.Nifti1Image(np.asarray(head.dataobj, np.float32), head.affine), folder / "h.nii.gz"
+    )
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), head.affine), folder / "m.nii.gz")
+    nib.save(load_mni152_template(resolution=2), folder / "t.nii.gz")
+    grid = nib.Nifti1Image(np.zeros(settings.shape, np.float32), settings.grid_affine())
+    nib.save(grid, folder / "g.nii.gz")
+    start = time.perf_counter()
+    image, ants_mask = (
+        ants.image_read(str(folder / "h.nii.gz")),
+        ants.image_read(str(folder / "m.nii.gz")),
+    )
+    corrected = ants.n4_bias_field_correction(image, mask=ants_mask)
+    seconds["n4"] = time.perf_counter() - start
+    start = time.perf_counter()
+    brain = corrected * ants_mask
+    fixed = ants.image_read(str(folder / "t.nii.gz"))
+    result = ants.registration(fixed=fixed, moving=brain, type_of_transform="Affine",
+                               random_seed=0)  # fmt: skip
+    seconds["registration"] = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = ants.image_read(str(folder / "g.nii.gz"))
+    moved = ants.apply_transforms(reference, brain, result["fwdtransforms"], interpolator="linear")
+    moved_mask = ants.apply_transforms(reference, ants_mask, result["fwdtransforms"],
+                                       interpolator="nearestNeighbor")  # fmt: skip
+    ants.image_write(moved, str(folder / "out.nii.gz"))
+    ants.image_write(moved_mask, str(folder / "out_mask.nii.gz"))
+    out = np.asarray(nib.load(folder / "out.nii.gz").get_fdata(), np.float32)
+    out_mask = np.asarray(nib.load(folder / "out_mask.nii.gz").get_fdata()) > 0.5
+    seconds["resample"] = time.perf_counter() - start
+    return out, out_mask
+
+
+def t1_linear(volume: Volume, path: Path, settings: ImageSettings) -> T1Result:
+    """The pipeline on one decoded scan; every failure is a CitabError naming `path`."""
+    import nibabel as nib
+
+    seconds: dict = {}
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(volume.data, volume.affine))
+    start = time.perf_counter()
+    mask = _brain_mask(canonical, path)
+    seconds["brain_extraction"] = time.perf_counter() - start
+    voxel_ml = float(np.prod(canonical.header.get_zooms()[:3])) / 1000.0
+    brain_ml = float(mask.sum() * voxel_ml)
+    if not BRAIN_ML[0] <= brain_ml <= BRAIN_ML[1]:
+        raise CitabError(
+            f"{path}: brain extraction found {brain_ml:.0f} ml of brain (a brain is "
+            f"{BRAIN_ML[0]:.0f}-{BRAIN_ML[1]:.0f} ml); check that the file is a whole T1 "
+            "head scan, or use --on-bad-scan skip"
+        )
+    with tempfile.TemporaryDirectory(prefix="citab-t1-") as tmp:
+        brain, grid_mask = _register(Path(tmp), canonical, mask, settings, seconds)
+    if grid_mask.sum() < 8:
+        raise CitabError(f"{path}: registration to MNI152 moved the brain off the grid; "
+                         "check the scan's orientation, or use --on-bad-scan skip")  # fmt: skip
+    correlation = correlation_with_template(np.where(grid_mask, brain, 0.0), settings)
+    if correlation < MIN_TEMPLATE_CORRELATION:
+        raise CitabError(
+            f"{path}: registration to MNI152 failed (correlation {correlation:.2f} with the "
+            "template); check the scan, or use --on-bad-scan skip"
+        )
+    stored = _normalise(brain, grid_mask, settings)
+    qc = {
+        "brain_ml": round(brain_ml, 1),
+        "template_correlation": round(correlation, 4),
+        "brain_fraction": round(float(grid_mask.mean()), 4),
+    }
+    return T1Result(stored, mask, canonical.affine, qc, seconds)
+
+
+def _normalise(brain: np.ndarray, mask: np.ndarray, settings: ImageSettings) -> np.ndarray:
+    inside = brain[mask]
+    lo, hi = np.percentile(inside, settings.clip_percentiles)
+    clipped = np.clip(inside, lo, hi)
+    mean, std = float(clipped.mean()), float(clipped.std()) or 1.0
+    out = np.full(brain.shape, (lo - mean) / std, np.float32)  # background: below the brain
+    out[mask] = (clipped - mean) / std
+    return out.astype(np.float16)
