@@ -155,9 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from citab_cli.core import headers, synth
-    from citab_cli.core.data import ingest
-    from citab_cli.core.data.project import Project
+    from citab_cli.core.synth.demo import synthetic_project
     from citab_cli.core.training import loop as pretraining
     from citab_cli.core.training.config import pretrain_preset
 
@@ -170,15 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cohorts": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        raw, root = Path(tmp) / "raw", Path(tmp) / "project"
-        synth.generate(raw, list(COHORTS), args.subjects, args.shape, 0)
-        results["truth"] = json.loads((raw / "truth.json").read_text())["cohorts"]
-        for name in COHORTS:
-            plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", root,
-                               shape=(args.shape,) * 3)  # fmt: skip
-            ingest.execute(plan, workers=1)
-        project = Project(root)
-        headers.embed(project)
+        project = synthetic_project(Path(tmp), list(COHORTS), args.subjects, args.shape)
+        root = project.root
+        results["truth"] = json.loads((Path(tmp) / "raw/truth.json").read_text())["cohorts"]
         log("data ready")
 
         def pretrain(run: str, cohorts: list[str]) -> str:

@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from citab_cli.core import headers, synth
-    from citab_cli.core.data import ingest
-    from citab_cli.core.data.project import Project
+    from citab_cli.core.synth.demo import synthetic_project
     from citab_cli.core.training import loop
 
     started = time.time()
@@ -146,15 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"settings": {k: str(v) for k, v in vars(args).items()},
                      "image_signal": args.image_signal, "runs": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        raw, root = Path(tmp) / "raw", Path(tmp) / "project"
-        synth.generate(raw, list(COHORTS), args.subjects, args.shape, 0,
-                       image_signal=args.image_signal)  # fmt: skip
-        for cohort in COHORTS:
-            plan = ingest.plan(raw / f"{cohort}.csv", raw / f"{cohort}_mri", root,
-                               shape=(args.shape,) * 3)  # fmt: skip
-            ingest.execute(plan, workers=1)
-        project = Project(root)
-        headers.embed(project)
+        project = synthetic_project(Path(tmp), list(COHORTS), args.subjects, args.shape,
+                                    image_signal=args.image_signal)  # fmt: skip
+        root = project.root
         results["raw_table_val_probe"] = _raw_val_probe(project, COHORTS)
         log("data ready")
         for i, name in enumerate(names):

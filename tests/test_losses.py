@@ -127,3 +127,15 @@ def test_balance_penalty_is_zero_for_even_routing():
     skewed = torch.zeros(2, 3, 4)
     skewed[..., 0] = 1
     assert balance_penalty(skewed, keep).item() == pytest.approx(3.0)
+
+
+def test_hardness_zero_draws_negatives_uniformly():
+    logits = torch.zeros(4, 4)
+    logits[0, 1] = 50.0  # row 0 would always draw table 1 at full hardness
+    counts = torch.zeros(4)
+    for seed in range(400):
+        tables, _ = hard_negatives(logits, torch.Generator().manual_seed(seed), hardness=0.0)
+        counts[tables[0]] += 1
+    assert counts[0] == 0 and counts[1:].min() > 100  # never the positive, else uniform
+    hard, _ = hard_negatives(logits, torch.Generator().manual_seed(0), hardness=1.0)
+    assert hard[0] == 1

@@ -271,8 +271,9 @@ def test_a_draft_passes_the_check_and_ingests_once_filled(tmp_path: Path, dialec
     brain = np.pad(np.ones((12, 12, 12), np.float32), 6)  # a bright block in a dark field
     for subject in {r[schema.subject] for r in _rows(csv_path)}:
         write_nifti(images / f"{subject}_T1.nii.gz", brain)
+    assert schema.image_preprocess == "t1-linear"  # drafts assume scans as scanners write them
     result = run("ingest", csv_path, "--images", images, "--schema", tmp_path / "filled.yaml",
-                 "--shape", 16, "--spacing", 4, "--workers", 1,
+                 "--shape", 16, "--spacing", 4, "--workers", 1, "--preprocess", "minimal",
                  "--project", tmp_path / "project")  # fmt: skip
     assert result.exit_code == 0, result.output
 

@@ -28,10 +28,12 @@ class Plan:
 
 
 def _image(table: RawTable, subject: str) -> tuple[str | dict, str | None]:
+    """The image entry: a column of paths if there is one, else a pattern on the subject; with
+    t1-linear, the pipeline for scans as scanners write them."""
     for column in table.columns:
         if any(v.strip().endswith((".nii", ".nii.gz")) for v in table.rows[column][:200]):
-            return {"column": column}, column
-    return f"**/*{{{subject}}}*.nii*", None
+            return {"column": column, "preprocess": "t1-linear"}, column
+    return {"pattern": f"**/*{{{subject}}}*.nii*", "preprocess": "t1-linear"}, None
 
 
 def roles_of(table: RawTable, cells: dict[str, values.Cells]) -> Plan:

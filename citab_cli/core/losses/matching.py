@@ -10,16 +10,19 @@ def hard_negatives(
     logits: torch.Tensor,
     generator: torch.Generator | None = None,
     groups: torch.Tensor | None = None,
+    hardness: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one negative per row and per column of the ITC logits, never the positive.
 
     logits (B, B) image -> table; groups (B,) optional cohort ids: where a row has another
     member of its group, the negative is drawn within the group (a table from another cohort is
     trivially spotted by its columns). One batched multinomial, no host synchronisation.
+    `hardness` scales the logits before the softmax: 1 draws in proportion to exp(ITC logit)
+    (the hardest negatives most often), 0 draws uniformly.
     Returns (table index for each image (B,), image index for each table (B,)). Needs B >= 2.
     """
     b = logits.shape[0]
-    scores = torch.cat([logits, logits.T]).detach().float()  # (2B, B): image rows, table rows
+    scores = torch.cat([logits, logits.T]).detach().float() * hardness  # (2B, B)
     weights = torch.softmax(scores, dim=-1)
     not_self = ~torch.eye(b, dtype=torch.bool, device=logits.device).repeat(2, 1)
     weights = weights * not_self

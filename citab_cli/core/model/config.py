@@ -62,10 +62,21 @@ class LossConfig(_Strict):
 
     itc_temperature: float = Field(0.1, gt=0)
     itm_weight: float = Field(1.0, ge=0, description="0 turns image-table matching off")
+    itm_hardness: float = Field(
+        1.0,
+        ge=0,
+        description="how hard ITM negatives are: 1 draws them by the softmax of the ITC logits "
+        "(the most similar most often), 0 uniformly among the batch",
+    )
     itm_same_cohort: bool = Field(
         False, description="draw ITM hard negatives within the same cohort when the batch allows"
     )
-    mtr_weight: float = Field(0.0, ge=0)
+    mtr_weight: float = Field(
+        1.0,
+        ge=0,
+        description="weight of masked tabular reconstruction (the released code: 0); with it "
+        "the tabular CLS keeps what only the table knows (docs/results.md, section 2)",
+    )
     mtr_mask_fraction: float = Field(0.15, gt=0, lt=1)
     mtr_source: Literal["cls", "cell"] = Field(
         "cls",

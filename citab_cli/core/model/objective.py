@@ -75,7 +75,9 @@ def _matching(
     """ITM loss over true pairs and hard negatives, and the balanced accuracy of the head."""
     b = logits.shape[0]
     groups = cohorts if model.config.loss.itm_same_cohort else None
-    table_for_image, image_for_table = hard_negatives(logits, generator, groups)
+    table_for_image, image_for_table = hard_negatives(
+        logits, generator, groups, model.config.loss.itm_hardness
+    )
     # Three sets of pairs in one fusion pass: true pairs, each image with another table, each
     # table with another image.
     fused_tables = TabularOutput(

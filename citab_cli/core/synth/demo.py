@@ -27,6 +27,30 @@ class DemoResult:
     fractions: tuple[float, ...]
 
 
+def synthetic_project(
+    folder: Path,
+    cohorts: list[str],
+    subjects: int,
+    shape: int,
+    workers: int = 1,
+    image_signal: float = 1.0,
+    message: Callable[[str], None] = lambda text: None,
+) -> Project:
+    """folder/raw: synthetic cohorts as users' files; folder/project: them ingested, headers
+    embedded. What the demo, the studies and the benchmarks start from."""
+    raw, root = folder / "raw", folder / "project"
+    message(f"writing {len(cohorts)} synthetic cohorts of {subjects} subjects to {raw}")
+    synth.generate(raw, cohorts, subjects, shape, seed=0, image_signal=image_signal)
+    for name in cohorts:
+        message(f"ingesting {name}")
+        plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", root, shape=(shape,) * 3)
+        ingest.execute(plan, workers=workers)
+    project = Project(root)
+    message("embedding column headers")
+    headers.embed(project)
+    return project
+
+
 def run(
     folder: Path,
     subjects: int = 60,
@@ -43,16 +67,8 @@ def run(
             f"{folder} already exists and is not empty; choose a new --dir "
             "(the demo never overwrites files)"
         )
-    raw, root = folder / "raw", folder / "project"
-    message(f"writing {len(COHORTS)} synthetic cohorts of {subjects} subjects to {raw}")
-    synth.generate(raw, list(COHORTS), subjects, shape, seed=0)
-    for name in COHORTS:
-        message(f"ingesting {name}")
-        plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", root, shape=(shape,) * 3)
-        ingest.execute(plan, workers=workers)
-    project = Project(root)
-    message("embedding column headers")
-    headers.embed(project)
+    project = synthetic_project(folder, list(COHORTS), subjects, shape, workers, message=message)
+    root = project.root
     config = pretrain_preset("small")
     config = config.model_copy(
         update={
