@@ -74,7 +74,11 @@ def info(project: Path = ProjectOption) -> None:
         best = run.best
         scores = ", ".join(
             f"{label} {best[key]:.3f}"
-            for key, label in (("val_loss", "val loss"), ("val_probe_bacc", "probe bal. acc."))
+            for key, label in (
+                ("val_loss", "val loss"),
+                ("val_recall_at_5", "retrieval R@5"),
+                ("val_probe_bacc", "label-based probe bal. acc."),
+            )
             if key in best
         )
         step = f"step {run.step}" if run.step is not None else "no checkpoint yet"
