@@ -167,6 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
         | {"out": str(args.out), "markdown": str(args.markdown), "preset": "small"},  # fmt: skip
         "cohorts": {},
     }
+    defaults = pretrain_preset("small")
+    results["settings"]["objective"] = {
+        "loss": defaults.model.loss.model_dump(),
+        "value_init": defaults.model.tabular.value_init,
+        "select": defaults.train.select,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         project = synthetic_project(Path(tmp), list(COHORTS), args.subjects, args.shape)
         root = project.root
