@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "header_matching.py"
+from tests.benchmark_scripts import load
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("header_matching", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("header_matching")
 
 
 def test_header_matching_on_a_small_table():
