@@ -8,7 +8,7 @@ import torch
 from citab_cli.core.losses.contrastive import itc_loss, itc_queue_loss
 from citab_cli.core.model import objective as objectives
 from citab_cli.core.model.citab import build_model
-from citab_cli.core.model.config import preset
+from citab_cli.core.model.config import LossConfig, preset
 from citab_cli.core.training.validation import retrieval_recall
 from tests.test_model import E, make_batch
 
@@ -103,6 +103,48 @@ def test_retrieval_recall_on_a_toy_with_a_known_answer():
     recall = retrieval_recall(image, table)
     assert recall["val_recall_at_1"] == pytest.approx(4 / 6)
     assert recall["val_recall_at_5"] == pytest.approx(1.0)
+
+
+def test_retrieval_within_cohorts_ignores_the_other_cohort():
+    # cohort 1 (rows 3-5) copies cohort 0's directions, its tables exactly on its images; cohort
+    # 0's tables are off by 0.2, so across cohorts they lie nearer cohort 1's images
+    image = torch.tensor([[1, 0], [0, 1], [-1, 0], [1, 0.05], [0.05, 1], [-1, 0.05]])
+    table = torch.tensor([[1, 0.2], [0.2, 1], [-1, 0.2], [1, 0.05], [0.05, 1], [-1, 0.05]])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert retrieval_recall(image, table)["val_recall_at_1"] == pytest.approx(0.5)
+    within = retrieval_recall(image, table, groups)
+    assert within == {"val_recall_at_1": 1.0, "val_recall_at_5": 1.0}
+
+
+def test_itc_within_cohorts_is_the_loss_of_each_cohort_alone():
+    g = torch.Generator().manual_seed(3)
+    image, table = torch.randn(7, 8, generator=g), torch.randn(7, 8, generator=g)
+    groups = torch.tensor([0, 1, 0, 2, 1, 0, 1])
+    loss, logits = itc_loss(image, table, 0.1, groups=groups)
+    image_n = torch.nn.functional.normalize(image, dim=-1)
+    table_n = torch.nn.functional.normalize(table, dim=-1)
+    rows = []
+    for i in range(7):
+        mates = (groups == groups[i]).nonzero().squeeze(1).tolist()
+        target = torch.tensor(mates.index(i))
+        for a, b in ((image_n, table_n), (table_n, image_n)):
+            row = a[i] @ b[mates].T / 0.1
+            rows.append(torch.nn.functional.cross_entropy(row[None], target[None]))
+    torch.testing.assert_close(loss, torch.stack(rows).mean())
+    # a row with no cohort mate (cohort 2) has only its positive: it adds nothing to the loss
+    assert logits[3].argmax() == 3 and (logits[3, [0, 1, 2, 4, 5, 6]] < -1000).all()
+
+
+def test_itc_within_cohorts_refuses_a_queue_and_is_used_in_training():
+    with pytest.raises(ValueError, match="queue_size needs loss.itc_same_cohort: false"):
+        LossConfig(itc_same_cohort=True, queue_size=8)
+    model = _model(itc_same_cohort=True, itm_weight=0.0, mtr_weight=0.0)
+    batch = make_batch(b=4)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 1, *model.config.image.shape, generator=g)
+    same = objectives.pretraining_loss(model, images, batch, torch.tensor([0, 0, 0, 0]))
+    apart = objectives.pretraining_loss(model, images, batch, torch.tensor([0, 0, 1, 1]))
+    assert float(apart["itc"]) < float(same["itc"])  # fewer candidates, an easier loss
 
 
 @pytest.mark.parametrize("init", ["spread", "identity"])

@@ -444,7 +444,15 @@ def test_repeated_non_finite_losses_stop_with_a_clear_error(embedded: Path, monk
     assert state[1]["skipped"] == 5
 
 
-KILL_POINTS = ["step:1", "step:10", "writing-last", "writing-state", "validation"]
+#: Where a run is killed; the default suite kills mid-step, while writing the state and during
+#: validation; the first step and writing the weights run with -m slow.
+KILL_POINTS = [
+    pytest.param("step:1", marks=pytest.mark.slow),
+    "step:10",
+    pytest.param("writing-last", marks=pytest.mark.slow),
+    "writing-state",
+    "validation",
+]
 
 
 def _kill_script(project: Path, run_name: str, point: str, *extra: str):
@@ -460,28 +468,23 @@ def _kill_script(project: Path, run_name: str, point: str, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(ingested_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
-    """One uninterrupted run and, per kill point, a run killed there and resumed."""
+def kill_project(ingested_dir: Path, tmp_path_factory) -> Path:
+    """A project with one uninterrupted reference run."""
     root = embedded_copy(ingested_dir, tmp_path_factory.mktemp("kill") / "project")
     done = _kill_script(root, "reference", "none")
     assert done.returncode == 0, done.stderr[-2000:]
-    outcomes = {}
-    for point in KILL_POINTS:
-        name = point.replace(":", "-")
-        killed = _kill_script(root, name, point)
-        resumed = _kill_script(root, name, "none", "--resume")
-        outcomes[point] = (killed.returncode, resumed.returncode, resumed.stderr[-2000:])
-    return root, outcomes
+    return root
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_sigkill_anywhere_then_resume_gives_the_same_weights(killed_and_resumed, point: str):
-    root, outcomes = killed_and_resumed
-    killed, resumed, stderr = outcomes[point]
-    assert killed == -signal.SIGKILL
-    assert resumed == 0, stderr
-    reference = _weights(root / "runs/reference/last.safetensors")
-    final = _weights(root / f"runs/{point.replace(':', '-')}/last.safetensors")
+def test_sigkill_anywhere_then_resume_gives_the_same_weights(kill_project: Path, point: str):
+    name = point.replace(":", "-")
+    killed = _kill_script(kill_project, name, point)
+    resumed = _kill_script(kill_project, name, "none", "--resume")
+    assert killed.returncode == -signal.SIGKILL
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = _weights(kill_project / "runs/reference/last.safetensors")
+    final = _weights(kill_project / f"runs/{name}/last.safetensors")
     for key in reference:
         assert torch.equal(reference[key], final[key]), key
 
@@ -565,7 +568,9 @@ def test_the_queue_and_momentum_encoders_resume_bit_for_bit(embedded: Path):
 
     def queued():
         config = tiny()
-        loss = config.model.loss.model_copy(update={"queue_size": 16, "mtr_weight": 1.0})
+        loss = config.model.loss.model_copy(
+            update={"queue_size": 16, "mtr_weight": 1.0, "itc_same_cohort": False}
+        )
         return config.model_copy(update={"model": config.model.model_copy(update={"loss": loss})})
 
     core.pretrain(store, queued(), "q-straight")

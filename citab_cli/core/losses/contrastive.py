@@ -14,13 +14,24 @@ import torch.nn.functional as F
 Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
 
 
+#: Logit given to a pair that is not a candidate (another cohort's row): finite, so scaling it
+#: by an ITM hardness of 0 gives 0 rather than NaN, and far below any cosine / temperature.
+NOT_A_CANDIDATE = -1.0e4
+
+
 def itc_loss(
-    image: torch.Tensor, table: torch.Tensor, temperature: float, gather: Gather | None = None
+    image: torch.Tensor,
+    table: torch.Tensor,
+    temperature: float,
+    gather: Gather | None = None,
+    groups: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """image, table (B, P) -> (loss, in-batch logits (B, B) image -> table).
 
     Row i of `image` and row i of `table` are the positive pair; all other rows of the
-    (gathered) batch are negatives, in both directions.
+    (gathered) batch are negatives, in both directions. With `groups` (B,) cohort ids, only rows
+    of the same cohort are negatives: a table from another cohort is told apart by its columns
+    and a scan by its scanner, which teaches the cohort rather than the subject.
     """
     image = F.normalize(image.float(), dim=-1)
     table = F.normalize(table.float(), dim=-1)
@@ -33,6 +44,11 @@ def itc_loss(
     targets = torch.arange(offset, offset + b, device=image.device)
     image_to_table = image @ all_table.T / temperature  # (B, W*B)
     table_to_image = table @ all_image.T / temperature  # (B, W*B)
+    if groups is not None:
+        all_groups = groups if gather is None else gather(groups)[0]
+        other = groups[:, None] != all_groups[None, :]
+        image_to_table = image_to_table.masked_fill(other, NOT_A_CANDIDATE)
+        table_to_image = table_to_image.masked_fill(other, NOT_A_CANDIDATE)
     loss = (F.cross_entropy(image_to_table, targets) + F.cross_entropy(table_to_image, targets)) / 2
     return loss, image_to_table[:, offset : offset + b]
 

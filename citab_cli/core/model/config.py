@@ -61,6 +61,12 @@ class LossConfig(_Strict):
     """loss = (ITC + itm_weight * ITM) / 2 + mtr_weight * MTR."""
 
     itc_temperature: float = Field(0.1, gt=0)
+    itc_same_cohort: bool = Field(
+        True,
+        description="ITC negatives only from the same cohort (another cohort's table or scan is "
+        "told apart by its columns or scanner, which teaches the cohort, not the subject; the "
+        "released code: false); needs queue_size 0",
+    )
     itm_weight: float = Field(1.0, ge=0, description="0 turns image-table matching off")
     itm_hardness: float = Field(
         1.0,
@@ -87,6 +93,14 @@ class LossConfig(_Strict):
         0, ge=0, description="past momentum features kept as extra ITC negatives; 0: none"
     )
     momentum: float = Field(0.995, ge=0, lt=1, description="EMA rate of the momentum encoders")
+
+    @model_validator(mode="after")
+    def _queue_has_no_cohorts(self) -> LossConfig:
+        if self.itc_same_cohort and self.queue_size:
+            raise ValueError(
+                "loss.queue_size needs loss.itc_same_cohort: false (the queue keeps no cohorts)"
+            )
+        return self
 
 
 class ModelConfig(_Strict):

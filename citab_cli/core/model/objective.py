@@ -24,7 +24,7 @@ def pretraining_loss(
 ) -> dict[str, torch.Tensor]:
     """Losses for one batch: images (B, 1, D, H, W) already augmented; batch the raw rows.
 
-    cohorts (B,) cohort ids, used to draw ITM negatives within a cohort when configured;
+    cohorts (B,) cohort ids, used to keep ITC and ITM negatives within a cohort when configured;
     momentum: momentum encoders with their queue (training only; the queue is updated here).
     Returns {"loss", "itc", "itm", "mtr", "balance"} and, with ITM on, "itm_accuracy" (scalars;
     "loss" is what to minimise).
@@ -35,7 +35,10 @@ def pretraining_loss(
     image_features = model.image_projection(image.pooled)
     table_features = model.tabular_projection(table.cls)
     if momentum is None:
-        itc, logits = itc_loss(image_features, table_features, config.itc_temperature, gather)
+        groups = cohorts if config.itc_same_cohort else None
+        itc, logits = itc_loss(
+            image_features, table_features, config.itc_temperature, gather, groups
+        )
     else:
         itc, logits = _queued_itc(momentum, model, images, batch, image_features,
                                   table_features, config.itc_temperature, gather)  # fmt: skip

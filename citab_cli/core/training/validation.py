@@ -31,12 +31,20 @@ MONITORS = {
 BEST_KEYS = ("step", "epoch", "monitor", "val_loss", "val_recall_at_5", "val_probe_bacc")
 
 
-def retrieval_recall(image: torch.Tensor, table: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:
+def retrieval_recall(
+    image: torch.Tensor, table: torch.Tensor, groups: torch.Tensor | None = None, ks=RECALL_AT
+) -> dict[str, float]:
     """Recall@k of finding each subject's table from its image and its image from its table,
-    averaged over both directions: image, table (N, P) projected features, row i = subject i."""
+    averaged over both directions: image, table (N, P) projected features, row i = subject i.
+
+    With `groups` (N,) cohort ids, each subject is looked up among its own cohort only: another
+    cohort's table is told apart by its columns, so a model that knew nothing but the cohort
+    would otherwise score well above chance. Chance is then k / the cohort's size."""
     image = torch.nn.functional.normalize(image.float(), dim=-1)
     table = torch.nn.functional.normalize(table.float(), dim=-1)
     similarity = image @ table.T  # (N, N)
+    if groups is not None:
+        similarity = similarity.masked_fill(groups[:, None] != groups[None, :], -torch.inf)
     truth = torch.arange(len(image), device=image.device)
     out = {}
     for k in ks:
@@ -85,8 +93,8 @@ def validate(
     seed: int,
 ) -> dict:
     """Validation scores (in the training precision). Label-free: val_loss (and its parts),
-    val_itm_accuracy, val_recall_at_1/5. Label-based: val_probe_{multimodal,tabular,image} and
-    val_probe_bacc (the multimodal one)."""
+    val_itm_accuracy, val_recall_at_1/5 (within each cohort). Label-based:
+    val_probe_{multimodal,tabular,image} and val_probe_bacc (the multimodal one)."""
     model.eval()
     val = subjects_in(cohorts, {"val"})
     scores = _losses(model, collator, val, batch_size, device, seed)
@@ -94,7 +102,7 @@ def validate(
         out = embed_subjects(model, collator, val, batch_size, device)
         image = model.image_projection(torch.from_numpy(out["image"]).to(device))
         table = model.tabular_projection(torch.from_numpy(out["tabular"]).to(device))
-        scores.update(retrieval_recall(image, table))
+        scores.update(retrieval_recall(image, table, torch.as_tensor(val[:, 0], device=device)))
     probes = quick_probes(model, collator, cohorts, batch_size, device)
     scores.update({f"val_probe_{name}": value for name, value in probes.items()})
     if "multimodal" in probes:
