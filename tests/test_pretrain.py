@@ -155,6 +155,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(embedded: Path):
     ]
 
 
+@pytest.mark.slow  # the exact-weights kill tests below cover resuming; this one is the CLI's
 def test_sigkill_mid_run_then_resume_finishes(embedded: Path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     args = [
