@@ -28,18 +28,17 @@ COHORTS = ("adni", "nacc", "aibl")
 _OFF = {"mtr_weight": 0.0, "queue_size": 0, "itm_hardness": 1.0, "itc_same_cohort": False,
         "itm_same_cohort": False}  # fmt: skip
 _MTR = {**_OFF, "mtr_weight": 1.0, "mtr_source": "cls"}
+_SPREAD = {"value_init": "spread"}
 CONFIGS = {
     "released (flat value tokens, ITC+ITM)": ({"value_init": "identity"}, _OFF),
-    "ITC": ({"value_init": "spread"}, {**_OFF, "itm_weight": 0.0}),
-    "ITC+ITM": ({"value_init": "spread"}, _OFF),
-    "ITC+ITM+MTR (cell token)": ({"value_init": "spread"}, {**_MTR, "mtr_source": "cell"}),
-    "ITC+ITM+MTR (through CLS)": ({"value_init": "spread"}, _MTR),
-    "ITC+ITM+MTR+queue": ({"value_init": "spread"}, {**_MTR, "queue_size": 128}),
-    "ITC+ITM (uniform negatives)+MTR": ({"value_init": "spread"}, {**_MTR, "itm_hardness": 0.0}),
-    "ITC+ITM within cohorts+MTR": (
-        {"value_init": "spread"},
-        {**_MTR, "itc_same_cohort": True, "itm_same_cohort": True},
-    ),
+    "ITC": (_SPREAD, {**_OFF, "itm_weight": 0.0}),
+    "ITC+ITM": (_SPREAD, _OFF),
+    "ITC+ITM+MTR (cell token)": (_SPREAD, {**_MTR, "mtr_source": "cell"}),
+    "ITC+ITM+MTR (through CLS)": (_SPREAD, _MTR),
+    "ITC+ITM+MTR+queue": (_SPREAD, {**_MTR, "queue_size": 128}),
+    "ITC+ITM (uniform negatives)+MTR": (_SPREAD, {**_MTR, "itm_hardness": 0.0}),
+    # hard ITM negatives follow the masked ITC logits, so they stay in the cohort too
+    "ITC+ITM within cohorts+MTR": (_SPREAD, {**_MTR, "itc_same_cohort": True}),
 }
 CURVES = ("val_probe_tabular", "val_probe_image", "val_probe_multimodal", "val_itm_accuracy",
           "val_recall_at_5", "val_loss")  # fmt: skip
