@@ -39,9 +39,20 @@ CONFIGS = {
     "ITC+ITM (uniform negatives)+MTR": (_SPREAD, {**_MTR, "itm_hardness": 0.0}),
     # hard ITM negatives follow the masked ITC logits, so they stay in the cohort too
     "ITC+ITM within cohorts+MTR": (_SPREAD, {**_MTR, "itc_same_cohort": True}),
+    # how hard the ITM negatives are, ITC within cohorts (1 is the row above)
+    **{
+        f"ITC+ITM within cohorts+MTR (ITM hardness {h:g})": (
+            _SPREAD,
+            {**_MTR, "itc_same_cohort": True, "itm_hardness": h},
+        )
+        for h in (0.3, 0.1, 0.0)
+    },  # fmt: skip
 }
 CURVES = ("val_probe_tabular", "val_probe_image", "val_probe_multimodal", "val_itm_accuracy",
-          "val_recall_at_5", "val_loss")  # fmt: skip
+          "val_itm_auc", "val_itm", "val_recall_at_5", "val_loss")  # fmt: skip
+#: Post-hoc matching AUC: other subjects paired with each val subject, and draws of the
+#: hardest negatives.
+MATCH_NEGATIVES, MATCH_DRAWS = 40, 5
 
 
 def _config(name: str, epochs: int, cohorts: list[str]):
@@ -70,11 +81,12 @@ def _figure(path: Path, results: dict) -> None:
 
     plt = pyplot()
     titles = ["tabular CLS probe", "image probe", "multimodal probe", "matching accuracy",
-              "retrieval recall@5", "validation loss"]  # fmt: skip
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
+              "matching AUC", "validation ITM loss", "retrieval recall@5",
+              "validation loss"]  # fmt: skip
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7), layout="constrained")
     for ax, key, title in zip(axes.flat, CURVES, titles, strict=True):
         for n, (name, entry) in enumerate(results["runs"].items()):
-            points = [(s, v) for s, v in entry["curves"][key] if v is not None]
+            points = [(s, v) for s, v in entry["curves"].get(key, []) if v is not None]
             if points:
                 ax.plot(*zip(*points, strict=True), color=f"C{n}", label=name, marker=".")
         if key.startswith("val_probe"):
@@ -131,6 +143,45 @@ def _probe(project, run_dir: Path, seeds: int) -> dict:
     return out
 
 
+def _matching(project, run_dir: Path) -> dict:
+    """The last model's matching AUC on the val subjects, against the same negatives whatever
+    the run trained with: other subjects of the cohort at random (the validation yardstick,
+    MATCH_NEGATIVES per subject), and the hardest (drawn by the ITC softmax, hardness 1, in
+    batches of one cohort), the mean over MATCH_DRAWS draws."""
+    import numpy as np
+    import torch
+
+    from citab_cli.core.evaluation.checkpoints import load_checkpoint, prepare_cohorts
+    from citab_cli.core.model.objective import pretraining_loss
+    from citab_cli.core.training.dataset import Collator, subjects_in
+    from citab_cli.core.training.validation import matching_auc
+
+    loaded = load_checkpoint(project, str(run_dir / "last.safetensors"))
+    data = prepare_cohorts(project, loaded, list(COHORTS), lambda text: None, "probe")
+    model, collator = loaded.model(), Collator(data, True)
+    size, val = loaded.config.train.batch_size, subjects_in(data, {"val"})
+    cpu = torch.device("cpu")
+    uniform = matching_auc(model, collator, val, size, cpu, 0, negatives=MATCH_NEGATIVES)
+    loss = model.config.loss.model_copy(update={"itm_hardness": 1.0})
+    model.config = model.config.model_copy(update={"loss": loss})
+    hardest = []
+    for draw in range(MATCH_DRAWS):
+        generator = torch.Generator().manual_seed(draw)
+        for cohort in range(len(data)):
+            items = val[val[:, 0] == cohort]
+            for chunk in (items[s : s + size] for s in range(0, len(items), size)):
+                if len(chunk) < 4:
+                    continue
+                with torch.no_grad():
+                    images = torch.from_numpy(collator.images(chunk))
+                    cohorts = torch.as_tensor(chunk[:, 0])
+                    scores = pretraining_loss(
+                        model, images, collator.table(chunk), cohorts, generator
+                    )
+                hardest.append(float(scores["itm_auc"]))
+    return {"uniform": round(uniform, 3), "hardest": round(float(np.mean(hardest)), 3)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=120)
@@ -163,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
             run_dir = root / "runs" / run
             results["runs"][name] = {"curves": _curves(run_dir),
                                      "probe": _probe(project, run_dir, args.seeds)}  # fmt: skip
+            if CONFIGS[name][1].get("itm_weight", 1.0) > 0:
+                results["runs"][name]["matching_auc"] = _matching(project, run_dir)
             log(f"done {name}")
     results["seconds"] = round(time.time() - started)
     text = json.dumps(results, indent=2)

@@ -93,12 +93,15 @@ def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
     lines = [json.loads(x) for x in (directory / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in lines if "step" in x]
     assert steps and all(
-        {"loss", "itc", "itm", "lr", "samples_per_s", "memory_mb"} <= set(x) for x in steps
+        {"loss", "itc", "itm", "itm_auc", "lr", "samples_per_s", "memory_mb"} <= set(x)
+        for x in steps
     )
     validations = [x["validation"] for x in lines if "validation" in x]
     assert len(validations) == 2
-    assert {"val_recall_at_1", "val_recall_at_5", "val_itm_accuracy", "val_probe_tabular",
-            "val_probe_image", "val_probe_multimodal"} <= set(validations[0])  # fmt: skip
+    assert {"val_recall_at_1", "val_recall_at_5", "val_itm_accuracy", "val_itm_auc",
+            "val_probe_tabular", "val_probe_image",
+            "val_probe_multimodal"} <= set(validations[0])  # fmt: skip
+    assert all(0 <= v["val_itm_auc"] <= 1 for v in validations)
     assert meta_best(directory)["monitor"] == "ssl_loss"  # label-free by default
     # the checkpoint rebuilds the model with no key surgery
     model = build_model(core.PretrainConfig.model_validate(meta["config"]).model)

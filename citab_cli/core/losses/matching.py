@@ -42,3 +42,23 @@ def itm_loss(scores: torch.Tensor, positives: int) -> torch.Tensor:
     labels = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
     labels[:positives] = 1
     return F.cross_entropy(scores.float(), labels)
+
+
+def match_auc(
+    scores: torch.Tensor, positives: int, groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """How often a true pair's match score beats a negative's (ties count half): the area under
+    the ROC curve of the head, chance 0.5, independent of any threshold. With one true pair to
+    two negatives a head that has learned a little still predicts "no match" for every pair
+    (its balanced accuracy stays at 0.5); this shows what it has learned.
+
+    scores (N, 2) as for `itm_loss`; groups (N,) optional cohort of each pair: a true pair is
+    then compared only with negatives of its own cohort (scores may sit higher in one cohort
+    than another without telling anything about the pairs)."""
+    margin = (scores[:, 1].float() - scores[:, 0].float()).detach()
+    true, other = margin[:positives, None], margin[None, positives:]
+    wins = (true > other).float() + 0.5 * (true == other).float()  # (P, N - P)
+    if groups is None:
+        return wins.mean()
+    same = (groups[:positives, None] == groups[None, positives:]).float()
+    return (wins * same).sum() / same.sum().clamp(min=1)

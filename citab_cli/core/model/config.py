@@ -69,10 +69,11 @@ class LossConfig(_Strict):
     )
     itm_weight: float = Field(1.0, ge=0, description="0 turns image-table matching off")
     itm_hardness: float = Field(
-        1.0,
+        0.1,
         ge=0,
-        description="how hard ITM negatives are: 1 draws them by the softmax of the ITC logits "
-        "(the most similar most often), 0 uniformly among the batch",
+        description="how hard ITM negatives are: the ITC logits are scaled by it before the "
+        "softmax that draws them (1: the most similar most often, as the released code; 0: "
+        "uniformly among the batch); 0.1 learned to match best (docs/results.md, section 2)",
     )
     itm_same_cohort: bool = Field(
         False, description="draw ITM hard negatives within the same cohort when the batch allows"

@@ -6,7 +6,7 @@ import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
 from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
-from citab_cli.core.losses.matching import hard_negatives, itm_loss
+from citab_cli.core.losses.matching import hard_negatives, itm_loss, match_auc
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
 from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
@@ -26,8 +26,8 @@ def pretraining_loss(
 
     cohorts (B,) cohort ids, used to keep ITC and ITM negatives within a cohort when configured;
     momentum: momentum encoders with their queue (training only; the queue is updated here).
-    Returns {"loss", "itc", "itm", "mtr", "balance"} and, with ITM on, "itm_accuracy" (scalars;
-    "loss" is what to minimise).
+    Returns {"loss", "itc", "itm", "mtr", "balance"} and, with ITM on, "itm_accuracy" and
+    "itm_auc" against the negatives ITM trains with (scalars; "loss" is what to minimise).
     """
     config = model.config.loss
     image = model.encode_image(images)
@@ -46,7 +46,7 @@ def pretraining_loss(
     extra = {}
     itm = torch.zeros((), device=images.device)
     if config.itm_weight > 0:
-        itm, extra["itm_accuracy"] = _matching(model, image, table, logits, cohorts, generator)
+        itm, extra = _matching(model, image, table, logits, cohorts, generator)
 
     loss = (itc + config.itm_weight * itm) / 2
     mtr = torch.zeros((), device=images.device)
@@ -74,13 +74,13 @@ def _matching(
     logits: torch.Tensor,
     cohorts: torch.Tensor | None,
     generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ITM loss over true pairs and hard negatives, and the balanced accuracy of the head."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ITM loss over true pairs and hard negatives, and how well the head tells them apart:
+    its balanced accuracy and its threshold-free AUC."""
     b = logits.shape[0]
-    groups = cohorts if model.config.loss.itm_same_cohort else None
-    table_for_image, image_for_table = hard_negatives(
-        logits, generator, groups, model.config.loss.itm_hardness
-    )
+    loss = model.config.loss
+    groups = cohorts if loss.itm_same_cohort else None
+    table_for_image, image_for_table = hard_negatives(logits, generator, groups, loss.itm_hardness)
     # Three sets of pairs in one fusion pass: true pairs, each image with another table, each
     # table with another image.
     fused_tables = TabularOutput(
@@ -97,7 +97,10 @@ def _matching(
     itm = itm_loss(scores, positives=b)
     matched = scores.detach().argmax(1) == (torch.arange(3 * b, device=scores.device) < b)
     # balanced: the mean of the accuracy on true pairs and on negatives (chance 0.5)
-    return itm, (matched[:b].float().mean() + matched[b:].float().mean()) / 2
+    accuracy = (matched[:b].float().mean() + matched[b:].float().mean()) / 2
+    # a pair's cohort: its image's (true pairs, other tables), its table's (other images)
+    pair_cohorts = None if cohorts is None else cohorts.repeat(3)
+    return itm, {"itm_accuracy": accuracy, "itm_auc": match_auc(scores, b, pair_cohorts)}
 
 
 def _queued_itc(

@@ -30,6 +30,7 @@ PANELS = (
             ("val_recall_at_1", "retrieval R@1"),
             ("val_recall_at_5", "retrieval R@5"),
             ("val_itm_accuracy", "matching accuracy"),
+            ("val_itm_auc", "matching AUC"),
         ],
     ),  # fmt: skip
     (

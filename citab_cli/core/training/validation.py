@@ -9,7 +9,8 @@ import math
 import numpy as np
 import torch
 
-from citab_cli.core.model.citab import CITab
+from citab_cli.core.losses.matching import match_auc
+from citab_cli.core.model.citab import CITab, TabularOutput
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.training.dataset import CohortData, Collator, subjects_in
 from citab_cli.core.training.embedding import cohort_items, embed_subjects
@@ -27,6 +28,8 @@ MONITORS = {
     "retrieval": ("val_recall_at_5", True),
     "probe": ("val_probe_bacc", True),
 }
+#: Pairs with another subject of the cohort per subject, for the matching AUC.
+MATCH_NEGATIVES = 16
 #: The validation scores a best checkpoint records.
 BEST_KEYS = ("step", "epoch", "monitor", "val_loss", "val_recall_at_5", "val_probe_bacc")
 
@@ -84,6 +87,58 @@ def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
 
 
 @torch.no_grad()
+def matching_auc(
+    model: CITab,
+    collator: Collator,
+    items: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    negatives: int = MATCH_NEGATIVES,
+) -> float | None:
+    """How well the matching head tells each subject's own table from another subject's of the
+    same cohort: per cohort, the AUC of the head's match score over the true pairs against
+    `negatives` pairs per subject drawn uniformly among the cohort's other `items`; the mean
+    over cohorts (None when no cohort has two subjects). Chance is 0.5. The yardstick does not
+    move with `loss.itm_hardness` or with how subjects fall into batches, so runs compare."""
+    generator = torch.Generator().manual_seed(seed)
+    aucs = []
+    for cohort in np.unique(items[:, 0]):
+        rows = items[items[:, 0] == cohort]
+        n = len(rows)
+        if n < 2:
+            continue
+        images, tables = [], []
+        for start in range(0, n, batch_size):
+            chunk = rows[start : start + batch_size]
+            with autocast(device):
+                pixels = image_layout(torch.from_numpy(collator.images(chunk)), device)
+                images.append(model.encode_image(pixels).tokens)
+                tables.append(model.encode_tabular(collator.table(chunk).to(device)))
+        image_tokens = torch.cat(images)
+        table = TabularOutput(
+            torch.cat([t.tokens for t in tables]), torch.cat([t.keep for t in tables]), []
+        )
+        own = torch.arange(n)
+        other = (
+            own.repeat(negatives) + torch.randint(1, n, (negatives * n,), generator=generator)
+        ) % n
+        image_index = torch.cat([own, own.repeat(negatives)])
+        table_index = torch.cat([own, other])
+        margins = []
+        for start in range(0, len(image_index), batch_size):
+            i = image_index[start : start + batch_size].to(device)
+            t = table_index[start : start + batch_size].to(device)
+            with autocast(device):
+                fused = model.fusion(
+                    TabularOutput(table.tokens[t], table.keep[t], []), image_tokens[i]
+                )
+                margins.append(model.matching_head(fused).float())
+        aucs.append(float(match_auc(torch.cat(margins), positives=n)))
+    return float(np.mean(aucs)) if aucs else None
+
+
+@torch.no_grad()
 def validate(
     model: CITab,
     collator: Collator,
@@ -93,7 +148,8 @@ def validate(
     seed: int,
 ) -> dict:
     """Validation scores (in the training precision). Label-free: val_loss (and its parts),
-    val_itm_accuracy, val_recall_at_1/5 (within each cohort). Label-based:
+    val_itm_accuracy (on the negatives ITM trains with), val_itm_auc (see `matching_auc`),
+    val_recall_at_1/5 (within each cohort). Label-based:
     val_probe_{multimodal,tabular,image} and val_probe_bacc (the multimodal one)."""
     model.eval()
     val = subjects_in(cohorts, {"val"})
@@ -103,6 +159,10 @@ def validate(
         image = model.image_projection(torch.from_numpy(out["image"]).to(device))
         table = model.tabular_projection(torch.from_numpy(out["tabular"]).to(device))
         scores.update(retrieval_recall(image, table, torch.as_tensor(val[:, 0], device=device)))
+    if model.config.loss.itm_weight > 0:
+        auc = matching_auc(model, collator, val, batch_size, device, seed)
+        if auc is not None:
+            scores["val_itm_auc"] = auc
     probes = quick_probes(model, collator, cohorts, batch_size, device)
     scores.update({f"val_probe_{name}": value for name, value in probes.items()})
     if "multimodal" in probes:
@@ -171,6 +231,8 @@ def describe(scores: dict) -> str:
     text = f"validation after epoch {scores['epoch']}: loss {scores['val_loss']:.4f}"
     if "val_recall_at_5" in scores:
         text += f", retrieval R@5 {scores['val_recall_at_5']:.3f}"
+    if "val_itm_auc" in scores:
+        text += f", matching AUC {scores['val_itm_auc']:.3f}"
     if "val_itm_accuracy" in scores:
         text += f", matching accuracy {scores['val_itm_accuracy']:.3f}"
     if "val_probe_bacc" in scores:
