@@ -125,7 +125,7 @@ def matching_auc(
         ) % n
         image_index = torch.cat([own, own.repeat(negatives)])
         table_index = torch.cat([own, other])
-        margins = []
+        scores = []
         for start in range(0, len(image_index), batch_size):
             i = image_index[start : start + batch_size].to(device)
             t = table_index[start : start + batch_size].to(device)
@@ -133,8 +133,9 @@ def matching_auc(
                 fused = model.fusion(
                     TabularOutput(table.tokens[t], table.keep[t], []), image_tokens[i]
                 )
-                margins.append(model.matching_head(fused).float())
-        aucs.append(float(match_auc(torch.cat(margins), positives=n)))
+            # the head in full precision: bf16 scores would tie pairs the head tells apart
+            scores.append(model.matching_head(fused.float()))
+        aucs.append(float(match_auc(torch.cat(scores), positives=n)))
     return float(np.mean(aucs)) if aucs else None
 
 
