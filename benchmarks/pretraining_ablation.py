@@ -154,14 +154,16 @@ def _matching(project, run_dir: Path) -> dict:
     from citab_cli.core.evaluation.checkpoints import load_checkpoint, prepare_cohorts
     from citab_cli.core.model.objective import pretraining_loss
     from citab_cli.core.training.dataset import Collator, subjects_in
-    from citab_cli.core.training.validation import matching_auc
+    from citab_cli.core.training.validation import encode_cohort, matching_auc
 
     loaded = load_checkpoint(project, str(run_dir / "last.safetensors"))
     data = prepare_cohorts(project, loaded, list(COHORTS), lambda text: None, "probe")
     model, collator = loaded.model(), Collator(data, True)
     size, val = loaded.config.train.batch_size, subjects_in(data, {"val"})
     cpu = torch.device("cpu")
-    uniform = matching_auc(model, collator, val, size, cpu, 0, negatives=MATCH_NEGATIVES)
+    encoded = [encode_cohort(model, collator, val[val[:, 0] == c], size, cpu)
+               for c in range(len(data))]  # fmt: skip
+    uniform = matching_auc(model, encoded, size, cpu, 0, negatives=MATCH_NEGATIVES)
     loss = model.config.loss.model_copy(update={"itm_hardness": 1.0})
     model.config = model.config.model_copy(update={"loss": loss})
     hardest = []

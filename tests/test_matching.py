@@ -11,7 +11,7 @@ from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss
-from citab_cli.core.training.validation import matching_auc
+from citab_cli.core.training.validation import encode_cohort, matching_auc
 
 E = 12
 
@@ -64,6 +64,11 @@ class _Held:
         return self._table.select(torch.from_numpy(items[:, 1]))
 
 
+def _yardstick(model, held: _Held, items: np.ndarray) -> float:
+    cpu = torch.device("cpu")
+    return matching_auc(model, [encode_cohort(model, held, items, 16, cpu)], 16, cpu, seed=0)
+
+
 @pytest.mark.parametrize("hardness", [1.0, 0.1])
 def test_matching_learns_when_the_scan_shows_the_table(hardness):
     """Scored against other subjects of the cohort drawn at random (the validation yardstick),
@@ -79,7 +84,7 @@ def test_matching_learns_when_the_scan_shows_the_table(hardness):
     g = torch.Generator().manual_seed(0)
     images, table = _subjects(320, g, config.image.shape)  # the last 64 held out
     held = np.stack([np.zeros(64, np.int64), np.arange(256, 320)], 1)
-    untrained = matching_auc(model.eval(), _Held(images, table), held, 16, torch.device("cpu"), 0)
+    untrained = _yardstick(model.eval(), _Held(images, table), held)
     optimiser = torch.optim.AdamW(model.train().parameters(), lr=2e-3)
     for _ in range(150):
         rows = torch.randint(0, 256, (16,), generator=g)
@@ -88,7 +93,7 @@ def test_matching_learns_when_the_scan_shows_the_table(hardness):
         losses["loss"].backward()
         optimiser.step()
     model.eval()
-    trained = matching_auc(model, _Held(images, table), held, 16, torch.device("cpu"), 0)
+    trained = _yardstick(model, _Held(images, table), held)
     assert abs(untrained - 0.5) < 0.1 and trained > 0.62  # chance 0.5
     if hardness == 1.0:
         with torch.no_grad():

@@ -5,6 +5,7 @@ label-free), and quick linear probes of the three embeddings (label-based)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,11 +87,46 @@ def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
     return scores
 
 
+@dataclass
+class Encoded:
+    """One cohort's subjects through the encoders, in the order given."""
+
+    image_tokens: torch.Tensor  # (N, T, D) what the fusion reads of each scan
+    table: TabularOutput  # tokens (N, 1 + C, D) and their mask
+    image: torch.Tensor  # (N, C_img) pooled image features
+    cls: torch.Tensor  # (N, D) tabular CLS
+
+
+@torch.no_grad()
+def encode_cohort(
+    model: CITab, collator: Collator, rows: np.ndarray, batch_size: int, device: torch.device
+) -> Encoded:
+    """rows (N, 2) [cohort, row] of one cohort (so every row has the same columns)."""
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        with autocast(device):
+            image = model.encode_image(
+                image_layout(torch.from_numpy(collator.images(chunk)), device)
+            )
+            table = model.encode_tabular(collator.table(chunk).to(device))
+        parts.append((image, table))
+    return Encoded(
+        torch.cat([image.tokens for image, _ in parts]),
+        TabularOutput(
+            torch.cat([table.tokens for _, table in parts]),
+            torch.cat([table.keep for _, table in parts]),
+            [],
+        ),
+        torch.cat([image.pooled for image, _ in parts]),
+        torch.cat([table.cls for _, table in parts]),
+    )
+
+
 @torch.no_grad()
 def matching_auc(
     model: CITab,
-    collator: Collator,
-    items: np.ndarray,
+    cohorts: list[Encoded],
     batch_size: int,
     device: torch.device,
     seed: int,
@@ -98,27 +134,15 @@ def matching_auc(
 ) -> float | None:
     """How well the matching head tells each subject's own table from another subject's of the
     same cohort: per cohort, the AUC of the head's match score over the true pairs against
-    `negatives` pairs per subject drawn uniformly among the cohort's other `items`; the mean
+    `negatives` pairs per subject drawn uniformly among the cohort's other subjects; the mean
     over cohorts (None when no cohort has two subjects). Chance is 0.5. The yardstick does not
     move with `loss.itm_hardness` or with how subjects fall into batches, so runs compare."""
     generator = torch.Generator().manual_seed(seed)
     aucs = []
-    for cohort in np.unique(items[:, 0]):
-        rows = items[items[:, 0] == cohort]
-        n = len(rows)
+    for cohort in cohorts:
+        n = len(cohort.cls)
         if n < 2:
             continue
-        images, tables = [], []
-        for start in range(0, n, batch_size):
-            chunk = rows[start : start + batch_size]
-            with autocast(device):
-                pixels = image_layout(torch.from_numpy(collator.images(chunk)), device)
-                images.append(model.encode_image(pixels).tokens)
-                tables.append(model.encode_tabular(collator.table(chunk).to(device)))
-        image_tokens = torch.cat(images)
-        table = TabularOutput(
-            torch.cat([t.tokens for t in tables]), torch.cat([t.keep for t in tables]), []
-        )
         own = torch.arange(n)
         other = (
             own.repeat(negatives) + torch.randint(1, n, (negatives * n,), generator=generator)
@@ -130,9 +154,8 @@ def matching_auc(
             i = image_index[start : start + batch_size].to(device)
             t = table_index[start : start + batch_size].to(device)
             with autocast(device):
-                fused = model.fusion(
-                    TabularOutput(table.tokens[t], table.keep[t], []), image_tokens[i]
-                )
+                table = TabularOutput(cohort.table.tokens[t], cohort.table.keep[t], [])
+                fused = model.fusion(table, cohort.image_tokens[i])
             # the head in full precision: bf16 scores would tie pairs the head tells apart
             scores.append(model.matching_head(fused.float()))
         aucs.append(float(match_auc(torch.cat(scores), positives=n)))
@@ -156,14 +179,19 @@ def validate(
     val = subjects_in(cohorts, {"val"})
     scores = _losses(model, collator, val, batch_size, device, seed)
     if len(val) >= 2:
-        out = embed_subjects(model, collator, val, batch_size, device)
-        image = model.image_projection(torch.from_numpy(out["image"]).to(device))
-        table = model.tabular_projection(torch.from_numpy(out["tabular"]).to(device))
-        scores.update(retrieval_recall(image, table, torch.as_tensor(val[:, 0], device=device)))
-    if model.config.loss.itm_weight > 0:
-        auc = matching_auc(model, collator, val, batch_size, device, seed)
-        if auc is not None:
-            scores["val_itm_auc"] = auc
+        ids = np.unique(val[:, 0])
+        encoded = [encode_cohort(model, collator, val[val[:, 0] == c], batch_size, device)
+                   for c in ids]  # fmt: skip
+        image = model.image_projection(torch.cat([e.image for e in encoded]).float())
+        table = model.tabular_projection(torch.cat([e.cls for e in encoded]).float())
+        groups = torch.cat(
+            [torch.full((len(e.cls),), int(c)) for c, e in zip(ids, encoded, strict=True)]
+        )
+        scores.update(retrieval_recall(image, table, groups.to(device)))
+        if model.config.loss.itm_weight > 0:
+            auc = matching_auc(model, encoded, batch_size, device, seed)
+            if auc is not None:
+                scores["val_itm_auc"] = auc
     probes = quick_probes(model, collator, cohorts, batch_size, device)
     scores.update({f"val_probe_{name}": value for name, value in probes.items()})
     if "multimodal" in probes:
