@@ -52,7 +52,7 @@ def _subjects(n: int, generator: torch.Generator, shape) -> tuple[torch.Tensor, 
 
 
 class _Held:
-    """The collator interface `matching_auc` reads, over tensors in memory."""
+    """The collator interface `encode_cohort` reads, over tensors in memory."""
 
     def __init__(self, images: torch.Tensor, table: TabularBatch):
         self._images, self._table = images, table

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
-from citab_cli.core.model.citab import CITab
+from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
 from citab_cli.core.training.dataset import Collator
 from citab_cli.core.training.precision import autocast, image_layout
 
@@ -20,6 +22,21 @@ def cohort_items(rows: np.ndarray, cohort: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
+def encoded_batches(
+    model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
+) -> Iterator[tuple[ImageOutput, TabularOutput]]:
+    """What the image and tabular encoders make of `items` (M, 2), batch by batch, in order;
+    on CUDA as in training (bf16 autocast, channels-last)."""
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        images = image_layout(torch.from_numpy(collator.images(chunk)), device)
+        with autocast(device):
+            image = model.encode_image(images)
+            table = model.encode_tabular(collator.table(chunk).to(device))
+        yield image, table
+
+
+@torch.no_grad()
 def embed_subjects(
     model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
 ) -> dict[str, np.ndarray]:
@@ -29,11 +46,10 @@ def embed_subjects(
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {key: [] for key in EMBEDDINGS}
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        images = image_layout(torch.from_numpy(collator.images(chunk)), device)
+    for image, table in encoded_batches(model, collator, items, batch_size, device):
         with autocast(device):
-            out = model(images, collator.table(chunk).to(device))
+            out = {"multimodal": model.fuse(table, image), "tabular": table.cls,
+                   "image": image.pooled}  # fmt: skip
         for key in parts:
             parts[key].append(out[key].float().cpu().numpy())
     model.train(was_training)

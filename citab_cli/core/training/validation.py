@@ -14,7 +14,7 @@ from citab_cli.core.losses.matching import match_auc
 from citab_cli.core.model.citab import CITab, TabularOutput
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.training.dataset import CohortData, Collator, subjects_in
-from citab_cli.core.training.embedding import cohort_items, embed_subjects
+from citab_cli.core.training.embedding import cohort_items, embed_subjects, encoded_batches
 from citab_cli.core.training.precision import autocast, image_layout
 from citab_cli.core.training.sampling import step_generator
 
@@ -102,15 +102,7 @@ def encode_cohort(
     model: CITab, collator: Collator, rows: np.ndarray, batch_size: int, device: torch.device
 ) -> Encoded:
     """rows (N, 2) [cohort, row] of one cohort (so every row has the same columns)."""
-    parts = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        with autocast(device):
-            image = model.encode_image(
-                image_layout(torch.from_numpy(collator.images(chunk)), device)
-            )
-            table = model.encode_tabular(collator.table(chunk).to(device))
-        parts.append((image, table))
+    parts = list(encoded_batches(model, collator, rows, batch_size, device))
     return Encoded(
         torch.cat([image.tokens for image, _ in parts]),
         TabularOutput(
