@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from citab_cli.core.synth.demo import synthetic_project
+    from citab_cli.core.runtime.run_config import pretrain_preset
     from citab_cli.core.training import loop as pretraining
-    from citab_cli.core.training.config import pretrain_preset
+    from citab_cli.core.workflows.demo import synthetic_project
 
     fractions = tuple(float(f) for f in args.fractions.split(","))
     started = time.time()
@@ -175,7 +175,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     with tempfile.TemporaryDirectory() as tmp:
         project = synthetic_project(Path(tmp), list(COHORTS), args.subjects, args.shape)
-        root = project.root
         results["truth"] = json.loads((Path(tmp) / "raw/truth.json").read_text())["cohorts"]
         log("data ready")
 
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
             pretraining.pretrain(project, config.model_copy(
                 update={"cohorts": cohorts, "train": train}), run)  # fmt: skip
             log(f"pretrained {run}")
-            return str(root / "runs" / run / "best.safetensors")
+            return str(project.run_files(run).best)
 
         runs = {"cross": pretrain("cross", list(COHORTS))}
         for name in COHORTS:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.pipeline == "t1-linear":
         return _t1_linear(args)
 
-    from citab_cli.core.data.pipelines import Job, preprocess_all
+    from citab_cli.core.scans.pipelines import Job, preprocess_all
     from citab_cli.core.settings import ImageSettings, default_spacing
 
     source_shape = (160, 208, 176)
@@ -115,8 +115,8 @@ def _t1_linear(args) -> dict:
     """Seconds per scan of each t1-linear step, on the CPU and (if present) on CUDA."""
     import torch
 
-    from citab_cli.core.data import t1_linear
-    from citab_cli.core.data.preprocess import load_volume
+    from citab_cli.core.scans import t1_linear
+    from citab_cli.core.scans.preprocess import load_volume
     from citab_cli.core.settings import ImageSettings, mni_grid
     from citab_cli.core.synth import anatomy, head
     from citab_cli.core.synth.cohorts import COHORTS

@@ -56,7 +56,7 @@ MATCH_NEGATIVES, MATCH_DRAWS = 40, 5
 
 
 def _config(name: str, epochs: int, cohorts: list[str]):
-    from citab_cli.core.training.config import pretrain_preset
+    from citab_cli.core.runtime.run_config import pretrain_preset
 
     base = pretrain_preset("small")
     tabular, loss = CONFIGS[name]
@@ -70,14 +70,15 @@ def _config(name: str, epochs: int, cohorts: list[str]):
     return base.model_copy(update={"cohorts": cohorts, "model": model, "train": train})
 
 
-def _curves(run_dir: Path) -> dict:
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    validations = [x["validation"] for x in lines if "validation" in x]
+def _curves(files) -> dict:
+    from citab_cli.core.training.records import read_metrics
+
+    validations = [x["validation"] for x in read_metrics(files.metrics) if "validation" in x]
     return {key: [(v["step"], v.get(key)) for v in validations] for key in CURVES}
 
 
 def _figure(path: Path, results: dict) -> None:
-    from citab_cli.core.evaluation.report import pyplot
+    from citab_cli.core.figures import pyplot
 
     plt = pyplot()
     titles = ["tabular CLS probe", "image probe", "multimodal probe", "matching accuracy",
@@ -111,7 +112,7 @@ def _raw_val_probe(project, names) -> float:
 
     from citab_cli.core import headers
     from citab_cli.core.evaluation.features import raw_table_features
-    from citab_cli.core.training.dataset import load_cohort
+    from citab_cli.core.runtime.dataset import load_cohort
 
     cache = headers.load_cache(project, project.load_settings().header_encoder)
     scores = []
@@ -127,11 +128,11 @@ def _raw_val_probe(project, names) -> float:
     return float(np.mean(scores))
 
 
-def _probe(project, run_dir: Path, seeds: int) -> dict:
+def _probe(project, files, seeds: int) -> dict:
     from citab_cli.core.evaluation import probe
 
     out = {}
-    for report in probe.probe(project, str(run_dir / "last.safetensors"), list(COHORTS),
+    for report in probe.probe(project, str(files.last), list(COHORTS),
                               (0.1, 1.0), seeds, resamples=500):  # fmt: skip
         out[report.cohort] = {
             "balanced_accuracy": {
@@ -143,7 +144,7 @@ def _probe(project, run_dir: Path, seeds: int) -> dict:
     return out
 
 
-def _matching(project, run_dir: Path) -> dict:
+def _matching(project, files) -> dict:
     """The last model's matching AUC on the val subjects, against the same negatives whatever
     the run trained with: other subjects of the cohort at random (the validation yardstick,
     MATCH_NEGATIVES per subject), and the hardest (drawn by the ITC softmax, hardness 1, in
@@ -151,12 +152,12 @@ def _matching(project, run_dir: Path) -> dict:
     import numpy as np
     import torch
 
-    from citab_cli.core.evaluation.checkpoints import load_checkpoint, prepare_cohorts
     from citab_cli.core.model.objective import pretraining_loss
-    from citab_cli.core.training.dataset import Collator, subjects_in
+    from citab_cli.core.runtime.dataset import Collator, subjects_in
+    from citab_cli.core.runtime.pretrained import load_checkpoint, prepare_cohorts
     from citab_cli.core.training.validation import encode_cohort, matching_auc
 
-    loaded = load_checkpoint(project, str(run_dir / "last.safetensors"))
+    loaded = load_checkpoint(project, str(files.last))
     data = prepare_cohorts(project, loaded, list(COHORTS), lambda text: None, "probe")
     model, collator = loaded.model(), Collator(data, True)
     size, val = loaded.config.train.batch_size, subjects_in(data, {"val"})
@@ -196,8 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from citab_cli.core.synth.demo import synthetic_project
     from citab_cli.core.training import loop
+    from citab_cli.core.workflows.demo import synthetic_project
 
     started = time.time()
     log = lambda text: print(f"[{time.time() - started:7.1f}s] {text}", file=sys.stderr)  # noqa: E731
@@ -207,17 +208,16 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         project = synthetic_project(Path(tmp), list(COHORTS), args.subjects, args.shape,
                                     image_signal=args.image_signal)  # fmt: skip
-        root = project.root
         results["raw_table_val_probe"] = _raw_val_probe(project, COHORTS)
         log("data ready")
         for i, name in enumerate(names):
             run = f"run{i}"
             loop.pretrain(project, _config(name, args.epochs, list(COHORTS)), run)
-            run_dir = root / "runs" / run
-            results["runs"][name] = {"curves": _curves(run_dir),
-                                     "probe": _probe(project, run_dir, args.seeds)}  # fmt: skip
+            files = project.run_files(run)
+            results["runs"][name] = {"curves": _curves(files),
+                                     "probe": _probe(project, files, args.seeds)}  # fmt: skip
             if CONFIGS[name][1].get("itm_weight", 1.0) > 0:
-                results["runs"][name]["matching_auc"] = _matching(project, run_dir)
+                results["runs"][name]["matching_auc"] = _matching(project, files)
             log(f"done {name}")
     results["seconds"] = round(time.time() - started)
     text = json.dumps(results, indent=2)

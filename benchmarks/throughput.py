@@ -27,7 +27,7 @@ import torch
 def _synthetic_batch(
     batch: int, header_dim: int, columns: int = 12, levels: int = 3, device: str = "cpu"
 ):
-    from citab_cli.core.model.batch import TabularBatch
+    from citab_cli.core.layers.tabular_batch import TabularBatch
 
     g = torch.Generator().manual_seed(0)
     categorical = torch.zeros(batch, columns, dtype=torch.bool)
@@ -145,8 +145,9 @@ def end_to_end(preset: str, device: torch.device, batch: int, steps: int, subjec
     from citab_cli.core.data import ingest
     from citab_cli.core.data.project import Project
     from citab_cli.core.model.config import preset as model_preset
+    from citab_cli.core.runtime.run_config import pretrain_preset
     from citab_cli.core.training import loop as core
-    from citab_cli.core.training.config import pretrain_preset
+    from citab_cli.core.training.records import read_metrics
 
     shape = model_preset(preset).image.shape
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,8 +179,8 @@ def end_to_end(preset: str, device: torch.device, batch: int, steps: int, subjec
             }
         )
         core.pretrain(project, config, "bench", device=str(device))
-        lines = (root / "runs/bench/metrics.jsonl").read_text().splitlines()
-        records = [json.loads(x) for x in lines if '"samples_per_s"' in x]
+        logged = read_metrics(project.run_files("bench").metrics)
+        records = [x for x in logged if "samples_per_s" in x]
         timed = records[1:] or records  # the first window includes start-up
         rate = sum(r["samples_per_s"] for r in timed) / len(timed)
         return {
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args(argv)
 
-    from citab_cli.core.training.config import pretrain_preset
+    from citab_cli.core.runtime.run_config import pretrain_preset
 
     device = torch.device(args.device)
     batch = args.batch_size or pretrain_preset(args.preset).train.batch_size

@@ -1,4 +1,6 @@
-"""Shared fixtures: small synthetic cohorts, a project built from them, CLI helpers."""
+"""Shared fixtures and helpers: small synthetic cohorts, a project built from them, a tiny
+pretraining configuration and a pretrained project, model inputs, CLI helpers. Test modules
+import shared things from here only, never from one another."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ from citab_cli.app import app
 
 SHAPE = 24
 SUBJECTS = 16
+#: The synthetic cohorts every shared project holds.
+COHORTS = "adni,nacc,aibl"
+#: Header-vector size of the hand-made model inputs.
+E = 12
 
 
 class FakeEncoder:
@@ -33,6 +39,15 @@ class FakeEncoder:
             v = rng.normal(size=self.dim)
             out.append(v / np.linalg.norm(v))
         return np.array(out, dtype=np.float32)
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `gpu` skip cleanly on a machine without CUDA (run them with -m gpu)."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device")
 
 
 def embedded_copy(source: Path, target: Path) -> Path:
@@ -146,3 +161,58 @@ def project(ingested_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "project"
     shutil.copytree(ingested_dir, copy)
     return copy
+
+
+def tiny(cohorts: str = COHORTS, **train):
+    """The tiny preset on `cohorts`, shortened for tests; `train` overrides TrainConfig keys."""
+    from citab_cli.core.runtime.run_config import pretrain_preset
+
+    config = pretrain_preset("tiny")
+    settings = {"epochs": 2, "batch_size": 4, "checkpoint_every": 3, "log_every": 2, **train}
+    return config.model_copy(
+        update={"cohorts": cohorts.split(","), "train": config.train.model_copy(update=settings)}
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, ingested_dir: Path) -> Path:
+    """A project copy with a one-epoch tiny run (header vectors from the stand-in encoder)."""
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.training import loop as pretraining
+
+    root = embedded_copy(ingested_dir, tmp_path_factory.mktemp("probe") / "project")
+    pretraining.pretrain(Project(root), tiny(epochs=1), "base")
+    return root
+
+
+def make_batch(b: int = 3, c: int = 5, seed: int = 0, levels: int = 3):
+    """A TabularBatch of `b` rows and `c` columns by hand: column 1 categorical, one missing
+    cell, and row 1 from a cohort without the last column."""
+    import torch
+
+    from citab_cli.core.layers.tabular_batch import TabularBatch
+
+    g = torch.Generator().manual_seed(seed)
+    categorical = torch.zeros(b, c, dtype=torch.bool)
+    categorical[:, 1] = True
+    missing = torch.zeros(b, c, dtype=torch.bool)
+    missing[0, 2] = True
+    present = torch.ones(b, c, dtype=torch.bool)
+    present[1, -1] = False  # row 1 comes from a cohort without the last column
+    values = torch.randn(b, c, generator=g) * (~categorical & ~missing)
+    candidates = torch.randn(b, c, levels, E, generator=g)
+    index = torch.randint(0, levels, (b, c), generator=g)
+    level_vectors = torch.gather(candidates, 2, index[..., None, None].expand(-1, -1, 1, E))[
+        :, :, 0
+    ]
+    return TabularBatch(
+        column_vectors=torch.randn(b, c, E, generator=g),
+        level_vectors=level_vectors * categorical[..., None],
+        values=values,
+        categorical=categorical,
+        missing=missing,
+        present=present,
+        level_index=torch.where(categorical, index, torch.full_like(index, -1)),
+        level_candidates=candidates,
+        candidate_mask=torch.ones(b, c, levels, dtype=torch.bool),
+    )

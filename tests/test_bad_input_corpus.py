@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tests.conftest import assert_user_error, run, tree_hash
-from tests.test_probe import pretrained  # noqa: F401  (fixture)
 
 
 @pytest.fixture()

@@ -77,8 +77,11 @@ def test_every_option_shows_its_default(path, command):
 
 
 def test_pretrain_help_quotes_the_presets():
-    from citab_cli.commands.pretrain import PRESET_BATCH, PRESET_EPOCHS
-    from citab_cli.core.training.config import TRAIN_PRESETS
+    from citab_cli.commands.pretrain import PRESET_BATCH, PRESET_EPOCHS, Preset
+    from citab_cli.core.model.config import PRESETS
+    from citab_cli.core.runtime.run_config import TRAIN_PRESETS
+
+    assert [p.value for p in Preset] == list(TRAIN_PRESETS) == list(PRESETS)
 
     assert ", ".join(f"{k} {v.epochs}" for k, v in TRAIN_PRESETS.items()) == PRESET_EPOCHS
     assert ", ".join(f"{k} {v.batch_size}" for k, v in TRAIN_PRESETS.items()) == PRESET_BATCH

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from citab_cli.core.data.schema import CohortSchema
+from citab_cli.core.schema.cohort import CohortSchema
 from citab_cli.core.settings import ProjectSettings
 from citab_cli.core.yaml_io import parse_model
 
@@ -49,26 +49,26 @@ def test_model_config_example_is_the_paper_preset():
 
 
 def test_pretraining_config_example_overrides_the_preset(tmp_path: Path):
-    from citab_cli.commands.pretrain import _load_config
+    from citab_cli.core.training.run_setup import load_config
 
     (block,) = yaml_blocks("pretraining.md")
     path = tmp_path / "override.yaml"
     path.write_text(block)
-    config = _load_config("small", path)
+    config = load_config("small", path)
     assert config.train.epochs == 50 and config.train.learning_rate == 0.0003
     assert config.train.augment.rotate_degrees == 5.0 and config.train.augment.flip == 0.5
     assert config.model.loss.mtr_weight == 0.5 and config.model.tabular.dim == 128
     path.write_text("train:\n  epochs: 5\n  epohcs: 6\n")
     with pytest.raises(Exception, match="override.yaml:3: unknown key 'epohcs'"):
-        _load_config("small", path)
+        load_config("small", path)
 
 
 def test_cli_reference_matches_the_app():
     from citab_cli.app import app
-    from citab_cli.commands.reference import render
+    from citab_cli.cli_reference import render
 
     page = (DOCS / "cli.md").read_text()
-    assert page == render(app), "regenerate: python -m citab_cli.commands.reference > docs/cli.md"
+    assert page == render(app), "regenerate: python -m citab_cli.cli_reference > docs/cli.md"
     for command in (
         "synth",
         "ingest",

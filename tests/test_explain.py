@@ -14,7 +14,6 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import explain as core
 from citab_cli.core.evaluation.attribution import grad_cam, integrated_gradients
 from tests.conftest import assert_user_error, run
-from tests.test_probe import pretrained  # noqa: F401  (fixture)
 
 
 def test_integrated_gradients_completeness():
@@ -188,7 +187,7 @@ def test_integrated_gradients_rank_a_planted_numeric_driver_above_a_categorical_
     from citab_cli.core import headers
     from citab_cli.core.evaluation import finetune
     from citab_cli.core.training import loop
-    from tests.test_pretrain import tiny
+    from tests.conftest import tiny
 
     raw = _planted_project(tmp_path / "raw")
     project = tmp_path / "project"

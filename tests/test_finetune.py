@@ -11,11 +11,9 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import finetune as core
-from citab_cli.core.training import checkpoint
+from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.training import loop as pretraining
-from tests.conftest import assert_user_error, run
-from tests.test_pretrain import tiny
-from tests.test_probe import pretrained  # noqa: F401  (fixture)
+from tests.conftest import assert_user_error, run, tiny
 
 
 def _finetune(root: Path, **kw):
@@ -34,8 +32,8 @@ def _finetune(root: Path, **kw):
 
 def test_frozen_means_frozen(pretrained: Path):  # noqa: F811
     report = _finetune(pretrained)
-    source, _ = checkpoint.load(pretrained / "runs/base/best.safetensors")
-    tuned, meta = checkpoint.load(report.model_file, kind="classifier")
+    source, _ = checkpoint_file.load(pretrained / "runs/base/best.safetensors")
+    tuned, meta = checkpoint_file.load(report.model_file, kind="classifier")
     for name, tensor in source.items():  # weights and BatchNorm statistics alike
         assert torch.equal(tuned[f"backbone.{name}"], tensor), name
     assert meta["classes"] == ["CN", "MCI", "AD"] and meta["finetuned_on"] == "adni"
@@ -44,8 +42,8 @@ def test_frozen_means_frozen(pretrained: Path):  # noqa: F811
 
 def test_trainable_moves_the_backbone(pretrained: Path):  # noqa: F811
     report = _finetune(pretrained, strategy="trainable")
-    source, _ = checkpoint.load(pretrained / "runs/base/best.safetensors")
-    tuned, _ = checkpoint.load(report.model_file, kind="classifier")
+    source, _ = checkpoint_file.load(pretrained / "runs/base/best.safetensors")
+    tuned, _ = checkpoint_file.load(report.model_file, kind="classifier")
     assert any(
         not torch.equal(tuned[f"backbone.{n}"], t)
         for n, t in source.items()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.losses.matching import match_auc
-from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss

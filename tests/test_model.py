@@ -10,39 +10,11 @@ from pydantic import ValidationError
 from citab_cli.core.errors import CitabError
 from citab_cli.core.layers.prototype_mixture import PrototypeMixture
 from citab_cli.core.layers.resnet3d import ResNet3d, feature_grid
-from citab_cli.core.model.batch import TabularBatch
+from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.model.citab import TabularEncoder, build_model, parameter_counts
 from citab_cli.core.model.config import PRESETS, ModelConfig, preset
 from citab_cli.core.model.objective import pretraining_loss
-
-E = 12
-
-
-def make_batch(b: int = 3, c: int = 5, seed: int = 0, levels: int = 3) -> TabularBatch:
-    g = torch.Generator().manual_seed(seed)
-    categorical = torch.zeros(b, c, dtype=torch.bool)
-    categorical[:, 1] = True
-    missing = torch.zeros(b, c, dtype=torch.bool)
-    missing[0, 2] = True
-    present = torch.ones(b, c, dtype=torch.bool)
-    present[1, -1] = False  # row 1 comes from a cohort without the last column
-    values = torch.randn(b, c, generator=g) * (~categorical & ~missing)
-    candidates = torch.randn(b, c, levels, E, generator=g)
-    index = torch.randint(0, levels, (b, c), generator=g)
-    level_vectors = torch.gather(candidates, 2, index[..., None, None].expand(-1, -1, 1, E))[
-        :, :, 0
-    ]
-    return TabularBatch(
-        column_vectors=torch.randn(b, c, E, generator=g),
-        level_vectors=level_vectors * categorical[..., None],
-        values=values,
-        categorical=categorical,
-        missing=missing,
-        present=present,
-        level_index=torch.where(categorical, index, torch.full_like(index, -1)),
-        level_candidates=candidates,
-        candidate_mask=torch.ones(b, c, levels, dtype=torch.bool),
-    )
+from tests.conftest import E, make_batch
 
 
 def permute(batch: TabularBatch, order: torch.Tensor) -> TabularBatch:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from citab_cli.core.data.preprocess import Volume, load_volume, to_grid
 from citab_cli.core.errors import CitabError
+from citab_cli.core.scans.preprocess import Volume, load_volume, to_grid
 from citab_cli.core.settings import ImageSettings, default_spacing
 from tests.conftest import write_nifti
 

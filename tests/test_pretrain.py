@@ -18,12 +18,18 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss
-from citab_cli.core.training import checkpoint
+from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.training import loop as core
-from citab_cli.core.training.config import pretrain_preset
-from tests.conftest import FakeEncoder, assert_user_error, embedded_copy, ingest, run
-
-COHORTS = "adni,nacc,aibl"
+from tests.conftest import (
+    COHORTS,
+    FakeEncoder,
+    assert_user_error,
+    embedded_copy,
+    ingest,
+    make_batch,
+    run,
+    tiny,
+)
 
 
 @pytest.fixture()
@@ -34,14 +40,6 @@ def embedded(project: Path, monkeypatch) -> Path:
     monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
     assert run("embed-headers", "--project", project).exit_code == 0
     return project
-
-
-def tiny(cohorts: str = COHORTS, **train):
-    config = pretrain_preset("tiny")
-    settings = {"epochs": 2, "batch_size": 4, "checkpoint_every": 3, "log_every": 2, **train}
-    return config.model_copy(
-        update={"cohorts": cohorts.split(","), "train": config.train.model_copy(update=settings)}
-    )
 
 
 def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
@@ -82,7 +80,7 @@ def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
     from PIL import Image
 
     assert Image.open(directory / "curves.png").size[0] > 500
-    tensors, meta = checkpoint.load(directory / "last.safetensors")
+    tensors, meta = checkpoint_file.load(directory / "last.safetensors")
     assert meta["kind"] == "model" and meta["citab_version"]
     assert set(meta["cohorts"]) == {"adni", "nacc", "aibl"}
     manifest = json.loads((embedded / "cohorts/nacc/manifest.json").read_text())
@@ -109,11 +107,10 @@ def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
 
 
 def meta_best(directory: Path) -> dict:
-    return checkpoint.load(directory / "best.safetensors")[1]["metrics"]
+    return checkpoint_file.load(directory / "best.safetensors")[1]["metrics"]
 
 
 def test_losses_fall_when_overfitting_one_batch():
-    from tests.test_model import make_batch
 
     torch.manual_seed(0)
     config = preset("tiny").model_copy(update={"header_dim": 12})
@@ -136,7 +133,7 @@ def test_losses_fall_when_overfitting_one_batch():
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(path)[0]
+    return checkpoint_file.load(path)[0]
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(embedded: Path):
@@ -189,7 +186,7 @@ def test_sigkill_mid_run_then_resume_finishes(embedded: Path):
     assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved_step = checkpoint.load(state, kind=checkpoint.STATE)[1]["step"]
+    saved_step = checkpoint_file.load(state, kind=checkpoint_file.STATE)[1]["step"]
     assert 0 < saved_step < 48
     finished = subprocess.run(
         [
@@ -208,36 +205,36 @@ def test_sigkill_mid_run_then_resume_finishes(embedded: Path):
         timeout=300,
     )
     assert finished.returncode == 0, finished.stderr
-    assert checkpoint.load(state, kind=checkpoint.STATE)[1]["step"] == 48
+    assert checkpoint_file.load(state, kind=checkpoint_file.STATE)[1]["step"] == 48
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path: Path):
     tensors = {"a": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
     meta = {"config": {"x": 1}, "step": 7}
-    checkpoint.save(tmp_path / "c.safetensors", tensors, checkpoint.MODEL, meta)
-    loaded, document = checkpoint.load(tmp_path / "c.safetensors")
+    checkpoint_file.save(tmp_path / "c.safetensors", tensors, checkpoint_file.MODEL, meta)
+    loaded, document = checkpoint_file.load(tmp_path / "c.safetensors")
     assert torch.equal(loaded["a"], tensors["a"]) and document["step"] == 7
     assert document["config"] == {"x": 1} and document["format"] == "citab-checkpoint"
 
     torch.save(tensors, tmp_path / "pickle.pt")
     with pytest.raises(core.CitabError, match="pickle"):
-        checkpoint.load(tmp_path / "pickle.pt")
+        checkpoint_file.load(tmp_path / "pickle.pt")
     data = (tmp_path / "c.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(core.CitabError, match="truncated or corrupt"):
-        checkpoint.load(tmp_path / "cut.safetensors")
+        checkpoint_file.load(tmp_path / "cut.safetensors")
     flipped = bytearray(data)
     flipped[-1] ^= 0xFF
     (tmp_path / "flip.safetensors").write_bytes(bytes(flipped))
     with pytest.raises(core.CitabError, match="checksum"):
-        checkpoint.load(tmp_path / "flip.safetensors")
+        checkpoint_file.load(tmp_path / "flip.safetensors")
     from safetensors.torch import save_file
 
     save_file(tensors, str(tmp_path / "plain.safetensors"))
     with pytest.raises(core.CitabError, match="not a citab checkpoint"):
-        checkpoint.load(tmp_path / "plain.safetensors")
+        checkpoint_file.load(tmp_path / "plain.safetensors")
     with pytest.raises(core.CitabError, match="not a training-state"):
-        checkpoint.load(tmp_path / "c.safetensors", kind=checkpoint.STATE)
+        checkpoint_file.load(tmp_path / "c.safetensors", kind=checkpoint_file.STATE)
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(embedded: Path, monkeypatch):
@@ -256,7 +253,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(embedded: Path, monkeypa
     with pytest.raises(core.CitabError, match="cannot write the checkpoint.*previous checkpoint"):
         core.pretrain(store, tiny(), "w", resume=True)
     assert last.read_bytes() == before
-    checkpoint.load(last)
+    checkpoint_file.load(last)
     assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -360,7 +357,7 @@ def test_headers_are_embedded_when_missing(project: Path, monkeypatch):
 
 
 def test_test_subjects_never_reach_pretraining(embedded: Path):
-    from citab_cli.core.training.dataset import load_cohort, subjects_in
+    from citab_cli.core.runtime.dataset import load_cohort, subjects_in
 
     store = Project(embedded)
     cache = __import__("citab_cli.core.headers", fromlist=["x"]).load_cache(
@@ -418,7 +415,7 @@ def test_two_process_pretraining_on_cpu(embedded: Path):
         str(embedded),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    meta = checkpoint.load(embedded / "runs/ddp/last.safetensors")[1]
+    meta = checkpoint_file.load(embedded / "runs/ddp/last.safetensors")[1]
     # 33 train subjects, batches of 4 on each of 2 processes: 4 steps
     assert meta["step"] == 4
     assert not [p for p in (embedded / "runs").iterdir() if p.name != "ddp"]
@@ -444,7 +441,9 @@ def test_repeated_non_finite_losses_stop_with_a_clear_error(embedded: Path, monk
     monkeypatch.setattr(objective, "pretraining_loss", poisoned)
     with pytest.raises(core.CitabError, match="not finite 5 steps in a row"):
         core.pretrain(Project(embedded), tiny(), "nan")
-    state = checkpoint.load(embedded / "runs/nan/last.state.safetensors", kind=checkpoint.STATE)
+    state = checkpoint_file.load(
+        embedded / "runs/nan/last.state.safetensors", kind=checkpoint_file.STATE
+    )
     assert state[1]["skipped"] == 5
 
 
@@ -537,13 +536,13 @@ def test_world_size_is_recorded_and_a_different_one_refused(embedded: Path):
     from citab_cli.core.training import run as runs
 
     core.pretrain(Project(embedded), tiny(epochs=1), "w")
-    path = embedded / "runs/w/last.state.safetensors"
-    document = checkpoint.load(path, kind=checkpoint.STATE)[1]
+    files = Project(embedded).run_files("w")
+    document = checkpoint_file.load(files.state, kind=checkpoint_file.STATE)[1]
     assert document["world_size"] == 1
     config = core.PretrainConfig.model_validate(document["config"])
-    runs.check_resumable(document, config, [], path, world=1)
+    runs.check_resumable(document, config, [], files, world=1)
     with pytest.raises(core.CitabError, match="trained with 1 process and is resumed with 2"):
-        runs.check_resumable(document, config, [], path, world=2)
+        runs.check_resumable(document, config, [], files, world=2)
 
 
 @pytest.mark.parametrize("prefix", [b"\x80", b"PK"])
@@ -554,7 +553,7 @@ def test_checkpoints_whose_header_length_looks_like_pickle_load(tmp_path: Path, 
     path = tmp_path / "c.safetensors"
 
     def length(pad: int) -> int:
-        checkpoint.save(path, tensors, checkpoint.MODEL, {"pad": "x" * pad})
+        checkpoint_file.save(path, tensors, checkpoint_file.MODEL, {"pad": "x" * pad})
         return int.from_bytes(path.read_bytes()[:8], "little")
 
     modulus = 1 << (8 * len(prefix))
@@ -563,8 +562,8 @@ def test_checkpoints_whose_header_length_looks_like_pickle_load(tmp_path: Path, 
     pad = next(p for p in range(max(0, first - 16), first + 16) if length(p) % modulus == target)
     length(pad)
     assert path.read_bytes()[: len(prefix)] == prefix
-    loaded, document = checkpoint.load(path)
-    assert torch.equal(loaded["w"], tensors["w"]) and document["kind"] == checkpoint.MODEL
+    loaded, document = checkpoint_file.load(path)
+    assert torch.equal(loaded["w"], tensors["w"]) and document["kind"] == checkpoint_file.MODEL
 
 
 def test_the_queue_and_momentum_encoders_resume_bit_for_bit(embedded: Path):
@@ -579,11 +578,11 @@ def test_the_queue_and_momentum_encoders_resume_bit_for_bit(embedded: Path):
 
     core.pretrain(store, queued(), "q-straight")
     core.pretrain(store, queued(), "q-broken", hooks=core.Hooks(stop=lambda step: step == 5))
-    middle = checkpoint.load(embedded / "runs/q-broken/last.state.safetensors", kind=None)[0]
+    middle = checkpoint_file.load(embedded / "runs/q-broken/last.state.safetensors", kind=None)[0]
     assert int(middle["momentum/pointer"]) == (5 * 4) % 16  # 5 steps of 4 keys
     core.pretrain(store, queued(), "q-broken", resume=True)
-    a = checkpoint.load(embedded / "runs/q-straight/last.state.safetensors", kind=None)[0]
-    b = checkpoint.load(embedded / "runs/q-broken/last.state.safetensors", kind=None)[0]
+    a = checkpoint_file.load(embedded / "runs/q-straight/last.state.safetensors", kind=None)[0]
+    b = checkpoint_file.load(embedded / "runs/q-broken/last.state.safetensors", kind=None)[0]
     momentum = [k for k in a if k.startswith("momentum/")]
     assert "momentum/image_queue" in momentum and "momentum/tabular.norm.weight" in momentum
     for key in a:

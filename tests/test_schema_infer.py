@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citab_cli.core.data.schema import load_schema
+from citab_cli.core.schema.cohort import load_schema
 from tests.conftest import assert_user_error, run
 
 

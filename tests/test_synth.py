@@ -89,7 +89,7 @@ def test_refuses_to_overwrite(tmp_path: Path):
 
 
 def test_truth_names_drivers_and_non_drivers_among_the_schema_columns(raw_dir: Path):
-    from citab_cli.core.data.schema import load_schema, shipped_schema_dir
+    from citab_cli.core.schema.cohort import load_schema, shipped_schema_dir
 
     truth = json.loads((raw_dir / "truth.json").read_text())
     for cohort, entry in truth["cohorts"].items():

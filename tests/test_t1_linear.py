@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from citab_cli.core.data import pipelines, qc
-from citab_cli.core.data.preprocess import load_volume
 from citab_cli.core.errors import CitabError
+from citab_cli.core.scans import pipelines, qc
+from citab_cli.core.scans.preprocess import load_volume
 from citab_cli.core.settings import ImageSettings, mni_grid
 from tests.conftest import assert_user_error, run, write_nifti, write_rows
 
@@ -49,7 +49,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_whole_head_scan_through_t1_linear(tmp_path: Path):
     """Skull, scalp, neck, a random pose and storage orientation: the brain is found (Dice
     with the true mask >= 0.9) and lands on the MNI template."""
-    from citab_cli.core.data.t1_linear import t1_linear
+    from citab_cli.core.scans.t1_linear import t1_linear
 
     path, truth = _raw_subject(tmp_path, 3)
     assert nib.aff2axcodes(nib.load(path).affine) != ("R", "A", "S")  # not stored as RAS
@@ -66,7 +66,7 @@ def test_a_whole_head_scan_through_t1_linear(tmp_path: Path):
 def test_the_skull_does_not_cost_registration_quality(tmp_path: Path):
     """The same subject, as a whole head at a random pose and as a skull-less brain: after
     t1-linear the head correlates with the template at least as well as the brain did."""
-    from citab_cli.core.data.t1_linear import t1_linear
+    from citab_cli.core.scans.t1_linear import t1_linear
 
     head_path, _ = _raw_subject(tmp_path, 5)
     brain_path, _ = _raw_subject(tmp_path, 5, raw=False)
@@ -110,7 +110,7 @@ def test_scans_without_a_brain_are_refused(tmp_path: Path, kind: str):
 
 def _fake_t1(monkeypatch, calls: list):
     """t1-linear without its networks: a fixed volume, and a count of the scans it ran on."""
-    from citab_cli.core.data import t1_linear
+    from citab_cli.core.scans import t1_linear
 
     def fake(volume, path, settings):
         calls.append(Path(path).name)
@@ -203,12 +203,12 @@ def test_qc_outliers_are_robust():
     figures[7] = {"brain_ml": 2900, "template_correlation": 0.83, "brain_fraction": 0.3}
     flagged = qc.outliers(subjects, figures)
     assert flagged == {"s4": ["template_correlation"], "s7": ["brain_ml"]}
-    text = qc.describe("s4", flagged["s4"], figures[4], figures, "adni")
+    text = qc.describe("s4", flagged["s4"], figures[4], figures, "cohorts/adni/qc.png")
     assert "correlation with the MNI template 0.41" in text and "cohorts/adni/qc.png" in text
 
 
 def test_dicom_series_are_converted_once_and_the_t1_series_is_chosen(tmp_path: Path):
-    from citab_cli.core.data import dicom
+    from citab_cli.core.scans import dicom
     from tests.dicom_series import write_series
 
     volume = (np.random.default_rng(0).random((20, 24, 16)) * 1000).astype(np.int16)

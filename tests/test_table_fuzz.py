@@ -7,9 +7,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from citab_cli.core.data.schema import CohortSchema, load_schema, shipped_schema_dir
-from citab_cli.core.data.table import read_csv, validate
+from citab_cli.core.data.table import validate
 from citab_cli.core.errors import CitabError
+from citab_cli.core.schema.cohort import CohortSchema, load_schema, shipped_schema_dir
+from citab_cli.core.schema.raw_table import read_csv
 from citab_cli.core.yaml_io import parse_model
 
 ADNI = load_schema(shipped_schema_dir() / "adni.yaml")

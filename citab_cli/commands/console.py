@@ -44,17 +44,24 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-@contextmanager
-def progress_bar(description: str, total: int):
-    """A Rich progress bar; yields a function that advances it by one."""
+def new_progress(*fields: str, disable: bool = False) -> Progress:
+    """The one progress bar of every command: description, bar, done/total, the task fields
+    named in `fields` (e.g. the current loss), elapsed time and ETA; on stderr, gone when done."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *(TextColumn(f"{{task.fields[{name}]}}") for name in fields),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    return Progress(*columns, console=err_console, transient=True, disable=disable)
+
+
+@contextmanager
+def progress_bar(description: str, total: int):
+    """A progress bar for `total` items; yields a function that advances it by one."""
+    with new_progress() as bar:
         task = bar.add_task(description, total=total)
         yield lambda: bar.advance(task)

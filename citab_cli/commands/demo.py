@@ -20,7 +20,7 @@ def demo(
     epochs: int = typer.Option(15, "--epochs", help="Pretraining epochs (small preset)."),
 ) -> None:
     """Run synth -> ingest -> embed-headers -> pretrain -> probe -> explain on synthetic data."""
-    from citab_cli.core.synth import demo as core
+    from citab_cli.core.workflows import demo as core
 
     start = time.perf_counter()
     result = core.run(

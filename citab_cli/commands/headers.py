@@ -26,7 +26,7 @@ def embed_headers(
     from citab_cli.core.data.project import Project
 
     result = headers.embed(
-        Project(project), model, progress=lambda msg: err_console.print(f"[dim]{msg}...[/]")
+        Project(project), model, message=lambda msg: err_console.print(f"[dim]{msg}...[/]")
     )
     state = "model loaded" if result.model_loaded else "all cached, no model loaded"
     console.print(

@@ -13,8 +13,8 @@ from citab_cli.commands.options import ProjectOption
 
 def info(project: Path = ProjectOption) -> None:
     """Show the project's cohorts, subjects per split, columns, header caches and runs."""
-    from citab_cli.core.data.info import describe
     from citab_cli.core.data.project import Project
+    from citab_cli.core.workflows.info import describe
 
     found = describe(Project(project))
     image = found.settings.image
@@ -58,7 +58,7 @@ def info(project: Path = ProjectOption) -> None:
                 )
                 console.print(
                     f"  [yellow]{c.name}: {len(c.qc_outliers)} QC outlier(s)[/]: {listed}; "
-                    f"see {found.root / 'cohorts' / c.name / 'qc.png'}",
+                    f"see {c.montage}",
                     soft_wrap=True,
                 )
             if c.warnings:

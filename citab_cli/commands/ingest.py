@@ -114,7 +114,7 @@ def ingest(
         summary = core.summarize(plan, core.split_plan(plan), written=None)
     else:
         with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
-            summary = core.execute(plan, workers=workers or _default_workers(), progress=advance)
+            summary = core.execute(plan, workers=workers or _default_workers(), advance=advance)
         if plan.seconds:
             steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in plan.seconds.items())
             console.print(f"Per scan: {steps}")
@@ -122,6 +122,8 @@ def ingest(
 
 
 def _render(summary, shape) -> None:
+    from citab_cli.core.data.project import QC_FILE
+
     rows = Table(title=f"{summary.cohort}: rows", title_justify="left")
     rows.add_column("rows")
     rows.add_column("count", justify="right")
@@ -150,5 +152,5 @@ def _render(summary, shape) -> None:
         grid = "x".join(str(s) for s in shape)
         console.print(
             f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}; "
-            f"QC montage {summary.written / 'qc.png'}"
+            f"QC montage {summary.written / QC_FILE}"
         )

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import datetime
 from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from citab_cli.commands.console import console, err_console
+from citab_cli.commands.console import console, err_console, new_progress
 from citab_cli.commands.options import Device, ProjectOption, default, device_option
+from citab_cli.core.runtime import presets
 
-
-class Preset(str, Enum):
-    tiny = "tiny"
-    small = "small"
-    paper = "paper"
+#: The presets, as --preset offers them.
+Preset = Enum("Preset", {name: name for name in presets.NAMES}, type=str)
 
 
 class Logger(str, Enum):
@@ -26,9 +22,9 @@ class Logger(str, Enum):
     tensorboard = "tensorboard"
 
 
-#: The presets' epochs and batch sizes, as --help shows them (a test keeps them in step).
-PRESET_EPOCHS = "tiny 2, small 15, paper 300"
-PRESET_BATCH = "tiny 8, small 16, paper 12"
+#: The presets' epochs and batch sizes, as --help shows them.
+PRESET_EPOCHS = presets.listed("epochs")
+PRESET_BATCH = presets.listed("batch_size")
 
 
 RunOption = typer.Option(
@@ -60,7 +56,7 @@ def pretrain(
         + default("none: required for a new run; with --resume, the run's own"),
     ),
     preset: Preset = typer.Option(
-        None, "--preset", help="Model and training preset. " + default("small")
+        None, "--preset", help="Model and training preset. " + default(presets.DEFAULT)
     ),
     config_file: Path = typer.Option(
         None,
@@ -102,18 +98,25 @@ def pretrain(
 ) -> None:
     """Pretrain one model on several cohorts at once (image-table contrastive and matching)."""
     from citab_cli.core.data.project import Project
+    from citab_cli.core.training.run_setup import RunRequest, resolve_run
 
     store = Project(project)
     store.load_settings()
-    overrides = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "balance_cohorts": balance_cohorts,
-        "include_val": include_val,
-    }
-    names = [c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None
-    name, config = _resolve_run(store, names, preset, config_file, run, resume, overrides)
+    request = RunRequest(
+        cohorts=[c.strip() for c in cohorts.split(",") if c.strip()] if cohorts else None,
+        preset=preset.value if preset is not None else None,
+        config_file=config_file,
+        run=run,
+        resume=resume,
+        train={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "balance_cohorts": balance_cohorts,
+            "include_val": include_val,
+        },
+    )
+    name, config = resolve_run(store, request)
     result, dist = _launch(store, config, name, resume, device, logger == Logger.tensorboard)
     if dist.main:
         _print_result(result, name)
@@ -136,63 +139,6 @@ def _launch(store, config, name: str, resume: bool, device: Device, tensorboard:
             torch.distributed.destroy_process_group()
 
 
-#: Which option sets each key of the run configuration (the rest come from --preset/--config).
-OPTION_OF = {
-    "cohorts": "--cohorts",
-    "train.epochs": "--epochs",
-    "train.batch_size": "--batch-size",
-    "train.seed": "--seed",
-    "train.balance_cohorts": "--balance-cohorts/--proportional",
-    "train.include_val": "--include-val/--train-only",
-}
-
-
-def _resolve_run(store, names, preset, config_file, run, resume, overrides):
-    """(run name, configuration): a resumed run's own, or the preset with --config over it."""
-    from citab_cli.core.errors import CitabError
-    from citab_cli.core.training import run as runs
-
-    if not resume:
-        if not names:
-            raise CitabError("name the cohorts to pretrain on: --cohorts adni,nacc,aibl")
-        chosen = (preset or Preset.small).value
-        name = run or f"{chosen}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        return name, _apply(_load_config(chosen, config_file), names, overrides)
-    name = run or runs.newest_run(store)
-    directory = runs.run_dir(store, name)
-    if not (directory / runs.CONFIG_FILE).is_file():
-        raise CitabError(f"{directory}: no run to resume; start it without --resume")
-    saved = runs.load_run_config(directory)
-    _refuse_changes(saved, name, preset, config_file, names, overrides)
-    return name, saved
-
-
-def _refuse_changes(saved, name, preset, config_file, names, overrides) -> None:
-    """Options repeated on --resume must equal the run's own settings; name the first change."""
-    from citab_cli.core.errors import CitabError
-    from citab_cli.core.training.config import differences
-
-    base = saved
-    if preset is not None or config_file is not None:
-        base = _load_config((preset or Preset.small).value, config_file)
-        # the grid and the header size come from the project, not from an option
-        model = base.model.model_copy(
-            update={"header_dim": saved.model.header_dim, "image": saved.model.image}
-        )
-        base = base.model_copy(update={"model": model})
-    requested = _apply(base, names if names is not None else list(saved.cohorts), overrides)
-    changed = differences(saved, requested)
-    if not changed:
-        return
-    key, was, now = changed[0]
-    option = OPTION_OF.get(key) or ("--config" if config_file is not None else "--preset")
-    more = f" (and {len(changed) - 1} more setting(s))" if len(changed) > 1 else ""
-    raise CitabError(
-        f"{option} changes {key} of run '{name}' from {was} to {now}{more}; a resumed run keeps "
-        f"its settings: drop {option}, or start a new run with another --run"
-    )
-
-
 def _train_with_progress(
     store, config, name: str, resume: bool, target: str, dist, tensorboard: bool
 ):
@@ -208,17 +154,9 @@ def _train_with_progress(
         err_console.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
     show = dist.main
     try:
-        with Progress(*columns, console=err_console, disable=not show, transient=True) as bar:
+        with new_progress("loss", disable=not show) as bar:
             task = bar.add_task(f"pretraining {name}", total=1, loss="")
 
             def on_step(step: int, metrics: dict) -> None:
@@ -262,36 +200,15 @@ def _print_result(result, name: str) -> None:
         console.print(
             f"[yellow]warning:[/] {result.skipped_steps} step(s) skipped for a non-finite loss"
         )
-    console.print(
-        f"Run files: {result.run_dir}/ (config.yaml, metrics.jsonl, curves.png, "
-        "environment.json, best.safetensors, last.safetensors, last.state.safetensors)"
+    files = ", ".join(
+        sorted(p.name for p in result.run_dir.iterdir() if not p.name.startswith("."))
     )
-
-
-def _load_config(preset: str, path: Path | None):
-    """The preset, with the keys of the YAML file at `path` (if any) merged over it."""
-    from citab_cli.core import yaml_io
-    from citab_cli.core.training.config import PretrainConfig, pretrain_preset
-
-    base = pretrain_preset(preset)
-    if path is None:
-        return base
-    return yaml_io.load_model(
-        path, PretrainConfig, "pretraining config", defaults=base.model_dump(mode="json")
-    )
-
-
-def _apply(base, cohorts: list[str] | None, overrides: dict):
-    train = base.train.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    update = {"train": train}
-    if cohorts is not None:
-        update["cohorts"] = cohorts
-    return base.model_copy(update=update)
+    console.print(f"Run files: {result.run_dir}/ ({files})")
 
 
 def _distributed():
     """The process's place in a torchrun launch (one process when not launched by torchrun)."""
-    from citab_cli.core.training.distributed import SINGLE, Distributed
+    from citab_cli.core.runtime.distributed import SINGLE, Distributed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -300,6 +217,6 @@ def _distributed():
 
 
 def _device(choice: Device, dist) -> str:
-    from citab_cli.core.training.precision import pick_device
+    from citab_cli.core.runtime.device import pick_device
 
     return str(pick_device(choice.value, dist.local_rank))

@@ -34,8 +34,8 @@ def infer(
     """Draft a schema YAML from a CSV: types, ranges, missing codes, censored values, the label,
     identifiers to drop; a review table says what is still to do."""
     from citab_cli.core import atomic
-    from citab_cli.core.data.dictionary import parse_columns
-    from citab_cli.core.data.schema_infer import draft
+    from citab_cli.core.schema.dictionary import parse_columns
+    from citab_cli.core.schema.draft import draft
 
     result = draft(csv_path, dictionary, parse_columns(dictionary_columns))
     if output is not None and output.exists():
@@ -66,7 +66,7 @@ def _review(rows, screen) -> None:
 @app.command("check")
 def check(schema_path: Path = typer.Argument(..., metavar="YAML", help="A cohort schema.")) -> None:
     """Validate a schema YAML and summarise what it maps."""
-    from citab_cli.core.data.schema import CategoricalColumn, load_schema
+    from citab_cli.core.schema.cohort import CategoricalColumn, load_schema
 
     schema = load_schema(schema_path)
     numeric = sum(not isinstance(c, CategoricalColumn) for c in schema.columns.values())

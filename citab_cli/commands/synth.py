@@ -43,7 +43,7 @@ def synth(
             subjects,
             shape,
             seed,
-            progress=advance,
+            advance=advance,
             image_signal=image_signal,
             raw_scans=raw_scans,
         )

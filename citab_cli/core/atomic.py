@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def umask() -> int:
+    """The process's current umask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -34,6 +35,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 `text` to `path` atomically (see `write_bytes`)."""
     write_bytes(path, text.encode("utf-8"))
 
 

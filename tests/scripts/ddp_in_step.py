@@ -15,9 +15,9 @@ import torch.distributed as dist
 from citab_cli.core import headers
 from citab_cli.core.data.project import Project
 from citab_cli.core.model import objective
+from citab_cli.core.runtime.distributed import Distributed
+from citab_cli.core.runtime.run_config import pretrain_preset
 from citab_cli.core.training import loop
-from citab_cli.core.training.config import pretrain_preset
-from citab_cli.core.training.distributed import Distributed
 
 project, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 dist.init_process_group("gloo")

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from citab_cli.core.losses.contrastive import itc_loss
-from citab_cli.core.training.distributed import Distributed, Gather
+from citab_cli.core.runtime.distributed import Distributed, Gather
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

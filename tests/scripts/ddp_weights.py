@@ -14,10 +14,10 @@ import torch.distributed as dist
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import PretrainingObjective
-from citab_cli.core.training.distributed import Distributed, Gather
+from citab_cli.core.runtime.distributed import Distributed, Gather
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from tests.test_model import make_batch  # noqa: E402
+from tests.conftest import make_batch  # noqa: E402
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from citab_cli.core import atomic, headers
 from citab_cli.core.data.project import Project
+from citab_cli.core.runtime.run_config import pretrain_preset
 from citab_cli.core.training import loop as core
-from citab_cli.core.training.config import pretrain_preset
 
 project, run, point = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 resume = "--resume" in sys.argv

@@ -1,2 +1,2 @@
-"""From a user's files to a stored cohort: schemas, the raw table, image paths, preprocessing,
-splits, ingest, and the project directory that holds the result."""
+"""A stored cohort: the table validated against its schema, image paths, splits, the ingest
+that writes it atomically, its manifest, and the project directory that holds it all."""

@@ -7,14 +7,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from citab_cli.core.data.schema import CohortSchema, ImageByBids, ImageByColumn
 from citab_cli.core.errors import CitabError
+from citab_cli.core.schema.cohort import CohortSchema, ImageByBids, ImageByColumn
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 @dataclass(frozen=True)
 class MissingImage:
+    """A row whose scan was not found: its CSV line, subject and what was looked for."""
+
     line: int
     subject: str
     looked_for: str
@@ -155,6 +157,8 @@ def resolve(
 
 
 def describe_missing(missing: list[MissingImage], images_root: Path, csv_path: Path) -> str:
+    """One error message for the rows without a scan: the first five, how many more, and the
+    fixes."""
     shown = "; ".join(f"line {m.line} ({m.subject}: {m.looked_for})" for m in missing[:5])
     more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
     return (

@@ -6,30 +6,28 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from citab_cli.core import atomic, locks
-from citab_cli.core.data import image_paths, manifest, pipelines, qc, splits
-from citab_cli.core.data.pipelines import Job, Preprocessed, preprocess_all
+from citab_cli.core.data import image_paths, manifest, splits
+from citab_cli.core.data.ingest_plan import DEFAULT_PIPELINE, IngestPlan, OnBadScan, OnMissing
 from citab_cli.core.data.project import (
     IMAGES_FILE,
     MANIFEST_FILE,
+    QC_FILE,
     SUBJECTS_FILE,
     TABULAR_FILE,
     Project,
 )
-from citab_cli.core.data.schema import (
-    COHORT_NAME,
-    CohortSchema,
-    find_schema,
-    load_schema,
-)
-from citab_cli.core.data.table import ValidatedTable, read_csv, validate
+from citab_cli.core.data.table import ValidatedTable, validate
 from citab_cli.core.errors import CitabError
+from citab_cli.core.scans import pipelines, qc
+from citab_cli.core.scans.pipelines import Job, Preprocessed, preprocess_all
+from citab_cli.core.schema.cohort import COHORT_NAME, find_schema, load_schema
+from citab_cli.core.schema.raw_table import read_csv
 from citab_cli.core.settings import (
     ImageSettings,
     ProjectSettings,
@@ -38,37 +36,11 @@ from citab_cli.core.settings import (
     native_grid,
 )
 
-OnMissing = Literal["error", "skip"]
-OnBadScan = Literal["error", "skip"]
-#: The pipeline of a cohort whose schema and command line name none.
-DEFAULT_PIPELINE = "minimal"
-
-
-@dataclass
-class IngestPlan:
-    """Everything ingest will write, decided and validated before anything is written."""
-
-    project: Project
-    settings: ProjectSettings
-    new_project: bool
-    cohort: str
-    schema: CohortSchema
-    schema_path: Path
-    csv_path: Path
-    csv_sha256: str
-    images_root: Path
-    table: ValidatedTable
-    images: list[Path]
-    pipeline: str = DEFAULT_PIPELINE
-    on_bad_scan: OnBadScan = "error"
-    warnings: list[str] = field(default_factory=list)
-    qc: dict = field(default_factory=dict)  # subject -> QC figures, filled by execute
-    qc_outliers: dict = field(default_factory=dict)  # subject -> figures it is an outlier on
-    seconds: dict = field(default_factory=dict)  # mean seconds per scan of each step
-
 
 @dataclass
 class IngestSummary:
+    """What an ingest stored (or would store, in a dry run), for the command to show."""
+
     cohort: str
     rows_read: int
     kept: int
@@ -207,6 +179,8 @@ def _subset(table: ValidatedTable, keep: list[int]) -> ValidatedTable:
 
 
 def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> IngestSummary:
+    """The summary of a plan: rows read, kept and dropped, subjects per split and label,
+    warnings."""
     counts: dict[str, Counter] = {s: Counter() for s in splits.SPLITS}
     classes = plan.schema.label.class_names if plan.schema.label else []
     unlabelled = any(label is None for label in plan.table.labels)
@@ -250,7 +224,7 @@ def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
 
 
 def execute(
-    plan: IngestPlan, workers: int = 1, progress: Callable[[], None] | None = None
+    plan: IngestPlan, workers: int = 1, advance: Callable[[], None] | None = None
 ) -> IngestSummary:
     """Preprocess the images and write the cohort; on any failure the project is unchanged
     (but for scans finished by t1-linear, which stay in its cache for the next try)."""
@@ -262,7 +236,7 @@ def execute(
             locks.hold(project.root, "writing to this project"),
             atomic.staged_directory(target) as stage,
         ):
-            split_of = _write_cohort(plan, stage, workers, progress)
+            split_of = _write_cohort(plan, stage, workers, advance)
             # Everything that can fail has run; the project-level files go last, each atomic.
             if plan.new_project:
                 project.write_settings(plan.settings)
@@ -271,14 +245,14 @@ def execute(
 
 
 def _preprocess(
-    plan: IngestPlan, stage: Path, workers: int, progress: Callable[[], None] | None
+    plan: IngestPlan, stage: Path, workers: int, advance: Callable[[], None] | None
 ) -> list[Preprocessed]:
     """Every scan through the pipeline into stage/images.npy. A bad scan stops the ingest, or
     with --on-bad-scan skip drops its row (the plan's table and images shrink to match)."""
     job = Job(
         plan.pipeline,
         plan.settings.image,
-        cache=plan.project.root / "cache" if plan.pipeline == "t1-linear" else None,
+        cache=plan.project.scan_cache_dir if plan.pipeline == "t1-linear" else None,
         series=plan.schema.image_series,
     )
     count = len(plan.images)
@@ -292,7 +266,7 @@ def _preprocess(
         done.volume = np.empty(0, np.float16)  # stored; not kept twice in memory
         results[index] = done
 
-    failures = preprocess_all(plan.images, job, workers, keep, progress)
+    failures = preprocess_all(plan.images, job, workers, keep, advance)
     store.flush()
     rows = zip(plan.table.lines, plan.table.subjects, strict=True)
     origins = [f"{plan.csv_path}: line {line} (subject {subject})" for line, subject in rows]
@@ -324,11 +298,12 @@ def _quality(plan: IngestPlan, stage: Path, done: list[Preprocessed]) -> None:
     figures = [d.qc for d in done]
     plan.qc = dict(zip(subjects, figures, strict=True))
     flagged = qc.outliers(subjects, figures)
+    shown = plan.project.cohort_file(plan.cohort, QC_FILE).relative_to(plan.project.root)
     for subject, keys in flagged.items():
-        plan.warnings.append(qc.describe(subject, keys, plan.qc[subject], figures, plan.cohort))
+        plan.warnings.append(qc.describe(subject, keys, plan.qc[subject], figures, str(shown)))
     plan.qc_outliers = flagged
     volumes = np.load(stage / IMAGES_FILE, mmap_mode="r")
-    qc.montage(stage / "qc.png", volumes, subjects, set(flagged),
+    qc.montage(stage / QC_FILE, volumes, subjects, set(flagged),
                f"{plan.cohort}, {plan.pipeline}")  # fmt: skip
     seconds: dict[str, list[float]] = {}
     for d in done:
@@ -338,12 +313,12 @@ def _quality(plan: IngestPlan, stage: Path, done: list[Preprocessed]) -> None:
 
 
 def _write_cohort(
-    plan: IngestPlan, stage: Path, workers: int, progress: Callable[[], None] | None
+    plan: IngestPlan, stage: Path, workers: int, advance: Callable[[], None] | None
 ) -> list[str]:
     """Preprocess the scans and write the cohort's files into `stage`; returns the splits."""
     from safetensors.numpy import save_file
 
-    done = _preprocess(plan, stage, workers, progress)
+    done = _preprocess(plan, stage, workers, advance)
     coarse = _resolution_warning([d.source_spacing for d in done], plan.settings.image)
     if coarse:
         plan.warnings.append(coarse)

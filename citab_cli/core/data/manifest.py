@@ -7,19 +7,18 @@ import csv
 import io
 from collections import Counter
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from citab_cli import __version__
-from citab_cli.core.data import preprocess, t1_linear
-from citab_cli.core.data.schema import CategoricalColumn
-
-if TYPE_CHECKING:
-    from citab_cli.core.data.ingest import IngestPlan
+from citab_cli.core.data.ingest_plan import IngestPlan
+from citab_cli.core.scans import preprocess, t1_linear
+from citab_cli.core.schema.cohort import CategoricalColumn
 
 
 def column_stats(values: np.ndarray, spec) -> dict:
+    """Train-split statistics of one column: count, missing rate, and mean/sd/range or level
+    counts."""
     present = values[~np.isnan(values)]
     stats: dict = {
         "n": int(values.size),
@@ -44,6 +43,8 @@ def column_stats(values: np.ndarray, spec) -> dict:
 
 
 def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
+    """manifest.json of a planned cohort: provenance, schema, preprocessing, columns and their train
+    statistics, QC and warnings."""
     pipeline = t1_linear if plan.pipeline == "t1-linear" else preprocess
     train = np.array([s == "train" for s in split_of])
     columns = []
@@ -101,6 +102,8 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
 
 
 def subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> str:
+    """subjects.csv: per subject its row index, split, label, source image and the image's
+    sha256."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["index", "subject", "split", "label", "image", "image_sha256"])

@@ -4,9 +4,12 @@
 <project>/
   citab.yaml                       project settings
   schemas/<cohort>.yaml            frozen copy of the schema used at ingest
-  cohorts/<cohort>/                subjects.csv, tabular.safetensors, images.npy, manifest.json
+  cohorts/<cohort>/                subjects.csv, tabular.safetensors, images.npy, manifest.json,
+                                   qc.png
   headers/<encoder-id>.safetensors header-embedding cache
-  runs/<run>/                      pretraining runs
+  cache/                           finished scans and converted DICOM series, by content
+  runs/<run>/                      config.yaml, metrics.jsonl, best/last/last.state.safetensors,
+                                   environment.json, curves.png, tensorboard/
   reports/<kind>-<run>-<cohort>-<time>/
 ```
 """
@@ -19,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from citab_cli.core import atomic, yaml_io
-from citab_cli.core.data.schema import COHORT_NAME
 from citab_cli.core.errors import CitabError
+from citab_cli.core.schema.cohort import COHORT_NAME
 from citab_cli.core.settings import ProjectSettings
 
 SETTINGS_FILE = "citab.yaml"
@@ -28,37 +31,113 @@ SUBJECTS_FILE = "subjects.csv"
 TABULAR_FILE = "tabular.safetensors"
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
+QC_FILE = "qc.png"
+#: A run's files (runs/<run>/...).
+RUN_CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+BEST_CHECKPOINT = "best.safetensors"
+LAST_CHECKPOINT = "last.safetensors"
+STATE_CHECKPOINT = "last.state.safetensors"
+ENVIRONMENT_FILE = "environment.json"
+CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one pretraining run, all in `directory` (runs/<run>/)."""
+
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        """The run's name."""
+        return self.directory.name
+
+    @property
+    def config(self) -> Path:
+        """The resolved configuration the run trains with."""
+        return self.directory / RUN_CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        """One JSON line per logged step and per validation."""
+        return self.directory / METRICS_FILE
+
+    @property
+    def best(self) -> Path:
+        """The model at its best validation."""
+        return self.directory / BEST_CHECKPOINT
+
+    @property
+    def last(self) -> Path:
+        """The model at the last checkpoint."""
+        return self.directory / LAST_CHECKPOINT
+
+    @property
+    def state(self) -> Path:
+        """Model, optimizer and progress: what a resumed run continues from."""
+        return self.directory / STATE_CHECKPOINT
+
+    @property
+    def environment(self) -> Path:
+        """Versions, devices and processes of the latest start."""
+        return self.directory / ENVIRONMENT_FILE
+
+    @property
+    def curves(self) -> Path:
+        """Losses and validation scores against steps."""
+        return self.directory / CURVES_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, when asked for."""
+        return self.directory / TENSORBOARD_DIR
 
 
 @dataclass(frozen=True)
 class Project:
+    """A project directory: every path in it comes from here."""
+
     root: Path
 
     @property
     def settings_path(self) -> Path:
+        """citab.yaml."""
         return self.root / SETTINGS_FILE
 
     @property
     def cohorts_dir(self) -> Path:
+        """cohorts/: one folder per ingested cohort."""
         return self.root / "cohorts"
 
     @property
     def schemas_dir(self) -> Path:
+        """schemas/: the frozen copy of each cohort's schema."""
         return self.root / "schemas"
 
     @property
     def headers_dir(self) -> Path:
+        """headers/: header-embedding caches, one per encoder."""
         return self.root / "headers"
 
     @property
     def runs_dir(self) -> Path:
+        """runs/: one folder per pretraining run."""
         return self.root / "runs"
 
     @property
+    def scan_cache_dir(self) -> Path:
+        """cache/: finished scans and converted DICOM series, keyed by content."""
+        return self.root / "cache"
+
+    @property
     def reports_dir(self) -> Path:
+        """reports/: one folder per probe, fine-tune and explanation."""
         return self.root / "reports"
 
     def cohort_dir(self, cohort: str) -> Path:
+        """cohorts/<cohort>/ (the name checked)."""
         if not COHORT_NAME.match(cohort):
             raise CitabError(
                 f"'{cohort}' is not a valid cohort name; use lower-case letters, "
@@ -67,17 +146,21 @@ class Project:
         return self.cohorts_dir / cohort
 
     def schema_path(self, cohort: str) -> Path:
+        """schemas/<cohort>.yaml."""
         self.cohort_dir(cohort)  # validates the name
         return self.schemas_dir / f"{cohort}.yaml"
 
     def cohort_file(self, cohort: str, name: str) -> Path:
+        """A file of a stored cohort (one of the *_FILE names)."""
         return self.cohort_dir(cohort) / name
 
     # settings ---------------------------------------------------------------------------------
     def exists(self) -> bool:
+        """Whether the project has its settings (something was ingested)."""
         return self.settings_path.is_file()
 
     def load_settings(self) -> ProjectSettings:
+        """citab.yaml, checked; a folder without one is not a project."""
         if not self.exists():
             raise CitabError(
                 f"{self.root} is not a citab project (no {SETTINGS_FILE}); "
@@ -86,10 +169,12 @@ class Project:
         return yaml_io.load_model(self.settings_path, ProjectSettings, "project settings")  # type: ignore[return-value]
 
     def write_settings(self, settings: ProjectSettings) -> None:
+        """Write citab.yaml atomically."""
         atomic.write_text(self.settings_path, yaml_io.dump(settings.model_dump(mode="json")))
 
     # cohorts ----------------------------------------------------------------------------------
     def cohorts(self) -> list[str]:
+        """The ingested cohorts, sorted."""
         if not self.cohorts_dir.is_dir():
             return []
         return sorted(
@@ -99,6 +184,7 @@ class Project:
         )
 
     def manifest(self, cohort: str) -> dict[str, Any]:
+        """A cohort's manifest.json; a cohort not ingested is an error naming those that are."""
         path = self.cohort_file(cohort, MANIFEST_FILE)
         if not path.is_file():
             known = ", ".join(self.cohorts()) or "none yet"
@@ -111,14 +197,37 @@ class Project:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise CitabError(f"{path} is corrupt; re-run `citab ingest` for '{cohort}'") from None
 
+    # runs -------------------------------------------------------------------------------------
     def runs(self) -> list[str]:
+        """The runs' names, sorted."""
         if not self.runs_dir.is_dir():
             return []
         return sorted(
             p.name for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
 
+    def run_files(self, run: str) -> RunFiles:
+        """The files of run `run` (the name checked; nothing is created)."""
+        if not run or "/" in run or "\\" in run or run.startswith("."):
+            raise CitabError(f"'{run}' is not a valid run name; use letters, digits, '-' and '_'")
+        return RunFiles(self.runs_dir / run)
+
+    def newest_run(self, having: str | None = None) -> str | None:
+        """The run changed last; with `having` (a run file name), the run whose file of that
+        name was written last. None when there is no such run."""
+        runs = self.runs()
+        if having is not None:
+            runs = [r for r in runs if (self.runs_dir / r / having).is_file()]
+        if not runs:
+            return None
+        return max(runs, key=lambda r: (self.runs_dir / r / (having or "")).stat().st_mtime)
+
+    def header_cache(self, encoder: str) -> Path:
+        """headers/<encoder-id>.safetensors: the vectors one encoder gave, with their texts."""
+        return self.headers_dir / f"{encoder}.safetensors"
+
     def header_caches(self) -> list[Path]:
+        """The header-embedding caches, one per encoder used."""
         if not self.headers_dir.is_dir():
             return []
         return sorted(self.headers_dir.glob("*.safetensors"))

@@ -14,12 +14,12 @@ from torch import nn
 from citab_cli.core.evaluation import metrics
 from citab_cli.core.evaluation.labels import LabelLayout
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.training import checkpoint
-from citab_cli.core.training.augment import AugmentConfig, augment, sample_parameters
-from citab_cli.core.training.config import PretrainConfig
-from citab_cli.core.training.dataset import Collator
-from citab_cli.core.training.embedding import cohort_items
-from citab_cli.core.training.precision import autocast, image_layout
+from citab_cli.core.runtime import checkpoint_file
+from citab_cli.core.runtime.augment import AugmentConfig, augment, sample_parameters
+from citab_cli.core.runtime.dataset import Collator
+from citab_cli.core.runtime.device import autocast, image_layout
+from citab_cli.core.runtime.embedding import cohort_items
+from citab_cli.core.runtime.run_config import PretrainConfig
 
 Strategy = Literal["frozen", "trainable"]
 #: The backbone learns at this fraction of the head's rate when trained end to end.
@@ -45,6 +45,8 @@ class Classifier(nn.Module):
 
 @dataclass
 class Trained:
+    """A trained classifier: its weights at the best validation epoch and the validation curve."""
+
     state: dict[str, torch.Tensor]  # the classifier at its best validation epoch
     curve: list[float]  # validation balanced accuracy per epoch
     best_epoch: int
@@ -151,12 +153,13 @@ def train_classifier(
 
 def load_classifier(path: Path) -> tuple[Classifier, dict]:
     """A classifier saved by `citab finetune`, in evaluation mode, and its metadata."""
-    tensors, document = checkpoint.load(path, kind=CLASSIFIER)
+    tensors, document = checkpoint_file.load(path, kind=CLASSIFIER)
     model = classifier_from(document, tensors)
     return model, document
 
 
 def classifier_from(document: dict, tensors: dict[str, torch.Tensor]) -> Classifier:
+    """A saved classifier rebuilt from its checkpoint document and tensors, in eval mode."""
     config = PretrainConfig.model_validate(document["config"])
     model = Classifier(build_model(config.model), len(document["classes"]))
     model.load_state_dict(tensors)

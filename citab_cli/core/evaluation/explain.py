@@ -22,19 +22,14 @@ from citab_cli.core.evaluation.attribution import (
     localising_stage,
     mean_cell_tokens,
 )
-from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 from citab_cli.core.evaluation.classifier import CLASSIFIER, Classifier, classifier_from
 from citab_cli.core.evaluation.labels import label_layout
 from citab_cli.core.evaluation.linear import FALLBACK_C, MAX_ITERATIONS, choose_c, folds_for
 from citab_cli.core.evaluation.routing import routing
-from citab_cli.core.training.dataset import CohortData, Collator
-from citab_cli.core.training.embedding import cohort_items, embed_subjects
-from citab_cli.core.training.precision import (
-    describe_device,
-    image_layout,
-    model_layout,
-    pick_device,
-)
+from citab_cli.core.runtime.dataset import CohortData, Collator
+from citab_cli.core.runtime.device import describe_device, image_layout, model_layout, pick_device
+from citab_cli.core.runtime.embedding import cohort_items, embed_subjects
+from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 
 #: Cohort-level attributions average over at most this many test subjects.
 AGGREGATE_SUBJECTS = 64
@@ -178,6 +173,8 @@ def attribute(
 
 @dataclass
 class Explanation:
+    """Where an explanation was written, and the columns ranked by mean |attribution|."""
+
     folder: Path
     ranking: list[tuple[str, float]]  # (header text, mean |attribution|), strongest first
 
@@ -192,6 +189,8 @@ def explain(
     message: Callable[[str], None] = lambda text: None,
     exclude_criteria: bool = False,
 ) -> Explanation:
+    """Explain a model on one cohort's test subjects: column attributions by header text, prototype
+    routing and Grad-CAM, in one report folder."""
     loaded = load_checkpoint(project, ckpt, kinds=("model", CLASSIFIER))
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "explain")
     if loaded.document.get("exclude_criteria", exclude_criteria):

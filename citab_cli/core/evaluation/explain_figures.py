@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core.evaluation.report import pyplot
+from citab_cli.core import figures
 
 #: Bars in the column attribution chart.
 SHOWN_COLUMNS = 20
@@ -32,20 +32,20 @@ def _short(text: str) -> str:
 
 
 def bar_chart(path: Path, ranking: list[tuple[str, float]], cohort: str) -> None:
-    plt = pyplot()
+    """The strongest columns' mean |attribution| as a horizontal bar chart."""
+    plt = figures.pyplot()
     shown = ranking[:SHOWN_COLUMNS][::-1]
     fig, ax = plt.subplots(figsize=(8.0, 0.35 * len(shown) + 1.2), layout="constrained")
     ax.barh([_short(t) for t, _ in shown], [v for _, v in shown], color="tab:blue")
     ax.set_xlabel("mean |integrated gradient| on the predicted class")
     ax.set_title(f"{cohort}: columns by header text")
     ax.tick_params(axis="y", labelsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 
 
 def heatmap(path: Path, routing: dict) -> None:
     """One panel per cohort: its columns (by header text) x (layer, prototype) mean gates."""
-    plt = pyplot()
+    plt = figures.pyplot()
     matrix = routing["matrix"]
     _, layers, k = matrix.shape
     cohorts = list(dict.fromkeys(routing["cohorts"]))
@@ -72,8 +72,7 @@ def heatmap(path: Path, routing: dict) -> None:
         ax.set_title(cohort, fontsize=9, loc="left")
     fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, label="mean gate")
     fig.suptitle("P-MoLin routing: mean gate of each column (L layer, P prototype)", fontsize=9)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 
 
 def _image(volume: np.ndarray, affine: np.ndarray):
@@ -93,7 +92,7 @@ def overlay(path: Path, scan: np.ndarray, cam: np.ndarray, affine: np.ndarray, t
     """Grad-CAM drawn with nilearn over the subject's scan, cut through the map's peak."""
     from nilearn import plotting
 
-    plt = pyplot()
+    plt = figures.pyplot()
     peak = np.unravel_index(int(cam.argmax()), cam.shape)
     cut = (affine @ np.array([*peak, 1.0]))[:3]
     fig = plt.figure(figsize=(9, 3.4))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from citab_cli.core.training.dataset import CohortData
+from citab_cli.core.runtime.dataset import CohortData
 
 #: Feature sets of a probe, in report order, and what each is.
 FEATURE_TITLES = {
@@ -40,6 +40,7 @@ class Layout:
     columns: tuple[tuple[str, tuple[str, ...] | None], ...]
 
     def names(self) -> list[str]:
+        """The column keys, in matrix order."""
         return [key for key, _ in self.columns]
 
 

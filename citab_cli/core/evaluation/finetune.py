@@ -13,7 +13,6 @@ import torch
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import features, report
-from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 from citab_cli.core.evaluation.classifier import (
     BACKBONE_RATE,
     CLASSIFIER,
@@ -31,9 +30,10 @@ from citab_cli.core.evaluation.labels import (
 )
 from citab_cli.core.evaluation.linear import fit_predict
 from citab_cli.core.model.citab import build_model
-from citab_cli.core.training import checkpoint
-from citab_cli.core.training.dataset import CohortData, Collator
-from citab_cli.core.training.precision import describe_device, model_layout, pick_device
+from citab_cli.core.runtime import checkpoint_file
+from citab_cli.core.runtime.dataset import CohortData, Collator
+from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
+from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 
 __all__ = ["FinetuneReport", "Strategy", "finetune", "load_classifier", "train_classifier"]
 
@@ -50,6 +50,8 @@ TITLES = {
 
 @dataclass
 class FinetuneReport:
+    """Where a fine-tune report was written, with its summaries and paired comparisons."""
+
     cohort: str
     folder: Path
     summary: dict  # model -> metric -> {"mean", "std", "ci95"}
@@ -83,6 +85,8 @@ def finetune(
     message: Callable[[str], None] = lambda text: None,
     exclude_criteria: bool = False,
 ) -> FinetuneReport:
+    """Fine-tune a diagnosis head on one cohort next to a from-scratch baseline with the same
+    budget; write the report."""
     check_fractions((label_fraction,))
     if seeds < 1 or epochs < 1:
         raise CitabError("--seeds and --epochs must be at least 1")
@@ -247,7 +251,7 @@ def _save_classifier(
     """The fine-tuned classifier, loadable with `load_classifier`."""
     cohorts = dict(loaded.document.get("cohorts", {}))
     cohorts[data.name] = {"schema_fingerprint": data.schema_fingerprint, "columns": data.columns}
-    checkpoint.save(
+    checkpoint_file.save(
         path,
         model.state_dict(),
         CLASSIFIER,

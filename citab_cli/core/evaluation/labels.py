@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from citab_cli.core.errors import CitabError
-from citab_cli.core.training.dataset import CohortData
+from citab_cli.core.runtime.dataset import CohortData
 
 #: A label subset's generator is seeded with (seed, fraction * FRACTION_SEED_SCALE), so each
 #: fraction draws its own subset, the same on every run.
@@ -27,6 +27,7 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 
 def check_fractions(fractions: tuple[float, ...]) -> None:
+    """Refuse label fractions outside (0, 1]."""
     for f in fractions:
         if not 0 < f <= 1:
             raise CitabError(f"label fraction {f:g} is outside (0, 1]; use e.g. 0.01,0.1,1")
@@ -43,6 +44,7 @@ class LabelLayout:
     gaps: dict[str, list[str]] = field(default_factory=dict)  # split -> classes it lacks
 
     def labels(self, split: str) -> np.ndarray:
+        """The class indices of the labelled rows of `split`."""
         return self.y[self.rows[split]]
 
     def describe_gaps(self, cohort: str) -> list[str]:
@@ -59,6 +61,8 @@ class LabelLayout:
 
 
 def label_layout(cohort: CohortData, task: str) -> LabelLayout:
+    """A cohort's labelled rows per split and its class order; a cohort with one class is
+    refused."""
     present = {lab for lab in cohort.labels if lab}
     classes = [c for c in cohort.classes if c in present] or sorted(present)
     index = {c: i for i, c in enumerate(classes)}

@@ -22,6 +22,7 @@ ECE_BINS = 10
 
 
 def accuracy(y: np.ndarray, probabilities: np.ndarray) -> float:
+    """Share of subjects whose most probable class is right."""
     from sklearn.metrics import accuracy_score
 
     return float(accuracy_score(y, probabilities.argmax(1)))
@@ -82,6 +83,7 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 
 def score(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Every metric of METRICS for one set of predictions."""
     return {name: fn(y, probabilities) for name, fn in METRICS.items()}
 
 

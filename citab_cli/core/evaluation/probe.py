@@ -17,7 +17,6 @@ import torch
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import report
-from citab_cli.core.evaluation.checkpoints import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
@@ -37,9 +36,10 @@ from citab_cli.core.evaluation.labels import (
 from citab_cli.core.evaluation.linear import describe_folds, fit_predict
 from citab_cli.core.evaluation.probe_report import markdown, write
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.training.dataset import CohortData, Collator
-from citab_cli.core.training.embedding import cohort_items, embed_subjects
-from citab_cli.core.training.precision import describe_device, model_layout, pick_device
+from citab_cli.core.runtime.dataset import CohortData, Collator
+from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
+from citab_cli.core.runtime.embedding import cohort_items, embed_subjects
+from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 
 __all__ = [
     "BASELINES",
@@ -57,6 +57,8 @@ RANDOM_INIT_SEED = 0
 
 @dataclass
 class ProbeReport:
+    """Where a probe report was written, with its summaries and paired comparisons."""
+
     cohort: str  # the test cohort
     folder: Path
     summary: dict  # feature -> fraction -> metric -> {"mean", "std", "ci95"}

@@ -86,6 +86,8 @@ def _columns(document: dict) -> list[str]:
 
 
 def markdown(document: dict) -> str:
+    """report.md of a probe: per label fraction the metric table and the paired comparisons in
+    words."""
     lines = _header(document)
     for fraction in document["label_fractions"]:
         key = report.fraction_key(fraction)

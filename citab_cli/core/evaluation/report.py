@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core import atomic
+from citab_cli.core import atomic, figures
 from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import metrics
 
@@ -85,7 +85,7 @@ def comparison_table(entries: list[dict], titles: dict[str, str]) -> list[str]:
 def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[str, str]) -> None:
     """Paired differences with their 95% intervals, one row per method-baseline pair, one
     colour per label fraction, one panel per metric; zero marked."""
-    plt = pyplot()
+    plt = figures.pyplot()
     keys = list(comparisons)
     pairs = [(e["method"], e["baseline"]) for e in comparisons[keys[0]]]
     fig, axes = plt.subplots(
@@ -118,8 +118,7 @@ def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[s
         ax.invert_yaxis()
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Paired differences on the same test subjects (95% bootstrap intervals)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 
 
 def metrics_table(rows: list[tuple[str, dict]], first: str) -> list[str]:
@@ -147,6 +146,7 @@ def gap_lines(document: dict) -> list[str]:
 
 
 def created() -> str:
+    """The current UTC time, as reports record it."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -167,16 +167,6 @@ def write_report(
         (stage / "report.md").write_text(markdown)
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def classifier_figures(
     folder: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, title: str
 ) -> None:
@@ -188,7 +178,7 @@ def classifier_figures(
 def _confusion_matrix(
     path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, title: str
 ) -> None:
-    plt = pyplot()
+    plt = figures.pyplot()
     k = len(classes)
     matrix = np.zeros((k, k), dtype=int)
     for t, p in zip(y_test, proba.argmax(1), strict=True):
@@ -205,14 +195,13 @@ def _confusion_matrix(
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 
 
 def _roc(path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, title: str) -> None:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for c, name in enumerate(classes):
         positive = y_test == c
@@ -227,15 +216,14 @@ def _roc(path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, 
     ax.set_title(f"ROC: {title}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 
 
 def label_fraction_figure(
     path: Path, fractions, summary: dict, classes: list[str], key: Callable[[float], str]
 ) -> None:
     """Balanced accuracy (mean ± sd over seeds) against the fraction of labels, per method."""
-    plt = pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for feature, results in summary.items():
         means = [results[key(f)]["balanced_accuracy"]["mean"] for f in fractions]
@@ -247,13 +235,12 @@ def label_fraction_figure(
     ax.axhline(1 / len(classes), color="grey", linestyle=":", label="chance")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 
 
 def curve_figure(path: Path, curves: dict[str, list[list[float]]], ylabel: str) -> None:
     """One line per (method, seed) of a per-epoch score, a colour per method."""
-    plt = pyplot()
+    plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for n, (kind, per_seed) in enumerate(curves.items()):
         for i, curve in enumerate(per_seed):
@@ -268,5 +255,4 @@ def curve_figure(path: Path, curves: dict[str, list[list[float]]], ylabel: str) 
     ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)

@@ -9,8 +9,8 @@ from citab_cli.core import headers
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab
-from citab_cli.core.training.dataset import Collator, load_cohort
-from citab_cli.core.training.embedding import cohort_items
+from citab_cli.core.runtime.dataset import Collator, load_cohort
+from citab_cli.core.runtime.embedding import cohort_items
 
 #: Subjects per forward pass while reading gates.
 BATCH = 32

@@ -1,1 +1,1 @@
-"""Network layers, one concept per module."""
+"""Network layers, one concept per module, and the tabular batch they read."""

@@ -21,6 +21,9 @@ def _uniform_(tensor: torch.Tensor, fan_in: int) -> None:
 
 
 class PrototypeMixture(nn.Module):
+    """P-MoLin: each token is routed by its similarity to K learned prototypes over K expert feed-
+    forwards, computed in one batched contraction."""
+
     def __init__(
         self,
         dim: int,

@@ -21,6 +21,8 @@ LAYOUTS = {
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3x3 convolutions with a shortcut (ResNet-10/18/34)."""
+
     expansion = 1
 
     def __init__(self, cin: int, width: int, stride: int):
@@ -34,12 +36,15 @@ class BasicBlock(nn.Module):
         self.shortcut = _shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, D, H, W) -> (B, width, D', H', W')."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
+    """1x1x1, 3x3x3, 1x1x1 convolutions with a shortcut (ResNet-50)."""
+
     expansion = 4
 
     def __init__(self, cin: int, width: int, stride: int):
@@ -55,6 +60,7 @@ class Bottleneck(nn.Module):
         self.shortcut = _shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, D, H, W) -> (B, 4 * width, D', H', W')."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -68,6 +74,8 @@ def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
 
 
 class ResNet3d(nn.Module):
+    """A 3D ResNet of depth 10/18/34/50 for one-channel volumes: stem, four stages, feature map."""
+
     def __init__(self, depth: int, width: int, in_channels: int = 1):
         super().__init__()
         if depth not in LAYOUTS:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from citab_cli.core.model.batch import TabularBatch
+from citab_cli.core.layers.tabular_batch import TabularBatch
 
 
 class TabularTokenizer(nn.Module):
+    """Cell tokens from header vectors: a numeric value scales its column's adapted header, a level
+    is its own text's vector, a missing cell a learned vector on its header."""
+
     def __init__(
         self,
         header_dim: int,

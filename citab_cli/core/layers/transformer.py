@@ -8,6 +8,8 @@ from torch import nn
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention with a key-padding mask."""
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
         if dim % heads:
@@ -34,6 +36,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """(B, N, D) -> ((B, N, D), no gates)."""
         return self.net(x), None
 
 
@@ -53,6 +56,8 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, keep: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pre-norm attention then feed-forward, each added back: (B, N, D) -> ((B, N, D), gates or
+        None)."""
         x = x + self.attention(self.norm1(x), keep)
         update, aux = self.feed_forward(self.norm2(x))
         return x + update, aux

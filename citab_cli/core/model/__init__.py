@@ -1,1 +1,2 @@
-"""The CITab model: configuration, batch format and assembly (`build_model`)."""
+"""The CITab model: configuration and presets, assembly (`build_model`), the pretraining
+objective and the momentum encoders."""

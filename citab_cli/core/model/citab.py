@@ -9,25 +9,32 @@ from torch import nn
 
 from citab_cli.core.layers.prototype_mixture import PrototypeMixture
 from citab_cli.core.layers.resnet3d import ResNet3d, feature_grid
+from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.layers.tabular_tokenizer import TabularTokenizer
 from citab_cli.core.layers.transformer import Block, FeedForward
-from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.config import ModelConfig
 
 
 @dataclass
 class TabularOutput:
+    """The tabular encoder's output: tokens after the final norm, the keep mask and the P-MoLin
+    gates."""
+
     tokens: torch.Tensor  # (B, 1 + C, D) after the final norm; position 0 is CLS
     keep: torch.Tensor  # (B, 1 + C) bool
     gates: list[torch.Tensor]  # per layer (B, 1 + C, K)
 
     @property
     def cls(self) -> torch.Tensor:
+        """The tabular CLS token (B, D)."""
         return self.tokens[:, 0]
 
 
 @dataclass
 class ImageOutput:
+    """The image encoder's output: the last feature map, its projected tokens and the pooled
+    vector."""
+
     feature_map: torch.Tensor  # (B, C_img, D', H', W')
     tokens: torch.Tensor  # (B, N, D) projected, with 3D positional embedding
     pooled: torch.Tensor  # (B, C_img)
@@ -88,6 +95,7 @@ class TabularEncoder(nn.Module):
         return TabularOutput(self.norm(x), keep, gates)
 
     def forward(self, batch: TabularBatch) -> TabularOutput:
+        """Cell tokens of `batch`, encoded: (B, C) cells -> TabularOutput."""
         return self.encode_cells(self.tokenizer.cell_tokens(batch), batch.present)
 
 
@@ -112,6 +120,9 @@ class FusionEncoder(nn.Module):
 
 
 class CITab(nn.Module):
+    """The whole network: tabular encoder, 3D ResNet image encoder, fusion, and the projection and
+    matching heads."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -171,6 +182,7 @@ class CITab(nn.Module):
         return ImageOutput(features, tokens, features.mean(dim=(2, 3, 4)))
 
     def encode_tabular(self, batch: TabularBatch) -> TabularOutput:
+        """The tabular encoder on `batch`."""
         return self.tabular(batch)
 
     def embed_cells(
@@ -180,6 +192,7 @@ class CITab(nn.Module):
         return self.fuse(self.tabular.encode_cells(cells, present), image)
 
     def fuse(self, table: TabularOutput, image: ImageOutput) -> torch.Tensor:
+        """The multimodal embedding (B, D): fusion over the tabular and image tokens, its CLS."""
         return self.fusion(table, image.tokens)
 
     def forward(self, images: torch.Tensor, batch: TabularBatch) -> dict[str, torch.Tensor]:
@@ -195,6 +208,8 @@ def build_model(config: ModelConfig) -> CITab:
 
 
 def parameter_counts(model: CITab) -> dict[str, int]:
+    """Parameters of each part of the model and in total."""
+
     def count(module: nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
 

@@ -52,6 +52,8 @@ class ImageConfig(_Strict):
 
 
 class FusionConfig(_Strict):
+    """The fusion encoder: layers, heads, feed-forward ratio."""
+
     layers: int = Field(4, ge=1)
     heads: int = Field(8, ge=1)
     ffn_ratio: float = Field(4.0, gt=0)
@@ -105,6 +107,9 @@ class LossConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The whole network and its objective: header size, projections, tabular, image, fusion,
+    loss."""
+
     header_dim: int = Field(384, ge=1, description="dimension of the header embeddings")
     projection_dim: int = Field(128, ge=1)
     tabular: TabularConfig = TabularConfig()
@@ -142,6 +147,7 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def preset(name: str) -> ModelConfig:
+    """The network of preset `name`."""
     if name not in PRESETS:
         raise CitabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]

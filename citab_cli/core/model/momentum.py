@@ -10,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from citab_cli.core.model.batch import TabularBatch
+from citab_cli.core.layers.tabular_batch import TabularBatch
 
 #: The parts of the model whose momentum copies make the ITC keys.
 PARTS = ("image", "image_projection", "tabular", "tabular_projection")
 
 
 class MomentumEncoders(nn.Module):
+    """An exponential moving average of the encoders and projections, and a queue of their past
+    features as extra ITC negatives."""
+
     def __init__(self, model: nn.Module, queue_size: int, momentum: float, dim: int):
         super().__init__()
         self.momentum = momentum

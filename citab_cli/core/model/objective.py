@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
+from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
 from citab_cli.core.losses.matching import hard_negatives, itm_loss, match_auc
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
-from citab_cli.core.model.batch import TabularBatch
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
 from citab_cli.core.model.momentum import MomentumEncoders
 
@@ -193,6 +193,7 @@ class PretrainingObjective(torch.nn.Module):
         generator: torch.Generator | None = None,
         gather: Gather | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The pretraining losses of one batch (see `pretraining_loss`)."""
         return pretraining_loss(
             self.model, images, batch, cohorts, generator, gather, self.momentum
         )

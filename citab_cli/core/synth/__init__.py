@@ -25,6 +25,8 @@ _SCAN_STREAM = 1
 
 @dataclass(frozen=True)
 class SynthCohort:
+    """What was written for one synthetic cohort."""
+
     name: str
     subjects: int
     rows: int
@@ -36,6 +38,8 @@ class SynthCohort:
 
 @dataclass(frozen=True)
 class SynthResult:
+    """Where the synthetic cohorts and their truth file were written."""
+
     out: Path
     cohorts: list[SynthCohort]
     truth: Path
@@ -44,6 +48,7 @@ class SynthResult:
 def check_request(
     out: Path, cohorts: list[str], subjects: int, shape: int, image_signal: float = 1.0
 ) -> None:
+    """Refuse a synth request that cannot be met (unknown cohorts, sizes, an output that exists)."""
     if not 0 <= image_signal <= 1:
         raise CitabError(f"--image-signal {image_signal:g} is outside [0, 1]")
     unknown = [c for c in cohorts if c not in COHORTS]
@@ -77,7 +82,7 @@ def generate(
     subjects: int,
     shape: int,
     seed: int,
-    progress: Callable[[], None] | None = None,
+    advance: Callable[[], None] | None = None,
     image_signal: float = 1.0,
     raw_scans: bool = False,
 ) -> SynthResult:
@@ -92,7 +97,7 @@ def generate(
     with atomic.staged_directory(out) as stage:
         for name in cohorts:
             cohort, truth = _write_cohort(
-                stage, out, name, subjects, grid, seed, progress, image_signal, raw_scans
+                stage, out, name, subjects, grid, seed, advance, image_signal, raw_scans
             )
             summary.append(cohort)
             truth_rows.extend(truth)
@@ -111,7 +116,7 @@ def _write_cohort(
     subjects: int,
     grid: anatomy.Grid,
     seed: int,
-    progress: Callable[[], None] | None,
+    advance: Callable[[], None] | None,
     image_signal: float = 1.0,
     raw_scans: bool = False,
 ) -> tuple[SynthCohort, list[dict[str, str]]]:
@@ -149,8 +154,8 @@ def _write_cohort(
                 **({"brain_mask": f"{name}_truth/{subject}_brainmask.nii.gz"} if raw_scans else {}),
             }
         )
-        if progress is not None:
-            progress()
+        if advance is not None:
+            advance()
     (stage / f"{name}.csv").write_text(_csv_text(rows))
     (stage / f"{name}.yaml").write_text(_schema_text(name, raw_scans))
     counts = np.bincount(lat.diagnosis, minlength=3)
@@ -184,7 +189,7 @@ def _write_scan(target: Path, grid, rng, lat, i: int, scanner, raw_scans: bool) 
 def _schema_text(name: str, raw_scans: bool) -> str:
     """The shipped schema of the cohort, with the pipeline its scans need: minimal for the
     brain-only scans, t1-linear for whole-head raw scans."""
-    from citab_cli.core.data.schema import shipped_schema_dir
+    from citab_cli.core.schema.cohort import shipped_schema_dir
 
     text = (shipped_schema_dir() / f"{name}.yaml").read_text()
     pipeline = "t1-linear" if raw_scans else "minimal"

@@ -36,6 +36,7 @@ class Grid:
 
     @property
     def spacing(self) -> float:
+        """Voxel size in mm."""
         return FIELD_OF_VIEW_MM / self.size
 
     def world(self) -> np.ndarray:
@@ -47,6 +48,7 @@ class Grid:
         )
 
     def affine(self, flip: tuple[bool, bool, bool]) -> np.ndarray:
+        """Voxel-to-world affine of the grid, axes flipped as asked."""
         affine = np.eye(4)
         origin = BRAIN_CENTRE - (self.size - 1) / 2 * self.spacing
         for axis in range(3):

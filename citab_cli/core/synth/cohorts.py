@@ -47,6 +47,8 @@ def _cdr_global(rng: np.random.Generator, severity: float) -> str:
 
 @dataclass(frozen=True)
 class CohortSpec:
+    """One synthetic cohort's dialect: prevalence, demographics, columns, codes and scanner."""
+
     name: str
     prevalence: tuple[float, float, float]
     age_mean: float

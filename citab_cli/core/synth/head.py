@@ -29,6 +29,8 @@ ORIENTATIONS = (
 
 @dataclass(frozen=True)
 class RawScan:
+    """A whole-head scan as a scanner might store it, with where its brain is."""
+
     data: np.ndarray  # the stored voxels
     affine: np.ndarray  # voxel -> world (mm)
     brain_mask: np.ndarray  # bool, same grid: where the brain is

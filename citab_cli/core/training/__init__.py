@@ -1,2 +1,2 @@
-"""Self-supervised pretraining: configuration, cohort batches, augmentation, the loop, its
-distributed helpers, validation, checkpoints and frozen embeddings."""
+"""Self-supervised pretraining: which run and configuration, the loop, its batches and sampling,
+the learning-rate schedule, validation, and what a run writes."""

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from citab_cli.core.model.batch import TabularBatch
-from citab_cli.core.training.dataset import Collator
+from citab_cli.core.layers.tabular_batch import TabularBatch
+from citab_cli.core.runtime.dataset import Collator
 
 _DONE = object()
 
@@ -66,5 +66,6 @@ class Prefetcher:
             self.close()
 
     def close(self) -> None:
+        """Stop the background thread."""
         self._stop.set()
         self._thread.join(timeout=5)

@@ -17,31 +17,18 @@ from pathlib import Path
 import torch
 
 from citab_cli.core import headers, locks
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, RunFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.model.objective import PretrainingObjective
-from citab_cli.core.training import checkpoint
-from citab_cli.core.training.augment import augment, sample_parameters
-from citab_cli.core.training.config import PretrainConfig, TrainConfig
-from citab_cli.core.training.dataset import (
-    CohortData,
-    Collator,
-    check_images_match,
-    load_cohort,
-)
-from citab_cli.core.training.distributed import SINGLE, Distributed, Gather
+from citab_cli.core.runtime import checkpoint_file
+from citab_cli.core.runtime.augment import augment, sample_parameters
+from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_match, load_cohort
+from citab_cli.core.runtime.device import autocast, image_layout, model_layout
+from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
+from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig
 from citab_cli.core.training.loader import Prefetcher
-from citab_cli.core.training.precision import autocast, image_layout, model_layout
-from citab_cli.core.training.run import (
-    CONFIG_FILE,
-    STATE,
-    Progress,
-    RunWriter,
-    load_run_config,
-    resolve_config,
-    run_dir,
-)
+from citab_cli.core.training.run import Progress, RunWriter, load_run_config, resolve_config
 from citab_cli.core.training.sampling import (
     Schedule,
     epoch_order,
@@ -67,6 +54,8 @@ class Hooks:
 
 @dataclass
 class PretrainResult:
+    """How a pretraining call ended: run folder, steps, epochs, early stop, best scores."""
+
     run_dir: Path
     steps: int
     epochs_done: int
@@ -97,12 +86,13 @@ def pretrain(
             f"{project.root} (ingested: {', '.join(known) or 'none'}); run "
             "`citab ingest` for it, or fix --cohorts"
         )
-    directory = run_dir(project, run)
+    files = project.run_files(run)
+    directory = files.directory
     restart = False
-    if resume and not (directory / STATE).is_file():
-        if not (directory / CONFIG_FILE).is_file():
+    if resume and not files.state.is_file():
+        if not files.config.is_file():
             raise CitabError(
-                f"{directory}: no run to resume (no {STATE}); start it without --resume"
+                f"{directory}: no run to resume (no {files.state.name}); start it without --resume"
             )
         # stopped (e.g. killed) before its first checkpoint: start it again, same folder
         hooks.message(f"run {run} has no checkpoint yet; starting it from the beginning")
@@ -118,23 +108,21 @@ def pretrain(
     lock = locks.hold(directory, f"training run '{run}'") if dist.main else contextlib.nullcontext()
     try:
         with lock:
-            return _pretrain(
-                project, config, run, resume, device, dist, hooks, directory, tensorboard
-            )
+            return _pretrain(project, config, run, resume, device, dist, hooks, files, tensorboard)
     except BaseException:
         # A new run that stopped before its first checkpoint leaves nothing behind.
-        if dist.main and not resume and not (directory / STATE).exists():
+        if dist.main and not resume and not files.state.exists():
             shutil.rmtree(directory, ignore_errors=True)
         raise
 
 
-def _saved_state(project: Project, directory: Path) -> tuple[dict, dict]:
+def _saved_state(project: Project, files: RunFiles) -> tuple[dict, dict]:
     """The run's last state, refused if it was trained with another header encoder."""
-    saved = checkpoint.load(directory / STATE, kind=checkpoint.STATE)
+    saved = checkpoint_file.load(files.state, kind=checkpoint_file.STATE)
     encoder, current = saved[1]["header_encoder"]["id"], project.load_settings().header_encoder
     if encoder != current:
         raise CitabError(
-            f"{directory / STATE}: trained with header encoder '{encoder}', the "
+            f"{files.state}: trained with header encoder '{encoder}', the "
             f"project now uses '{current}'; run `citab embed-headers --model` "
             "with the run's encoder, or start a new run"
         )
@@ -182,10 +170,11 @@ def _pretrain(
     device: str,
     dist: Distributed,
     hooks: Hooks,
-    directory: Path,
+    files: RunFiles,
     tensorboard: bool = False,
 ) -> PretrainResult:
-    saved = _saved_state(project, directory) if resume else None
+    """The run itself, under the run's lock: load, build, restore or start, train, save."""
+    saved = _saved_state(project, files) if resume else None
     cohort_names = list(config.cohorts)
     cache = headers.ensure_embedded(project, cohort_names, hooks.message, dist.main, dist.barrier)
     config = resolve_config(config, project, cache.dim)
@@ -196,7 +185,7 @@ def _pretrain(
     model, optimizer = _build(config, target)
     objective = PretrainingObjective(model)
     writer = RunWriter(
-        directory,
+        files,
         config,
         cohorts,
         cache,
@@ -209,9 +198,9 @@ def _pretrain(
     )
     progress = Progress()
     if saved is not None:
-        if load_run_config(directory) != config:
+        if load_run_config(files) != config:
             raise CitabError(
-                f"{directory / CONFIG_FILE} differs from the requested configuration; "
+                f"{files.config} differs from the requested configuration; "
                 "a resumed run keeps its configuration (drop the changed options)"
             )
         progress = writer.restore(*saved)
@@ -227,7 +216,7 @@ def _pretrain(
     dist.barrier()
     epochs_done = progress.step // schedule.steps_per_epoch
     return PretrainResult(
-        directory, progress.step, epochs_done, stopped, progress.best, progress.skipped
+        files.directory, progress.step, epochs_done, stopped, progress.best, progress.skipped
     )
 
 

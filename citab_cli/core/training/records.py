@@ -3,7 +3,6 @@ its losses and validation scores, and (optionally) TensorBoard event files."""
 
 from __future__ import annotations
 
-import io
 import json
 import platform
 import subprocess
@@ -11,12 +10,9 @@ import sys
 from pathlib import Path
 
 from citab_cli import __version__
-from citab_cli.core import atomic
+from citab_cli.core import atomic, figures
 from citab_cli.core.errors import CitabError
 
-ENVIRONMENT_FILE = "environment.json"
-CURVES_FILE = "curves.png"
-TENSORBOARD_DIR = "tensorboard"
 #: Panels of curves.png: (title, [(metric key, label)]).
 PANELS = (
     ("training losses", [("loss", "loss"), ("itc", "ITC"), ("itm", "ITM"), ("mtr", "MTR")]),
@@ -78,17 +74,27 @@ def environment(project_root: Path, world: int, device: str) -> dict:
     }
 
 
-def write_environment(directory: Path, record: dict) -> None:
-    atomic.write_text(directory / ENVIRONMENT_FILE, json.dumps(record, indent=2) + "\n")
+def write_environment(path: Path, record: dict) -> None:
+    """environment.json, written atomically."""
+    atomic.write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-def _read(metrics: Path) -> tuple[list[dict], list[dict]]:
-    steps, validations = [], []
-    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl, in order; a line cut short by a crash is passed over."""
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def _read(metrics: Path) -> tuple[list[dict], list[dict]]:
+    steps, validations = [], []
+    for record in read_metrics(metrics):
         if "validation" in record:
             validations.append(record["validation"])
         elif "step" in record:
@@ -96,14 +102,12 @@ def _read(metrics: Path) -> tuple[list[dict], list[dict]]:
     return steps, validations
 
 
-def draw_curves(directory: Path, metrics_file: str) -> None:
+def draw_curves(metrics: Path, curves: Path) -> None:
     """curves.png from metrics.jsonl: losses against steps, validation scores against steps."""
     import warnings
 
-    from citab_cli.core.evaluation.report import pyplot
-
-    steps, validations = _read(directory / metrics_file)
-    plt = pyplot()
+    steps, validations = _read(metrics)
+    plt = figures.pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
@@ -118,16 +122,13 @@ def draw_curves(directory: Path, metrics_file: str) -> None:
             ax.set_xlabel("step")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
-        plt.close(fig)
-    atomic.write_bytes(directory / CURVES_FILE, buffer.getvalue())
+        figures.save(fig, curves, dpi=100)
 
 
 class TensorBoard:
     """Mirrors metrics.jsonl into TensorBoard event files under runs/<run>/tensorboard/."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, log_dir: Path):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -135,9 +136,10 @@ class TensorBoard:
                 "--logger tensorboard needs the tensorboard package: pip install "
                 "'citab-cli[tensorboard]' (or pip install tensorboard)"
             ) from None
-        self._writer = SummaryWriter(log_dir=str(directory / TENSORBOARD_DIR))
+        self._writer = SummaryWriter(log_dir=str(log_dir))
 
     def log(self, record: dict) -> None:
+        """Scalars of one metrics.jsonl record, under train/ or validation/."""
         if "validation" in record:
             scores = record["validation"]
             step = scores.get("step", 0)
@@ -152,4 +154,5 @@ class TensorBoard:
         self._writer.flush()
 
     def close(self) -> None:
+        """Flush and close the event file."""
         self._writer.close()

@@ -1,13 +1,6 @@
-"""A pretraining run's folder: its name, its files, and what is written to them.
-
-```
-runs/<run>/config.yaml              the resolved configuration
-           metrics.jsonl            one line per logged step and per validation
-           best.safetensors         the model at its best validation
-           last.safetensors         the model at the last checkpoint
-           last.state.safetensors   model + optimizer + progress, to resume from
-```
-"""
+"""What a pretraining run writes to its files (runs/<run>/, laid out by `RunFiles` in
+data/project.py): the resolved configuration, the metrics log, the checkpoints, and what a
+resumed run reads back."""
 
 from __future__ import annotations
 
@@ -19,18 +12,13 @@ from pathlib import Path
 import torch
 
 from citab_cli.core import atomic, headers, yaml_io
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, RunFiles
 from citab_cli.core.errors import CitabError
-from citab_cli.core.training import checkpoint, records
-from citab_cli.core.training.config import PretrainConfig
-from citab_cli.core.training.dataset import CohortData
-from citab_cli.core.training.distributed import Distributed
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-BEST = "best.safetensors"
-LAST = "last.safetensors"
-STATE = "last.state.safetensors"
+from citab_cli.core.runtime import checkpoint_file
+from citab_cli.core.runtime.dataset import CohortData
+from citab_cli.core.runtime.distributed import Distributed
+from citab_cli.core.runtime.run_config import PretrainConfig
+from citab_cli.core.training import records
 
 
 @dataclass
@@ -41,19 +29,6 @@ class Progress:
     best: dict = field(default_factory=dict)  # validation scores of best.safetensors
     skipped: int = 0  # steps skipped for a non-finite loss
     bad_in_a_row: int = 0  # consecutive non-finite steps (not saved)
-
-
-def run_dir(project: Project, run: str) -> Path:
-    if not run or "/" in run or run.startswith("."):
-        raise CitabError(f"'{run}' is not a valid run name; use letters, digits, '-' and '_'")
-    return project.runs_dir / run
-
-
-def newest_run(project: Project) -> str:
-    runs = sorted(project.runs(), key=lambda r: (project.runs_dir / r).stat().st_mtime)
-    if not runs:
-        raise CitabError(f"{project.root} has no runs to resume; start one with `citab pretrain`")
-    return runs[-1]
 
 
 def resolve_config(config: PretrainConfig, project: Project, header_dim: int) -> PretrainConfig:
@@ -68,15 +43,17 @@ def resolve_config(config: PretrainConfig, project: Project, header_dim: int) ->
     return config.model_copy(update={"model": model})
 
 
-def load_run_config(directory: Path) -> PretrainConfig:
-    return yaml_io.load_model(directory / CONFIG_FILE, PretrainConfig, "run config")  # type: ignore[return-value]
+def load_run_config(files: RunFiles) -> PretrainConfig:
+    """The configuration a run was started with (its config.yaml), checked."""
+    return yaml_io.load_model(files.config, PretrainConfig, "run config")  # type: ignore[return-value]
 
 
 def check_resumable(
-    document: dict, config: PretrainConfig, cohorts: list[CohortData], path: Path, world: int
+    document: dict, config: PretrainConfig, cohorts: list[CohortData], files: RunFiles, world: int
 ) -> None:
     """A saved state continues only with its own configuration, cohort schemas and number of
     processes (the data order, the epochs and the schedule are laid out for that number)."""
+    path = files.state
     saved_world = document.get("world_size", 1)
     if saved_world != world:
         how = (
@@ -90,7 +67,7 @@ def check_resumable(
         )
     if document["config"] != config.model_dump(mode="json"):
         raise CitabError(
-            f"{path}: saved with another configuration than {path.parent / CONFIG_FILE}; "
+            f"{path}: saved with another configuration than {files.config}; "
             "restore the run's config.yaml or start a new run"
         )
     for c in cohorts:
@@ -110,19 +87,16 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines written after the checkpoint a resumed run continues from."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        record_step = record.get("step", record.get("validation", {}).get("step", 0))
-        if record_step <= step:
-            kept.append(line)
-    atomic.write_text(path, "".join(f"{line}\n" for line in kept))
+    kept = [
+        record
+        for record in records.read_metrics(path)
+        if record.get("step", record.get("validation", {}).get("step", 0)) <= step
+    ]
+    atomic.write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def parameter_names(model: torch.nn.Module) -> dict[int, str]:
+    """id(parameter) -> its dotted name in `model`."""
     return {id(p): name for name, p in model.named_parameters()}
 
 
@@ -131,7 +105,7 @@ class RunWriter:
 
     def __init__(
         self,
-        directory: Path,
+        files: RunFiles,
         config: PretrainConfig,
         cohorts: list[CohortData],
         cache: headers.HeaderCache,
@@ -142,7 +116,7 @@ class RunWriter:
         momentum: torch.nn.Module | None = None,
         tensorboard: bool = False,
     ):
-        self.directory = directory
+        self.files = files
         self.config = config
         self.cohorts = cohorts
         self.cache = cache
@@ -152,31 +126,31 @@ class RunWriter:
         self.world = dist.world
         self.main = dist.main
         self.momentum = momentum  # momentum encoders and their queue, resumed with the run
-        self.tensorboard = records.TensorBoard(directory) if tensorboard and self.main else None
+        self.tensorboard = (
+            records.TensorBoard(files.tensorboard) if tensorboard and self.main else None
+        )
 
     def start(self) -> None:
         """A new run: its resolved configuration and an empty metrics log."""
         if self.main:
-            atomic.write_text(
-                self.directory / CONFIG_FILE, yaml_io.dump(self.config.model_dump(mode="json"))
-            )
-            (self.directory / METRICS_FILE).write_text("")
+            atomic.write_text(self.files.config, yaml_io.dump(self.config.model_dump(mode="json")))
+            self.files.metrics.write_text("")
 
     def environment(self, project_root: Path, device: str) -> None:
         """environment.json: versions, devices and processes of this start (or resume)."""
         if self.main:
             records.write_environment(
-                self.directory, records.environment(project_root, self.world, device)
+                self.files.environment, records.environment(project_root, self.world, device)
             )
 
     def restore(self, tensors: dict[str, torch.Tensor], document: dict) -> Progress:
         """Load a saved state into the model and optimizer; the progress it recorded."""
-        check_resumable(document, self.config, self.cohorts, self.directory / STATE, self.world)
+        check_resumable(document, self.config, self.cohorts, self.files, self.world)
         prefix = "model/"
         self.model.load_state_dict(
             {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         )
-        checkpoint.restore_optimizer(self.optimizer, parameter_names(self.model), tensors)
+        checkpoint_file.restore_optimizer(self.optimizer, parameter_names(self.model), tensors)
         if self.momentum is not None:
             prefix = "momentum/"
             self.momentum.load_state_dict(
@@ -184,20 +158,22 @@ class RunWriter:
             )
         progress = Progress(document["step"], document.get("best", {}), document.get("skipped", 0))
         if self.main:
-            truncate_metrics(self.directory / METRICS_FILE, progress.step)
+            truncate_metrics(self.files.metrics, progress.step)
         return progress
 
     def log(self, record: dict) -> None:
+        """One line of metrics.jsonl (and TensorBoard); curves.png redrawn at validations."""
         if not self.main:
             return
-        with open(self.directory / METRICS_FILE, "a") as handle:
+        with open(self.files.metrics, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:
             self.tensorboard.log(record)
         if "validation" in record:
-            records.draw_curves(self.directory, METRICS_FILE)
+            records.draw_curves(self.files.metrics, self.files.curves)
 
     def close(self) -> None:
+        """Close the TensorBoard writer, if any."""
         if self.tensorboard is not None:
             self.tensorboard.close()
 
@@ -217,9 +193,12 @@ class RunWriter:
         }
 
     def save_best(self, progress: Progress, scores: dict) -> None:
+        """best.safetensors: the model now, with the validation scores that made it best."""
         if self.main:
             meta = self._metadata(progress.step, scores)
-            checkpoint.save(self.directory / BEST, self.model.state_dict(), checkpoint.MODEL, meta)
+            checkpoint_file.save(
+                self.files.best, self.model.state_dict(), checkpoint_file.MODEL, meta
+            )
 
     def save_state(self, progress: Progress) -> None:
         """last.safetensors (the model) and last.state.safetensors (everything to resume)."""
@@ -227,10 +206,12 @@ class RunWriter:
             return
         meta = self._metadata(progress.step, {})
         state = dict(self.model.state_dict())
-        checkpoint.save(self.directory / LAST, state, checkpoint.MODEL, meta)
+        checkpoint_file.save(self.files.last, state, checkpoint_file.MODEL, meta)
         tensors = {f"model/{k}": v for k, v in state.items()}
-        tensors.update(checkpoint.optimizer_tensors(self.optimizer, parameter_names(self.model)))
+        tensors.update(
+            checkpoint_file.optimizer_tensors(self.optimizer, parameter_names(self.model))
+        )
         if self.momentum is not None:
             tensors.update({f"momentum/{k}": v for k, v in self.momentum.state_dict().items()})
         meta.update(best=progress.best, skipped=progress.skipped)
-        checkpoint.save(self.directory / STATE, tensors, checkpoint.STATE, meta)
+        checkpoint_file.save(self.files.state, tensors, checkpoint_file.STATE, meta)

@@ -13,9 +13,9 @@ import torch
 from citab_cli.core.errors import CitabError
 
 if TYPE_CHECKING:
-    from citab_cli.core.training.config import TrainConfig
-    from citab_cli.core.training.dataset import CohortData
-    from citab_cli.core.training.distributed import Distributed
+    from citab_cli.core.runtime.dataset import CohortData
+    from citab_cli.core.runtime.distributed import Distributed
+    from citab_cli.core.runtime.run_config import TrainConfig
 
 #: Subject ids for seeding: cohort index * SUBJECT_STRIDE + row.
 SUBJECT_STRIDE = 1_000_000
@@ -79,7 +79,9 @@ class Schedule:
 
 
 def make_schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distributed) -> Schedule:
-    from citab_cli.core.training.dataset import subjects_in
+    """The run's schedule: subjects, steps per epoch, warm-up and total steps for this many
+    processes."""
+    from citab_cli.core.runtime.dataset import subjects_in
 
     items = subjects_in(cohorts, {"train", "val"} if train.include_val else {"train"})
     per_step = train.batch_size * dist.world

@@ -13,9 +13,9 @@ import torch
 from citab_cli.core.losses.matching import match_auc
 from citab_cli.core.model.citab import CITab, TabularOutput
 from citab_cli.core.model.objective import pretraining_loss
-from citab_cli.core.training.dataset import CohortData, Collator, subjects_in
-from citab_cli.core.training.embedding import cohort_items, embed_subjects, encoded_batches
-from citab_cli.core.training.precision import autocast, image_layout
+from citab_cli.core.runtime.dataset import CohortData, Collator, subjects_in
+from citab_cli.core.runtime.device import autocast, image_layout
+from citab_cli.core.runtime.embedding import cohort_items, embed_subjects, encoded_batches
 from citab_cli.core.training.sampling import step_generator
 
 #: The recall@k of image <-> table retrieval logged at each validation.
@@ -249,6 +249,7 @@ def better(scores: dict, best: dict, select: str = "ssl_loss") -> bool:
 
 
 def describe(scores: dict) -> str:
+    """One line of validation scores for the console."""
     text = f"validation after epoch {scores['epoch']}: loss {scores['val_loss']:.4f}"
     if "val_recall_at_5" in scores:
         text += f", retrieval R@5 {scores['val_recall_at_5']:.3f}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core.data.preprocess import Volume
 from citab_cli.core.errors import CitabError
+from citab_cli.core.scans.preprocess import Volume
 from citab_cli.core.settings import ImageSettings
 
 #: Bump when the pipeline changes what it writes: cached results of older versions are redone.
@@ -37,6 +37,9 @@ MIN_TEMPLATE_CORRELATION = 0.3
 
 @dataclass
 class T1Result:
+    """A scan through t1-linear: the volume on the project grid, the native brain mask and the
+    seconds each step took."""
+
     volume: np.ndarray  # (D, H, W) float16 on the project grid
     native_mask: np.ndarray  # bool brain mask in the scan's RAS-reoriented voxel grid
     native_affine: np.ndarray  # its affine

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import QC_FILE, Project
+from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.settings import ProjectSettings
 
 
 @dataclass
 class CohortInfo:
+    """One ingested cohort as `citab info` shows it."""
+
     name: str
     subjects: int
     splits: dict[str, int]
@@ -21,10 +24,13 @@ class CohortInfo:
     created: str
     pipeline: str = "minimal"
     qc_outliers: dict = field(default_factory=dict)  # subject -> QC figures it stands out on
+    montage: Path | None = None  # qc.png
 
 
 @dataclass
 class RunInfo:
+    """One run as `citab info` shows it."""
+
     name: str
     cohorts: list[str]
     step: int | None  # of last.safetensors; None while no checkpoint exists
@@ -33,6 +39,8 @@ class RunInfo:
 
 @dataclass
 class ProjectInfo:
+    """Everything `citab info` shows."""
+
     root: Path
     settings: ProjectSettings
     cohorts: list[CohortInfo]
@@ -41,6 +49,7 @@ class ProjectInfo:
 
 
 def describe(project: Project) -> ProjectInfo:
+    """What the project holds: settings, cohorts, header caches and runs."""
     settings = project.load_settings()
     cohorts = []
     for name in project.cohorts():
@@ -57,6 +66,7 @@ def describe(project: Project) -> ProjectInfo:
                 created=manifest["created"],
                 pipeline=manifest.get("preprocessing", {}).get("pipeline", "minimal"),
                 qc_outliers=manifest.get("qc_outliers", {}),
+                montage=project.cohort_file(name, QC_FILE),
             )
         )
     return ProjectInfo(
@@ -68,23 +78,10 @@ def describe(project: Project) -> ProjectInfo:
     )
 
 
-def _metadata(path: Path) -> dict:
-    """The citab metadata of a checkpoint, read from its header only ({} if unreadable)."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            return json.loads((handle.metadata() or {}).get("citab", "{}"))
-    except (SafetensorError, OSError, ValueError):
-        return {}
-
-
 def _run(project: Project, name: str) -> RunInfo:
-    folder = project.runs_dir / name
-    last = _metadata(folder / "last.safetensors") if (folder / "last.safetensors").is_file() else {}
-    best = _metadata(folder / "best.safetensors") if (folder / "best.safetensors").is_file() else {}
+    files = project.run_files(name)
+    last = checkpoint_file.read_metadata(files.last)
+    best = checkpoint_file.read_metadata(files.best)
     return RunInfo(
         name=name,
         cohorts=sorted(last.get("cohorts", {})),

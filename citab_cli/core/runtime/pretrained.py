@@ -13,13 +13,16 @@ from citab_cli.core import headers
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab, build_model
-from citab_cli.core.training import checkpoint
-from citab_cli.core.training.config import PretrainConfig
-from citab_cli.core.training.dataset import CohortData, load_cohort
+from citab_cli.core.runtime import checkpoint_file
+from citab_cli.core.runtime.dataset import CohortData, load_cohort
+from citab_cli.core.runtime.run_config import PretrainConfig
 
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
+    """A checkpoint read and checked against a project: its path, run, configuration, metadata and
+    tensors."""
+
     path: Path
     run: str
     config: PretrainConfig
@@ -27,6 +30,7 @@ class LoadedCheckpoint:
     tensors: dict[str, torch.Tensor]
 
     def model(self) -> CITab:
+        """The network with the checkpoint's weights, in eval mode."""
         model = build_model(self.config.model)
         model.load_state_dict(self.tensors)
         return model.eval()
@@ -41,19 +45,18 @@ def resolve_checkpoint(project: Project, ckpt: str) -> Path:
     given = Path(ckpt)
     if given.exists() or len(given.parts) > 1:
         return given
-    runs = [r for r in project.runs() if (project.runs_dir / r / ckpt).is_file()]
-    if not runs:
+    newest = project.newest_run(having=ckpt)
+    if newest is None:
         raise CitabError(f"no run in {project.runs_dir} has {ckpt}; pass a path, or pretrain first")
-    newest = max(runs, key=lambda r: (project.runs_dir / r / ckpt).stat().st_mtime)
-    return project.runs_dir / newest / ckpt
+    return project.run_files(newest).directory / ckpt
 
 
 def load_checkpoint(
-    project: Project, ckpt: str, kinds: tuple[str, ...] = (checkpoint.MODEL,)
+    project: Project, ckpt: str, kinds: tuple[str, ...] = (checkpoint_file.MODEL,)
 ) -> LoadedCheckpoint:
     """A checkpoint of one of `kinds`, checked against the project's encoder and image grid."""
     path = resolve_checkpoint(project, ckpt)
-    tensors, document = checkpoint.load(path, kind=None)
+    tensors, document = checkpoint_file.load(path, kind=None)
     if document.get("kind") not in kinds:
         raise CitabError(
             f"{path}: holds a {document.get('kind')}; this command takes a "

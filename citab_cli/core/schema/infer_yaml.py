@@ -4,17 +4,14 @@ comment saying what it rests on (how many cells carry a code) and what is left t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from citab_cli.core import yaml_io
-from citab_cli.core.data.infer_values import typed
-from citab_cli.core.data.schema import CohortSchema
-from citab_cli.core.data.table import RawTable
-
-if TYPE_CHECKING:
-    from citab_cli.core.data.infer_plan import Plan
+from citab_cli.core.schema.cohort import CohortSchema
+from citab_cli.core.schema.infer_plan import Plan
+from citab_cli.core.schema.infer_values import typed
+from citab_cli.core.schema.raw_table import RawTable
 
 HEADER = [
     "# Review every TODO. Descriptions are what the model reads: write each one the way another",

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from citab_cli.core.data.table import read_csv
 from citab_cli.core.errors import CitabError
+from citab_cli.core.schema.raw_table import read_csv
 
 #: (name column, description column) pairs of the dictionaries citab recognises by themselves:
 #: ADNI's DATADIC, NACC's researcher data dictionary, generic exports.
@@ -26,6 +26,8 @@ UNIT_COLUMNS = ("UNITS", "Units", "Unit", "Einheit")
 
 @dataclass(frozen=True)
 class Entry:
+    """A data dictionary's entry for one column: description and unit."""
+
     description: str
     unit: str | None
 

@@ -41,6 +41,7 @@ FAR = 3.0
 
 
 def number(text: str) -> float | None:
+    """The cell as a finite number, or None."""
     try:
         value = float(text)
     except ValueError:
@@ -49,6 +50,7 @@ def number(text: str) -> float | None:
 
 
 def is_date(text: str) -> bool:
+    """Whether the cell looks like a date."""
     return any(p.match(text) for p in DATES)
 
 
@@ -64,11 +66,13 @@ class Cells:
 
     @property
     def numeric_share(self) -> float:
+        """Share of non-blank cells that are numbers (censored ones included)."""
         numeric = sum(self.numbers.values()) + sum(n for _, n in self.censored.values())
         return numeric / max(self.count, 1)
 
 
 def read_cells(cells: list[str]) -> Cells:
+    """Count a column's cells: blanks, numbers, censored values and text."""
     out = Cells(count=0)
     for raw in cells:
         text = raw.strip()

@@ -70,6 +70,9 @@ Covariate = Literal["age", "sex", "education"]
 
 
 class NumericColumn(_Strict):
+    """A numeric column: description, unit, range, missing codes, parsing of censored values,
+    normalisation."""
+
     type: Literal["numeric"]
     description: str = Field(min_length=3)
     unit: str | None = None
@@ -96,10 +99,14 @@ class NumericColumn(_Strict):
 
     @property
     def normalization(self) -> str:
+        """How values become z: 'range' when the schema gives one (unless `normalize` says
+        otherwise), else 'zscore'."""
         return self.normalize or ("range" if self.range is not None else "zscore")
 
 
 class CategoricalColumn(_Strict):
+    """A categorical column: description and raw code -> level name."""
+
     type: Literal["categorical"]
     description: str = Field(min_length=3)
     levels: CodeMap = Field(min_length=1)
@@ -115,6 +122,7 @@ class CategoricalColumn(_Strict):
 
     @property
     def level_lookup(self) -> dict[str, int]:
+        """Raw code -> index of its level name."""
         names = self.level_names
         return {raw: names.index(label) for raw, label in self.levels.items()}
 
@@ -123,6 +131,8 @@ Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type"
 
 
 class VisitSpec(_Strict):
+    """The visit column and its baseline code: one row per subject is kept."""
+
     column: str
     baseline: Annotated[str, BeforeValidator(token)]
 
@@ -139,6 +149,8 @@ class _ImageOptions(_Strict):
 
 
 class ImageByPattern(_ImageOptions):
+    """Scans found by a glob with {column} fields under --images."""
+
     pattern: str
 
     @field_validator("pattern")
@@ -148,10 +160,14 @@ class ImageByPattern(_ImageOptions):
 
 
 class ImageByColumn(_ImageOptions):
+    """Scans named by a column of paths relative to --images."""
+
     column: str
 
 
 class ImageByBids(_ImageOptions):
+    """Scans found in a BIDS tree (sub-<subject>/[ses-<session>/]anat/*_T1w.nii*)."""
+
     bids: Literal[True]
     session: str | None = None
 
@@ -167,19 +183,26 @@ def _check_pattern(v: str) -> str:
 
 
 class LabelSpec(_Strict):
+    """The label column and its raw value -> class mapping (None: unlabelled)."""
+
     column: str
     classes: Annotated[dict[str, str | None], BeforeValidator(_token_keys)] = Field(min_length=1)
 
     @property
     def class_names(self) -> list[str]:
+        """The classes, in the order the mapping first names them."""
         return list(dict.fromkeys(c for c in self.classes.values() if c is not None))
 
     @property
     def lookup(self) -> dict[str, str | None]:
+        """Raw value -> class (None for values kept unlabelled)."""
         return dict(self.classes)
 
 
 class CohortSchema(_Strict):
+    """A cohort schema: identifiers, visit, image, label, missing codes, dropped and feature
+    columns."""
+
     cohort: str
     description: str = ""
     subject: str
@@ -211,10 +234,12 @@ class CohortSchema(_Strict):
 
     @property
     def image_preprocess(self) -> str | None:
+        """The pipeline the schema names for its scans, if any."""
         return None if isinstance(self.image, str) else self.image.preprocess
 
     @property
     def image_series(self) -> str | int | None:
+        """The DICOM series the schema names, if any."""
         return None if isinstance(self.image, str) else self.image.series
 
     @model_validator(mode="after")
@@ -250,6 +275,8 @@ class CohortSchema(_Strict):
         return self
 
     def role_columns(self) -> dict[str, str]:
+        """Role -> column of every non-feature column the CSV must have (subject, visit, label,
+        image)."""
         roles = {"subject": self.subject}
         if self.visit is not None:
             roles["visit"] = self.visit.column
@@ -273,6 +300,7 @@ class CohortSchema(_Strict):
 
 
 def load_schema(path: Path) -> CohortSchema:
+    """A schema file, validated (errors name the line)."""
     return yaml_io.load_model(path, CohortSchema, "cohort schema")  # type: ignore[return-value]
 
 
@@ -284,6 +312,7 @@ def shipped_schema_dir() -> Path:
 
 
 def shipped_schemas() -> list[str]:
+    """The cohorts citab ships schemas for."""
     return sorted(p.stem for p in shipped_schema_dir().glob("*.yaml"))
 
 

@@ -10,12 +10,15 @@ import torch
 
 @dataclass(frozen=True)
 class Distributed:
+    """This process's place in a torchrun launch: rank, world size, local rank."""
+
     rank: int
     world: int
     local_rank: int
 
     @property
     def main(self) -> bool:
+        """Whether this is the process that writes files and validates."""
         return self.rank == 0
 
     def barrier(self) -> None:

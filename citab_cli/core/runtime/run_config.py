@@ -8,10 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.config import PRESETS, ModelConfig
-from citab_cli.core.training.augment import AugmentConfig
+from citab_cli.core.runtime import presets
+from citab_cli.core.runtime.augment import AugmentConfig
 
 
 class TrainConfig(BaseModel):
+    """How a run trains: schedule, optimiser, checkpoints, validation, augmentation."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(300, ge=1)
@@ -41,6 +44,8 @@ class TrainConfig(BaseModel):
 
 
 class PretrainConfig(BaseModel):
+    """A run's whole configuration: its cohorts, the network and how it trains."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cohorts: list[str] = []
@@ -48,30 +53,12 @@ class PretrainConfig(BaseModel):
     train: TrainConfig = TrainConfig()
 
 
-TRAIN_PRESETS = {
-    "tiny": TrainConfig(
-        epochs=2,
-        batch_size=8,
-        learning_rate=1e-3,
-        warmup_epochs=0.5,
-        checkpoint_every=20,
-        log_every=5,
-        validate_every=1,
-    ),
-    "small": TrainConfig(
-        epochs=15,
-        batch_size=16,
-        learning_rate=3e-4,
-        warmup_epochs=1,
-        checkpoint_every=50,
-        log_every=10,
-        validate_every=1,
-    ),
-    "paper": TrainConfig(validate_every=10),
-}
+#: The presets' training settings, validated (the numbers are in presets.py).
+TRAIN_PRESETS = {name: TrainConfig(**values) for name, values in presets.TRAIN.items()}
 
 
 def pretrain_preset(name: str) -> PretrainConfig:
+    """The network and training settings of preset `name`, for no cohorts yet."""
     if name not in PRESETS:
         raise CitabError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PretrainConfig(model=PRESETS[name], train=TRAIN_PRESETS[name])

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from citab_cli.core import figures
+
 #: A scan is an outlier when a QC figure lies this many robust standard deviations (1.4826
 #: median absolute deviations) from the cohort's median.
 OUTLIER_Z = 3.5
@@ -41,16 +43,15 @@ def outliers(subjects: list[str], qc: list[dict]) -> dict[str, list[str]]:
     return out
 
 
-def describe(subject: str, keys: list[str], entry: dict, qc: list[dict], cohort: str) -> str:
+def describe(subject: str, keys: list[str], entry: dict, qc: list[dict], montage: str) -> str:
+    """The warning for one outlier: its figures against the cohort's medians, and where its
+    montage (`montage`, the path shown) is."""
     parts = []
     for key in keys:
         name, unit = FIGURES[key]
         median = float(np.nanmedian([q.get(key, np.nan) for q in qc]))
         parts.append(f"{name} {entry[key]:g}{unit and ' ' + unit} (median {median:.3g})")
-    return (
-        f"QC outlier {subject}: {'; '.join(parts)}; look at it in cohorts/{cohort}/qc.png "
-        "before pretraining"
-    )
+    return f"QC outlier {subject}: {'; '.join(parts)}; look at it in {montage} before pretraining"
 
 
 def montage(
@@ -60,13 +61,11 @@ def montage(
     outliers first and outlined in red."""
     import warnings
 
-    from citab_cli.core.evaluation.report import pyplot
-
     order = sorted(range(len(subjects)), key=lambda i: (subjects[i] not in flagged, i))
     shown = order[:MONTAGE_SUBJECTS]
     columns = 4
     rows = max(1, int(np.ceil(len(shown) / columns)))
-    plt = pyplot()
+    plt = figures.pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig, axes = plt.subplots(rows, columns * 3, figsize=(columns * 3 * 1.2, rows * 1.35),
@@ -95,5 +94,4 @@ def montage(
         )
         fig.suptitle(f"{title}: mid-slices, outliers first (red){more}", fontsize=8)
         fig.tight_layout(pad=0.3)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        figures.save(fig, path, dpi=90)

@@ -44,6 +44,7 @@ class CohortData:
 
     @property
     def size(self) -> int:
+        """Subjects in the cohort."""
         return len(self.subjects)
 
     def keep_columns(self, keep: np.ndarray) -> CohortData:
@@ -173,7 +174,7 @@ class Collator:
         """items (B, 2) [cohort, row] -> TabularBatch (on the CPU)."""
         import torch
 
-        from citab_cli.core.model.batch import TabularBatch
+        from citab_cli.core.layers.tabular_batch import TabularBatch
 
         b, c, e, lmax = len(items), self.width, self.dim, self.max_levels
         column_vectors = np.zeros((b, c, e), np.float32)
@@ -229,6 +230,7 @@ def subjects_in(cohorts: list[CohortData], splits: set[str]) -> np.ndarray:
 
 
 def check_images_match(cohorts: list[CohortData], shape: tuple[int, int, int], where: Path) -> None:
+    """Every cohort's stored scans must have the grid the model expects."""
     for c in cohorts:
         if tuple(c.images.shape[1:]) != tuple(shape):
             raise CitabError(

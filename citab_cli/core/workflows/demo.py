@@ -8,17 +8,20 @@ from pathlib import Path
 
 from citab_cli.core import headers, synth
 from citab_cli.core.data import ingest
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import BEST_CHECKPOINT, Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import explain, probe
+from citab_cli.core.runtime.run_config import pretrain_preset
 from citab_cli.core.training import loop as pretraining
-from citab_cli.core.training.config import pretrain_preset
 
 COHORTS = ("adni", "nacc", "aibl")
+DEMO_RUN = "demo"
 
 
 @dataclass
 class DemoResult:
+    """What the demo made: folders, the run and its probes and explanation."""
+
     folder: Path
     project: Path
     run_dir: Path
@@ -77,11 +80,10 @@ def run(
         }
     )
     message(f"pretraining the small preset on {', '.join(COHORTS)} for {epochs} epochs")
-    pretraining.pretrain(project, config, "demo", hooks=pretraining.Hooks(message=message))
+    pretraining.pretrain(project, config, DEMO_RUN, hooks=pretraining.Hooks(message=message))
     message("probing every cohort")
-    reports = probe.probe(
-        project, "best.safetensors", list(COHORTS), fractions, seeds, resamples=200
-    )
+    reports = probe.probe(project, BEST_CHECKPOINT, list(COHORTS), fractions, seeds, resamples=200)
     message("explaining one ADNI subject")
-    explanation = explain.explain(project, "best.safetensors", "adni", "1", steps=16)
-    return DemoResult(folder, root, root / "runs" / "demo", reports, explanation, fractions)
+    explanation = explain.explain(project, BEST_CHECKPOINT, "adni", "1", steps=16)
+    run_dir = project.run_files(DEMO_RUN).directory
+    return DemoResult(folder, root, run_dir, reports, explanation, fractions)

@@ -4,18 +4,37 @@ table's rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from citab_cli.core.data import infer_roles as roles
-from citab_cli.core.data import infer_values as values
-from citab_cli.core.data.table import RawTable
+from citab_cli.core.schema import infer_roles as roles
+from citab_cli.core.schema import infer_values as values
+from citab_cli.core.schema.raw_table import RawTable
 
-if TYPE_CHECKING:
-    from citab_cli.core.data.schema_infer import ColumnGuess, ReviewRow
+
+@dataclass
+class ColumnGuess:
+    """What the draft proposes for one feature column."""
+
+    name: str
+    spec: dict  # the schema entry, without missing codes
+    codes: dict[str, int] = field(default_factory=dict)  # proposed missing code -> cells
+    regular: set[str] = field(default_factory=set)  # values that are real data in this column
+    censored: dict[str, int] = field(default_factory=dict)  # censored text -> cells
+
+
+@dataclass
+class ReviewRow:
+    """One row of the review table: a column, what it was taken for, what is left to check."""
+
+    column: str
+    guess: str  # what the column was taken for
+    codes: str  # proposed missing codes and censored values
+    todo: str  # what is still to check or write
 
 
 @dataclass
 class Plan:
+    """The roles the draft gives the table's columns."""
+
     subject: str
     subject_how: str
     visit: str | None = None
@@ -37,8 +56,7 @@ def _image(table: RawTable, subject: str) -> tuple[str | dict, str | None]:
 
 
 def roles_of(table: RawTable, cells: dict[str, values.Cells]) -> Plan:
-    from citab_cli.core.data.schema_infer import ReviewRow
-
+    """The table's non-feature roles: identifiers to drop, subject and visit, label, image."""
     columns = table.columns
     drops = {c: why for c in columns if (why := roles.drop_reason(c, cells[c]))}
     candidates = [c for c in columns if c not in drops]
@@ -76,8 +94,8 @@ def roles_of(table: RawTable, cells: dict[str, values.Cells]) -> Plan:
 def review_row(
     guess: ColumnGuess, spec: dict, own: dict[str, int], wide: dict, described: bool
 ) -> ReviewRow:
-    from citab_cli.core.data.schema_infer import ReviewRow
-
+    """The review table's row for one feature column: what it was taken for, its codes and what is
+    left to do."""
     if spec["type"] == "numeric":
         what = f"numeric [{spec['range'][0]}, {spec['range'][1]}]"
     else:

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from citab_cli.core.data import infer_roles as roles
-from citab_cli.core.data import infer_values as values
-from citab_cli.core.data.dictionary import Entry, read_dictionary
-from citab_cli.core.data.infer_yaml import render
-from citab_cli.core.data.schema import COHORT_NAME, CohortSchema
-from citab_cli.core.data.table import read_csv
+from citab_cli.core.schema import infer_plan
+from citab_cli.core.schema import infer_roles as roles
+from citab_cli.core.schema import infer_values as values
+from citab_cli.core.schema.cohort import COHORT_NAME, CohortSchema
+from citab_cli.core.schema.dictionary import Entry, read_dictionary
+from citab_cli.core.schema.infer_plan import ColumnGuess, ReviewRow
+from citab_cli.core.schema.infer_yaml import render
+from citab_cli.core.schema.raw_table import read_csv
 
 #: More distinct text values than this and a column is free text, not categorical.
 MAX_LEVELS = 20
@@ -25,26 +27,9 @@ MAX_CODED_LEVELS = 3
 
 
 @dataclass
-class ColumnGuess:
-    """What the draft proposes for one feature column."""
-
-    name: str
-    spec: dict  # the schema entry, without missing codes
-    codes: dict[str, int] = field(default_factory=dict)  # proposed missing code -> cells
-    regular: set[str] = field(default_factory=set)  # values that are real data in this column
-    censored: dict[str, int] = field(default_factory=dict)  # censored text -> cells
-
-
-@dataclass
-class ReviewRow:
-    column: str
-    guess: str  # what the column was taken for
-    codes: str  # proposed missing codes and censored values
-    todo: str  # what is still to check or write
-
-
-@dataclass
 class Draft:
+    """A drafted schema: its commented YAML, the review table, and the schema parsed."""
+
     text: str  # the schema YAML, with comments
     review: list[ReviewRow]
     schema: CohortSchema  # the draft, parsed (it always validates)
@@ -127,8 +112,6 @@ def draft(
     dictionary_columns: tuple[str, str] | None = None,
 ) -> Draft:
     """A schema drafted from the CSV; every guess left to a person is marked TODO."""
-    from citab_cli.core.data import infer_plan
-
     table = read_csv(csv_path)
     dictionary = read_dictionary(dictionary_path, dictionary_columns) if dictionary_path else {}
     cells = {c: values.read_cells(table.rows[c]) for c in table.columns}

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
-from citab_cli.core.training.dataset import Collator
-from citab_cli.core.training.precision import autocast, image_layout
+from citab_cli.core.runtime.dataset import Collator
+from citab_cli.core.runtime.device import autocast, image_layout
 
 #: The embeddings `embed_subjects` returns, by name.
 EMBEDDINGS = ("multimodal", "tabular", "image")

@@ -1,6 +1,6 @@
 """The CLI reference page (docs/cli.md), generated from the Typer app itself.
 
-Regenerate with `python -m citab_cli.commands.reference > docs/cli.md`; a test fails when the
+Regenerate with `python -m citab_cli.cli_reference > docs/cli.md`; a test fails when the
 page and the app disagree.
 """
 
@@ -66,7 +66,7 @@ def render(app: typer.Typer) -> str:
     lines = [
         "# Command-line reference",
         "",
-        "Generated from the application (`python -m citab_cli.commands.reference`). Every "
+        "Generated from the application (`python -m citab_cli.cli_reference`). Every "
         "command also prints this with `--help`. Exit status: 0 success, 1 a problem with "
         "the input (one line saying what, where and how to fix it), 2 wrong usage.",
         "",

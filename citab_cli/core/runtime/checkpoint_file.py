@@ -117,6 +117,19 @@ def load(path: Path, kind: str | None = MODEL) -> tuple[dict[str, torch.Tensor],
     return tensors, document
 
 
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata document of a checkpoint, read from its header alone (no tensors, no
+    checksum); {} when the file is missing or is not a citab checkpoint."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            document = json.loads((handle.metadata() or {}).get("citab", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
 def optimizer_tensors(
     optimizer: torch.optim.Optimizer, names: dict[int, str]
 ) -> dict[str, torch.Tensor]:
@@ -133,6 +146,7 @@ def optimizer_tensors(
 def restore_optimizer(
     optimizer: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]
 ) -> None:
+    """Put state flattened by `optimizer_tensors` back into `optimizer`."""
     for group in optimizer.param_groups:
         for param in group["params"]:
             prefix = f"optimizer/{names[id(param)]}/"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core.data import preprocess
+from citab_cli.core import hashing
 from citab_cli.core.errors import CitabError
+from citab_cli.core.scans import preprocess
 from citab_cli.core.settings import ImageSettings
 
 PIPELINES = ("minimal", "t1-linear")
@@ -32,7 +33,8 @@ class Job:
 
     @property
     def version(self) -> str:
-        from citab_cli.core.data import t1_linear
+        """The version of the pipeline the job runs (a new version redoes cached scans)."""
+        from citab_cli.core.scans import t1_linear
 
         return t1_linear.VERSION if self.pipeline == "t1-linear" else preprocess.VERSION
 
@@ -58,18 +60,19 @@ class Preprocessed:
 
 
 def source_digest(path: Path, job: Job) -> str:
+    """The content hash a scan is cached by: the file's sha256, or a DICOM series' hash."""
     if path.is_dir():
-        from citab_cli.core.data import dicom
+        from citab_cli.core.scans import dicom
 
         return dicom.content_hash(dicom.choose(dicom.read_series(path), job.series, path).files)
-    return preprocess.file_sha256(path)
+    return hashing.file_sha256(path)
 
 
 def _readable(path: Path, job: Job) -> Path:
     """A NIfTI file for `path`: itself, or its DICOM series converted (once) by dcm2niix."""
     if not path.is_dir():
         return path
-    from citab_cli.core.data import dicom
+    from citab_cli.core.scans import dicom
 
     cache = job.cache / "dicom" if job.cache is not None else Path(path) / ".citab-dicom"
     return dicom.to_nifti(path, cache, job.series)
@@ -127,7 +130,7 @@ def _run(volume: preprocess.Volume, path: Path, job: Job, zooms) -> Preprocessed
         grid = preprocess.to_grid(volume, job.settings)
         fraction = float((grid > grid.min()).mean())
         return Preprocessed(grid, "", (0, 0, 0), {"brain_fraction": round(fraction, 4)})
-    from citab_cli.core.data.t1_linear import t1_linear
+    from citab_cli.core.scans.t1_linear import t1_linear
 
     view = np.array(volume.data.shape) * zooms
     if view.min() < MIN_FIELD_OF_VIEW_MM:
@@ -162,7 +165,7 @@ def preprocess_all(
     job: Job,
     workers: int,
     sink: Callable[[int, Preprocessed], None],
-    progress: Callable[[], None] | None = None,
+    advance: Callable[[], None] | None = None,
 ) -> dict[int, str]:
     """Preprocess every file, in `workers` processes, handing each result to `sink`; returns
     {index: message} of the files that failed (the caller decides: stop, or skip them)."""
@@ -174,8 +177,8 @@ def preprocess_all(
             failures[index] = error
         else:
             sink(index, done)
-        if progress is not None:
-            progress()
+        if advance is not None:
+            advance()
 
     if workers <= 1 or len(paths) <= 1:
         for index, path in enumerate(paths):

@@ -27,6 +27,7 @@ class TabularBatch:
     candidate_mask: torch.Tensor | None = None  # (B, C, L) bool: which candidates exist
 
     def to(self, device: torch.device | str) -> TabularBatch:
+        """The batch with every tensor on `device`."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return replace(self, **{k: v.to(device) for k, v in moved.items() if v is not None})
 
@@ -41,4 +42,5 @@ class TabularBatch:
 
     @property
     def rows(self) -> int:
+        """Rows in the batch (B)."""
         return int(self.values.shape[0])

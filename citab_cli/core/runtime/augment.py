@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class AugmentConfig(BaseModel):
+    """How much each augmentation may change a scan."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from citab_cli.core import hashing
 from citab_cli.core.errors import CitabError
 
 #: Series descriptions that name a T1-weighted structural scan, when the schema says nothing.
@@ -22,6 +23,8 @@ CONVERT_TIMEOUT = 300
 
 @dataclass(frozen=True)
 class Series:
+    """One DICOM series of a folder: its uid, number, description and files."""
+
     uid: str
     number: int | None
     description: str
@@ -82,12 +85,11 @@ def choose(series: list[Series], wanted: str | int | None, folder: Path) -> Seri
 
 
 def content_hash(files: tuple[Path, ...]) -> str:
+    """sha256 of a series: every file's name and bytes, in name order."""
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hashing.feed_file(digest, path)
     return digest.hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from citab_cli.core.data.infer_values import MISSING_WORDS, Cells, is_date
+from citab_cli.core.schema.infer_values import MISSING_WORDS, Cells, is_date
 
 SUBJECT_NAMES = re.compile(
     r"^(ptid|naccid|rid|subject|subject_?id|participant(_?id)?|patient(_?id)?|pid|id|"
@@ -86,6 +86,7 @@ def drop_reason(name: str, cells: Cells) -> str | None:
 
 
 def covariate_of(name: str) -> str | None:
+    """The covariate (age, sex, education) a column name stands for, if any."""
     return next((role for role, p in COVARIATE_NAMES.items() if p.match(name)), None)
 
 

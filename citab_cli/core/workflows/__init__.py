@@ -1,0 +1,1 @@
+"""What spans the stages: the demo (synth to explain) and the overview of a project."""
