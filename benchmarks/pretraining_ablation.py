@@ -159,7 +159,7 @@ def _matching(project, files) -> dict:
 
     loaded = load_checkpoint(project, str(files.last))
     data = prepare_cohorts(project, loaded, list(COHORTS), lambda text: None, "probe")
-    model, collator = loaded.model(), Collator(data, True)
+    model, collator = loaded.model(), Collator.for_model(data, loaded.config.model)
     size, val = loaded.config.train.batch_size, subjects_in(data, {"val"})
     cpu = torch.device("cpu")
     encoded = [encode_cohort(model, collator, val[val[:, 0] == c], size, cpu)

@@ -163,6 +163,16 @@ def project(ingested_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture()
+def embedded(project: Path, monkeypatch) -> Path:
+    """A private project whose header cache is filled by the stand-in encoder (8 dimensions)."""
+    from citab_cli.core import headers
+
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    assert run("embed-headers", "--project", project).exit_code == 0
+    return project
+
+
 def tiny(cohorts: str = COHORTS, **train):
     """The tiny preset on `cohorts`, shortened for tests; `train` overrides TrainConfig keys."""
     from citab_cli.core.runtime.run_config import pretrain_preset

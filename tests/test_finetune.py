@@ -90,6 +90,7 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "subjects",
         "split_gaps",
         "exclude_criteria",
+        "pretrained_without_criteria",
         "columns_seen",
         "label_fraction",
         "seeds",
@@ -99,9 +100,10 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "validation_curves",
         "created",
     }
-    assert set(document["results"]) == {"finetuned", "scratch", "raw_table", "floor"}
+    kinds = ("scratch", "raw_table", "raw_table_gbdt", "raw_image", "floor")
+    assert set(document["results"]) == {"finetuned", *kinds}
     baselines = [(c["method"], c["baseline"]) for c in document["comparisons"]]
-    assert baselines == [("finetuned", b) for b in ("scratch", "raw_table", "floor")]
+    assert baselines == [("finetuned", b) for b in kinds]
     assert "Paired differences" in (report.folder / "report.md").read_text()
     assert {p.name for p in report.folder.iterdir()} == {
         "report.json",

@@ -102,3 +102,32 @@ def test_matching_learns_when_the_scan_shows_the_table(hardness):
                 for rows in torch.arange(256, 320).split(16)
             ]
         assert torch.stack(hardest).mean().item() < trained - 0.1
+
+
+@pytest.mark.parametrize("hardness", [0.0, 0.1, 1.0])
+def test_itm_negatives_stay_in_the_cohort_when_itc_does(monkeypatch, hardness):
+    """With ITC within cohorts the other cohorts' logits are masked; hardness 0 (uniform) must
+    still draw within the cohort, not across the whole batch."""
+    from citab_cli.core.model import objective
+
+    drawn = []
+    original = objective.hard_negatives
+
+    def spy(logits, generator=None, groups=None, hardness=1.0):
+        picks = original(logits, generator, groups, hardness)
+        drawn.append(picks)
+        return picks
+
+    monkeypatch.setattr(objective, "hard_negatives", spy)
+    config = preset("tiny")
+    loss = config.loss.model_copy(update={"itm_hardness": hardness, "itc_same_cohort": True})
+    model = build_model(config.model_copy(update={"header_dim": E, "loss": loss}))
+    generator = torch.Generator().manual_seed(0)
+    images, batch = _subjects(8, generator, config.image.shape)
+    cohorts = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    for step in range(20):
+        pretraining_loss(model, images, batch, cohorts, torch.Generator().manual_seed(step))
+    for table_for_image, image_for_table in drawn:
+        assert torch.equal(cohorts[table_for_image], cohorts)
+        assert torch.equal(cohorts[image_for_table], cohorts)
+        assert not (table_for_image == torch.arange(8)).any()

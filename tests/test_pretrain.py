@@ -32,16 +32,6 @@ from tests.conftest import (
 )
 
 
-@pytest.fixture()
-def embedded(project: Path, monkeypatch) -> Path:
-    """A project whose header cache is filled by a fast stand-in encoder (8 dimensions)."""
-    from citab_cli.core import headers
-
-    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
-    assert run("embed-headers", "--project", project).exit_code == 0
-    return project
-
-
 def test_cli_tiny_run_writes_self_describing_checkpoints(embedded: Path):
     result = run(
         "pretrain",
@@ -587,3 +577,31 @@ def test_the_queue_and_momentum_encoders_resume_bit_for_bit(embedded: Path):
     assert "momentum/image_queue" in momentum and "momentum/tabular.norm.weight" in momentum
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_pretraining_without_criteria_never_tokenises_them(embedded: Path, monkeypatch):
+    """--exclude-criteria reaches pretraining: the run records it, the batches never hold a
+    criterion column, and a probe of the run says the model was pretrained without them."""
+    from citab_cli.core.evaluation import probe
+    from citab_cli.core.runtime.dataset import Collator
+
+    batched: list[str] = []
+    real = Collator.for_model.__func__
+
+    def spy(cls, cohorts, model):
+        batched.extend(name for c in cohorts for name in c.columns)
+        return real(cls, cohorts, model)
+
+    monkeypatch.setattr(Collator, "for_model", classmethod(spy))
+    result = _pretrain_cli(embedded, "--exclude-criteria")
+    assert result.exit_code == 0, result.output
+    criteria = {"MMSE", "CDRSB", "FAQ", "NACCMMSE", "CDRGLOB", "MMSCORE"}
+    assert batched and not criteria & set(batched) and "AGE" in batched
+    files = Project(embedded).run_files("r2")
+    assert "exclude_criteria: true" in files.config.read_text()
+    columns = checkpoint_file.load(files.last)[1]["cohorts"]["adni"]["columns"]
+    assert "AGE" in columns and not criteria & set(columns)
+    (report,) = probe.probe(Project(embedded), str(files.best), ["adni"], (1.0,), 1,
+                            resamples=20)  # fmt: skip
+    text = (report.folder / "report.md").read_text()
+    assert "the model was pretrained without them" in text

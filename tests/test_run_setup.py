@@ -102,3 +102,12 @@ def test_resume_with_another_preset_or_config_file_names_that_option(tmp_path: P
     request = RunRequest(resume=True, run="r", preset="tiny", config_file=override)
     with pytest.raises(CitabError, match="--config changes train.weight_decay"):
         resolve_run(project, request, now=NOW)
+
+
+def test_exclude_criteria_is_part_of_the_run_and_kept_on_resume(tmp_path: Path):
+    project = Project(tmp_path)
+    name, config = resolve_run(project, RunRequest(cohorts=["adni"], exclude_criteria=True))
+    assert config.exclude_criteria is True
+    _saved_run(project, "r")  # saved with criteria
+    with pytest.raises(CitabError, match="--exclude-criteria changes exclude_criteria"):
+        resolve_run(project, RunRequest(resume=True, run="r", exclude_criteria=True))

@@ -97,3 +97,44 @@ def test_truth_names_drivers_and_non_drivers_among_the_schema_columns(raw_dir: P
         assert entry["drivers"] and entry["non_drivers"]
         assert set(entry["drivers"]) <= columns and set(entry["non_drivers"]) <= columns
         assert not set(entry["drivers"]) & set(entry["non_drivers"])
+
+
+def test_independent_wording_rewords_the_headers_and_nothing_else(tmp_path: Path):
+    """Same values as shared wording but NACC's education (a level, not years); every shared
+    concept described differently in each cohort; and the cohorts still ingest."""
+    import yaml
+
+    from citab_cli.core.synth import generate
+    from citab_cli.core.synth.wording import CONCEPTS
+
+    kinds = ("shared", "independent")
+    for kind in kinds:
+        generate(tmp_path / kind, ["adni", "nacc", "aibl"], 8, 16, seed=1, wording=kind)
+    shared, independent = (tmp_path / k for k in kinds)
+    for name in ("adni", "aibl"):
+        assert (shared / f"{name}.csv").read_bytes() == (independent / f"{name}.csv").read_bytes()
+    before, after = read_rows(shared / "nacc.csv"), read_rows(independent / "nacc.csv")
+    for a, b in zip(before, after, strict=True):
+        assert {k for k in a if a[k] != b[k]} <= {"EDUC"}
+        years = float(a["EDUC"])
+        level = str(1 + sum(years > bound for bound in (8, 12, 15, 17)))
+        assert b["EDUC"] == ("9" if a["EDUC"] == "99" else level)
+    texts: dict[str, set[str]] = {}
+    for name, columns in CONCEPTS.items():
+        ours = yaml.safe_load((shared / f"{name}.yaml").read_text())["columns"]
+        theirs = yaml.safe_load((independent / f"{name}.yaml").read_text())["columns"]
+        assert ours.keys() == theirs.keys()
+        for column, concept in columns.items():
+            assert theirs[column]["description"] != ours[column]["description"]
+            texts.setdefault(concept, set()).add(theirs[column]["description"])
+    assert all(len(t) == sum(concept in c.values() for c in CONCEPTS.values())
+               for concept, t in texts.items())  # fmt: skip
+    project = tmp_path / "project"
+    for name in ("adni", "nacc", "aibl"):
+        result = run("ingest", independent / f"{name}.csv", "--images",
+                     independent / f"{name}_mri", "--project", project, "--workers", 1)  # fmt: skip
+        assert result.exit_code == 0, result.output
+    manifest = json.loads((project / "cohorts/nacc/manifest.json").read_text())
+    educ = next(c for c in manifest["columns"] if c["name"] == "EDUC")
+    assert educ["type"] == "categorical" and "bachelor's degree" in educ["levels"]
+    assert json.loads((independent / "truth.json").read_text())["wording"] == "independent"

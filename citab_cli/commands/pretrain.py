@@ -40,6 +40,12 @@ ResumeOption = typer.Option(
     help="Continue the run from its last state; other options may repeat the run's own "
     "values but not change them. " + default("off"),
 )
+CriteriaOption = typer.Option(
+    None,
+    "--exclude-criteria/--with-criteria",
+    help="Leave the columns that define the diagnosis (schema criterion: true) out of "
+    "pretraining: they are never tokenised. " + default("--with-criteria"),
+)
 LoggerOption = typer.Option(
     Logger.jsonl,
     "--logger",
@@ -90,6 +96,7 @@ def pretrain(
         "--include-val/--train-only",
         help="Also pretrain on validation subjects. " + default("--train-only"),
     ),
+    exclude_criteria: bool = CriteriaOption,
     run: str = RunOption,
     resume: bool = ResumeOption,
     logger: Logger = LoggerOption,
@@ -108,6 +115,7 @@ def pretrain(
         config_file=config_file,
         run=run,
         resume=resume,
+        exclude_criteria=exclude_criteria,
         train={
             "epochs": epochs,
             "batch_size": batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -9,6 +10,11 @@ from rich.table import Table
 
 from citab_cli.commands.console import console, progress_bar
 from citab_cli.commands.options import default
+
+
+class Wording(str, Enum):
+    shared = "shared"
+    independent = "independent"
 
 
 def synth(
@@ -23,6 +29,14 @@ def synth(
         help="How much of the latent severity the scans show, 0-1: below 1, part of what the "
         "table knows is invisible in the scan (for studies).",
     ),
+    wording: Wording = typer.Option(
+        "shared",
+        "--wording",
+        help="How the cohorts describe their columns: shared (one wording per concept, as in "
+        "the shipped schemas: header matching is exact) or independent (each cohort in its own "
+        "words and sometimes units, written separately: matching is imperfect, as with real "
+        "data).",
+    ),
     raw_scans: bool = typer.Option(
         False,
         "--raw-scans",
@@ -35,7 +49,7 @@ def synth(
     from citab_cli.core import synth as core
 
     names = [c.strip().lower() for c in cohorts.split(",") if c.strip()]
-    core.check_request(out, names, subjects, shape, image_signal)
+    core.check_request(out, names, subjects, shape, image_signal, wording.value)
     with progress_bar("Synthesising scans", len(names) * subjects) as advance:
         result = core.generate(
             out,
@@ -46,6 +60,7 @@ def synth(
             advance=advance,
             image_signal=image_signal,
             raw_scans=raw_scans,
+            wording=wording.value,
         )
     table = Table(title=f"Synthetic cohorts in {result.out}", title_justify="left")
     for column in ("cohort", "subjects", "CSV rows", "CN/MCI/AD", "ceiling accuracy", "files"):

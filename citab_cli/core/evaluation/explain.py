@@ -55,7 +55,7 @@ def _classifier(
 
     layout = label_layout(cohort, "explanation")
     backbone = model_layout(loaded.model(), device)
-    collator = Collator([cohort], loaded.config.model.tabular.categorical == "levels")
+    collator = Collator.for_model([cohort], loaded.config.model)
     rows = layout.rows["train"]
     x = embed_subjects(
         backbone, collator, cohort_items(rows), loaded.config.train.batch_size, device
@@ -198,7 +198,7 @@ def explain(
     target = pick_device(device)
     message(f"explaining on {describe_device(target)} (attributions in fp32)")
     model, classes, what = _classifier(loaded, data, target)
-    collator = Collator([data], loaded.config.model.tabular.categorical == "levels")
+    collator = Collator.for_model([data], loaded.config.model)
     chosen = _pick_subjects(data, subjects)
     test = np.nonzero(data.splits == "test")[0][:AGGREGATE_SUBJECTS]
     baseline = baseline_tokens(model, collator, np.nonzero(data.splits == "train")[0], target)
@@ -213,9 +213,7 @@ def explain(
     )
     explained = run(chosen)
     message("reading prototype routing across cohorts")
-    gates = routing(
-        project, model.backbone, loaded.config.model.tabular.categorical == "levels", target
-    )
+    gates = routing(project, model.backbone, target)
     document = _document(loaded, data, what, classes, steps, stage, aggregate, gates)
     document["subjects"] = _subject_entries(data, chosen, explained, data.texts, classes)
     affine = project.load_settings().image.grid_affine()
@@ -223,7 +221,8 @@ def explain(
     def pictures(folder: Path) -> None:
         ranking = [(c["header"], c["mean_abs"]) for c in document["cohort_attributions"]["columns"]]
         figures.bar_chart(folder / "tabular_attributions.png", ranking, cohort)
-        figures.heatmap(folder / "prototype_routing.png", gates)
+        if gates is not None:
+            figures.heatmap(folder / "prototype_routing.png", gates)
         for k, entry in enumerate(document["subjects"]):
             cam, scan = explained.cams[k], explained.images[k, 0]
             figures.save_nifti(folder / entry["gradcam_nifti"], cam, affine)
@@ -261,8 +260,8 @@ def _document(loaded, data: CohortData, what, classes, steps, stage, aggregate, 
                 for j in np.argsort(-strength)
             ],
         },
-        "prototype_rows": gates["labels"],
-        "prototypes": gates["top"],
+        "prototype_rows": gates["labels"] if gates else [],
+        "prototypes": gates["top"] if gates else {},
         "created": report.created(),
     }
 
@@ -323,7 +322,11 @@ def _markdown(document: dict) -> str:
     ]
     for c in document["cohort_attributions"]["columns"]:
         lines.append(f"| {c['header']} | {c['mean_abs']:.4f} | {c['mean']:+.4f} |")
-    lines += ["", "## Prototypes", "", "![routing](prototype_routing.png)", ""]
+    lines += ["", "## Prototypes", ""]
+    if document["prototypes"]:
+        lines += ["![routing](prototype_routing.png)", ""]
+    else:
+        lines += ["The model has no P-MoLin layers (`tabular.ffn: dense`): no routing to show.", ""]
     for name, members in document["prototypes"].items():
         lines.append(f"- {name}: " + ", ".join(f"{m['column']} ({m['gate']:.2f})" for m in members))
     lines += ["", "## Subjects", ""]

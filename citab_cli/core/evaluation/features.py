@@ -19,16 +19,50 @@ FEATURE_TITLES = {
     "citab_tabular": "CITab tabular CLS",
     "citab_image": "CITab image pooled",
     "citab_raw": "CITab multimodal + raw table",
+    "random_multimodal": "random weights: multimodal embedding",
+    "random_tabular": "random weights: tabular CLS",
+    "random_image": "random weights: image pooled",
+    "random_raw": "random weights: multimodal + raw table",
     "raw_table": "raw table (standardised + missing indicators)",
-    "random_init": "same architecture, random weights",
+    "raw_table_gbdt": "raw table, gradient-boosted trees",
+    "raw_image": "raw table + image block means",
     "floor": "age + sex (+ education) floor",
 }
 FEATURES = tuple(FEATURE_TITLES)
-#: Paired comparisons: each method against each baseline.
+#: What the pretrained model is read as.
 METHODS = ("citab", "citab_tabular", "citab_image", "citab_raw")
-BASELINES = ("raw_table", "random_init", "floor")
+#: Each method's like-for-like baseline: the same architecture with random weights, read the
+#: same way (image against image, tabular CLS against tabular CLS, ...).
+RANDOM_TWIN = {
+    "citab": "random_multimodal",
+    "citab_tabular": "random_tabular",
+    "citab_image": "random_image",
+    "citab_raw": "random_raw",
+}
+#: Baselines every method is compared with: no pretrained model at all.
+SHARED_BASELINES = ("raw_table", "raw_table_gbdt", "raw_image", "floor")
+BASELINES = (*RANDOM_TWIN.values(), *SHARED_BASELINES)
+#: Feature sets read by gradient-boosted trees (the rest by the linear probe).
+TREE_FEATURES = ("raw_table_gbdt",)
 #: Covariate roles of the floor, in feature order.
 FLOOR_ROLES = ("age", "sex", "education")
+#: Image block means: the stored volume cut into this many blocks along each axis.
+IMAGE_BLOCKS = 4
+#: Subjects read at a time for block means (bounds memory on large cohorts).
+IMAGE_CHUNK = 32
+
+
+def comparison_pairs(available) -> list[tuple[str, str]]:
+    """(method, baseline) pairs of a report among the `available` feature sets: each method
+    against its random-weights twin, then against each shared baseline."""
+    pairs = []
+    for method in METHODS:
+        if method not in available:
+            continue
+        for baseline in (RANDOM_TWIN[method], *SHARED_BASELINES):
+            if baseline in available:
+                pairs.append((method, baseline))
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -63,24 +97,27 @@ def layout(cohorts: list[CohortData], by: str, roles: tuple[str, ...] = ()) -> L
     return Layout(by, tuple(columns))
 
 
-def table_features(cohort: CohortData, plan: Layout) -> np.ndarray:
+def table_features(cohort: CohortData, plan: Layout, native_missing: bool = False) -> np.ndarray:
     """(N, F) features of `cohort` in `plan`'s layout: the normalised value of a numeric column
-    or the one-hot level of a categorical one, then a missing indicator per column."""
+    or the one-hot level of a categorical one, then a missing indicator per column. With
+    `native_missing` (for trees) a missing cell is NaN instead, and there are no indicators."""
     index = {key: j for j, key in enumerate(_keys(cohort, plan.by)) if key is not None}
     parts = []
     for key, levels in plan.columns:
         j = index[key]
         missing = cohort.missing[:, j]
+        blank = np.nan if native_missing else 0.0
         if levels is None:
-            parts.append(np.where(missing, 0.0, cohort.z[:, j])[:, None])
+            parts.append(np.where(missing, blank, cohort.z[:, j])[:, None])
         else:
             own = cohort.level_names[j]
             onehot = np.zeros((cohort.size, len(levels)))
             for k, name in enumerate(own):
                 if name in levels:
                     onehot[:, levels.index(name)] = cohort.level[:, j] == k
-            parts.append(onehot)
-        parts.append(missing[:, None].astype(float))
+            parts.append(np.where(missing[:, None], blank, onehot))
+        if not native_missing:
+            parts.append(missing[:, None].astype(float))
     if not parts:
         return np.zeros((cohort.size, 0), np.float32)
     return np.concatenate(parts, axis=1).astype(np.float32)
@@ -89,3 +126,24 @@ def table_features(cohort: CohortData, plan: Layout) -> np.ndarray:
 def raw_table_features(cohort: CohortData) -> np.ndarray:
     """The raw-table baseline of one cohort on its own: every column it has."""
     return table_features(cohort, layout([cohort], "text"))
+
+
+def _edges(size: int, blocks: int) -> np.ndarray:
+    """Start index of each of `blocks` near-equal blocks along an axis of `size` voxels."""
+    return np.array([round(i * size / blocks) for i in range(blocks)])
+
+
+def image_block_means(cohort: CohortData, blocks: int = IMAGE_BLOCKS) -> np.ndarray:
+    """(N, blocks^3) mean intensity of each block of every stored volume: the simplest image
+    features, so "the scan adds signal" can be told apart from "pretraining adds signal"."""
+    n, *shape = cohort.images.shape
+    edges = [_edges(size, blocks) for size in shape]
+    counts = [np.diff(np.append(e, size)) for e, size in zip(edges, shape, strict=True)]
+    volume = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+    out = np.zeros((n, blocks**3), np.float32)
+    for start in range(0, n, IMAGE_CHUNK):
+        x = np.asarray(cohort.images[start : start + IMAGE_CHUNK], np.float32)  # (b, D, H, W)
+        for axis, e in enumerate(edges):
+            x = np.add.reduceat(x, e, axis=axis + 1)  # (b, blocks, ..., ...) after all three
+        out[start : start + len(x)] = (x / volume).reshape(len(x), -1)
+    return out

@@ -12,7 +12,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import features, report
+from citab_cli.core.evaluation import features, linear, report, trees
 from citab_cli.core.evaluation.classifier import (
     BACKBONE_RATE,
     CLASSIFIER,
@@ -28,7 +28,6 @@ from citab_cli.core.evaluation.labels import (
     label_layout,
     stratified_subset,
 )
-from citab_cli.core.evaluation.linear import fit_predict
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.dataset import CohortData, Collator
@@ -44,8 +43,12 @@ TITLES = {
     "finetuned": "CITab fine-tuned",
     "scratch": "same architecture from scratch, same budget",
     "raw_table": "raw table, logistic regression",
+    "raw_table_gbdt": "raw table, gradient-boosted trees",
+    "raw_image": "raw table + image block means, logistic regression",
     "floor": "age + sex (+ education) floor",
 }
+#: What fine-tuning is compared with, in report order.
+BASELINE_KINDS = ("scratch", "raw_table", "raw_table_gbdt", "raw_image", "floor")
 
 
 @dataclass
@@ -109,15 +112,17 @@ def finetune(
         kind: report.summarize(y_test, probabilities, resamples)
         for kind, probabilities in runs.items()
     }
-    baselines = [k for k in ("scratch", "raw_table", "floor") if k in runs]
+    baselines = [k for k in BASELINE_KINDS if k in runs]
     key = report.fraction_key(label_fraction)
+    pairs = [("finetuned", baseline) for baseline in baselines]
     comparisons = report.compare(
-        y_test, {k: {key: v} for k, v in runs.items()}, ["finetuned"], baselines, key, resamples
+        y_test, {k: {key: v} for k, v in runs.items()}, pairs, key, resamples
     )
     folder = report.report_folder(project, "finetune", loaded.run, cohort)
     document = _document(loaded, data, layout, strategy, label_fraction, seeds, budget)
     document.update(
         exclude_criteria=exclude_criteria,
+        pretrained_without_criteria=loaded.config.exclude_criteria,
         results=summary,
         comparisons=comparisons,
         validation_curves=curves,
@@ -155,6 +160,8 @@ def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds,
             "finetuned": data.columns,
             "scratch": data.columns,
             "raw_table": data.columns,
+            "raw_table_gbdt": data.columns,
+            "raw_image": data.columns,
             "floor": [c for c, role in zip(data.columns, data.covariates, strict=True) if role],
         },
         "label_fraction": label_fraction,
@@ -174,18 +181,25 @@ def _table_baselines(
 ) -> dict[str, list[np.ndarray]]:
     """The raw-table and floor logistic regressions on each seed's label subset, scored on the
     test subjects: what fine-tuning must beat."""
-    plans = {"raw_table": features.layout([data], "text")}
+    raw = features.layout([data], "text")
+    sets = {
+        "raw_table": features.table_features(data, raw),
+        "raw_table_gbdt": features.table_features(data, raw, native_missing=True),
+    }
+    sets["raw_image"] = np.concatenate([sets["raw_table"], features.image_block_means(data)], 1)
     floor = features.layout([data], "role", features.FLOOR_ROLES)
     if floor.columns:
-        plans["floor"] = floor
+        sets["floor"] = features.table_features(data, floor)
     rows, y = layout.rows["train"], layout.y
     out: dict[str, list[np.ndarray]] = {}
-    for name, plan in plans.items():
-        x = features.table_features(data, plan)
+    for name, x in sets.items():
+        reader = trees if name in features.TREE_FEATURES else linear
         out[name] = []
         for seed in range(seeds):
             subset = rows[stratified_subset(y[rows], label_fraction, seed)]
-            fit = fit_predict(x[subset], y[subset], x[layout.rows["test"]], len(layout.classes))
+            fit = reader.fit_predict(
+                x[subset], y[subset], x[layout.rows["test"]], len(layout.classes), seed
+            )
             out[name].append(fit.probabilities)
     return out
 
@@ -203,7 +217,7 @@ def _train_all(
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[list[float]]], Classifier]:
     """Fine-tuned and from-scratch models for each seed: their test probabilities, validation
     curves, and the fine-tuned model of seed 0 (the one saved)."""
-    collator = Collator([data], loaded.config.model.tabular.categorical == "levels")
+    collator = Collator.for_model([data], loaded.config.model)
     runs: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
     curves: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}
     kept: Classifier | None = None
@@ -272,10 +286,8 @@ def _save_classifier(
 
 def _markdown(document: dict) -> str:
     titles = {**TITLES, "finetuned": f"CITab fine-tuned ({document['strategy']})"}
-    criteria = (
-        "Columns that define the diagnosis were **excluded** (`--exclude-criteria`)."
-        if document["exclude_criteria"]
-        else "Every column was used, including those that define the diagnosis."
+    criteria = report.criteria_sentence(
+        document["exclude_criteria"], document.get("pretrained_without_criteria", False)
     )
     lines = [
         f"# Fine-tuning: {document['cohort']}",

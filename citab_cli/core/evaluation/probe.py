@@ -16,13 +16,17 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation import linear, report, trees
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
     FEATURES,
     FLOOR_ROLES,
+    IMAGE_BLOCKS,
     METHODS,
+    TREE_FEATURES,
+    comparison_pairs,
+    image_block_means,
     layout,
     raw_table_features,
     table_features,
@@ -33,7 +37,7 @@ from citab_cli.core.evaluation.labels import (
     label_layout,
     stratified_subset,
 )
-from citab_cli.core.evaluation.linear import describe_folds, fit_predict
+from citab_cli.core.evaluation.linear import describe_folds
 from citab_cli.core.evaluation.probe_report import markdown, write
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.runtime.dataset import CohortData, Collator
@@ -53,6 +57,8 @@ __all__ = [
 
 #: Seed of the randomly initialised baseline model.
 RANDOM_INIT_SEED = 0
+#: Blocks per axis of the image block means, as the report records them.
+IMAGE_BLOCKS_SEEN = f"{IMAGE_BLOCKS}x{IMAGE_BLOCKS}x{IMAGE_BLOCKS}"
 
 
 @dataclass
@@ -131,7 +137,7 @@ def _embeddings(
     """Frozen embeddings of every labelled subject, as (N, D) arrays in cohort row order
     (unlabelled rows are zeros and never read)."""
     every = np.nonzero(np.array([label is not None for label in cohort.labels]))[0]
-    collator = Collator([cohort], loaded.config.model.tabular.categorical == "levels")
+    collator = Collator.for_model([cohort], loaded.config.model)
     batch = loaded.config.train.batch_size
     ours = embed_subjects(trained, collator, cohort_items(every), batch, device)
     theirs = embed_subjects(random, collator, cohort_items(every), batch, device)
@@ -139,7 +145,9 @@ def _embeddings(
         "citab": ours["multimodal"],
         "citab_tabular": ours["tabular"],
         "citab_image": ours["image"],
-        "random_init": theirs["multimodal"],
+        "random_multimodal": theirs["multimodal"],
+        "random_tabular": theirs["tabular"],
+        "random_image": theirs["image"],
     }
     out = {}
     for name, x in sets.items():
@@ -174,23 +182,36 @@ def _sides(
             f"no age/sex/education columns marked (covariate:) in both {train.name} and "
             f"{test.name}: the report has no demographic floor"
         )
-    sides = []
-    for cohort, labels in ((train, train_labels), (test, test_labels)):
-        features = dict(embedded[cohort.name])
-        features["raw_table"] = table_features(cohort, raw)
-        features["citab_raw"] = np.concatenate([features["citab"], features["raw_table"]], 1)
-        if floor.columns:
-            features["floor"] = table_features(cohort, floor)
-        ordered = {k: features[k] for k in FEATURES if k in features}
-        sides.append(Side(cohort, labels, ordered))
+    sides = [
+        Side(cohort, labels, _table_sets(cohort, embedded[cohort.name], raw, floor))
+        for cohort, labels in ((train, train_labels), (test, test_labels))
+    ]
     model_columns = {"train": train.columns, "test": test.columns}
     seen = {name: model_columns for name in ("citab", "citab_tabular", "citab_image")}
-    seen["random_init"] = model_columns
-    seen["raw_table"] = {"headers": raw.names()}
-    seen["citab_raw"] = {**model_columns, "raw_headers": raw.names()}
+    seen.update({name: model_columns for name in ("random_multimodal", "random_tabular")})
+    seen["random_image"] = model_columns
+    seen["raw_table"] = seen["raw_table_gbdt"] = {"headers": raw.names()}
+    seen["raw_image"] = {"headers": raw.names(), "image_blocks": IMAGE_BLOCKS_SEEN}
+    seen["citab_raw"] = seen["random_raw"] = {**model_columns, "raw_headers": raw.names()}
     if floor.columns:
         seen["floor"] = {"roles": floor.names()}
     return sides[0], sides[1], seen
+
+
+def _table_sets(cohort: CohortData, embedded: dict, raw, floor) -> dict[str, np.ndarray]:
+    """Every feature set of one cohort, in report order: its embeddings, and the baselines
+    that read the raw table (and the scan's block means) laid out by meaning."""
+    features = dict(embedded)
+    features["raw_table"] = table_features(cohort, raw)
+    features["raw_table_gbdt"] = table_features(cohort, raw, native_missing=True)
+    features["raw_image"] = np.concatenate([features["raw_table"], image_block_means(cohort)], 1)
+    features["citab_raw"] = np.concatenate([features["citab"], features["raw_table"]], 1)
+    features["random_raw"] = np.concatenate(
+        [features["random_multimodal"], features["raw_table"]], 1
+    )
+    if floor.columns:
+        features["floor"] = table_features(cohort, floor)
+    return {k: features[k] for k in FEATURES if k in features}
 
 
 def _fit_all(train: Side, test: Side, settings: dict) -> tuple[dict, dict, list[int]]:
@@ -209,9 +230,12 @@ def _fit_all(train: Side, test: Side, settings: dict) -> tuple[dict, dict, list[
             runs[feature][key], chosen[f"{feature}@{key}"] = [], []
             for seed in range(settings["seeds"]):
                 subset = rows[stratified_subset(y[rows], fraction, seed)]
-                fit = fit_predict(x[subset], y[subset], x_test, classes, seed)
+                reader = trees if feature in TREE_FEATURES else linear
+                fit = reader.fit_predict(x[subset], y[subset], x_test, classes, seed)
                 runs[feature][key].append(fit.probabilities)
-                chosen[f"{feature}@{key}"].append(fit.c)
+                chosen[f"{feature}@{key}"].append(
+                    trees.setting_of(fit) if reader is trees else fit.c
+                )
                 folds.append(fit.folds)
     return runs, chosen, folds
 
@@ -230,10 +254,9 @@ def _evaluate(
         message(note)
     y_test = test.labels.labels("test")
     summary = _summaries(runs, y_test, train, settings)
-    methods = [m for m in METHODS if m in runs]
-    baselines = [b for b in BASELINES if b in runs]
+    pairs = comparison_pairs(runs)
     comparisons = {
-        key: report.compare(y_test, runs, methods, baselines, key, settings["resamples"])
+        key: report.compare(y_test, runs, pairs, key, settings["resamples"])
         for key in (report.fraction_key(f) for f in settings["fractions"])
     }
     document = _document(loaded, train, test, seen, settings, summary, comparisons, chosen, note)
@@ -277,6 +300,7 @@ def _document(loaded, train: Side, test: Side, seen, settings, summary, comparis
         },
         "split_gaps": train.labels.gaps,
         "exclude_criteria": settings["exclude_criteria"],
+        "pretrained_without_criteria": loaded.config.exclude_criteria,
         "columns_seen": seen,
         "label_fractions": list(settings["fractions"]),
         "seeds": settings["seeds"],

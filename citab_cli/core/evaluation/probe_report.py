@@ -47,12 +47,8 @@ def _header(document: dict) -> list[str]:
         )
     else:
         where = f"Cohort {document['cohort']}, {seen} in pretraining."
-    criteria = (
-        "Columns that define the diagnosis (schema `criterion: true`) were **excluded** from "
-        "every feature set."
-        if document["exclude_criteria"]
-        else "Every column was used, including those that define the diagnosis (run with "
-        "`--exclude-criteria` to leave them out)."
+    criteria = report.criteria_sentence(
+        document["exclude_criteria"], document.get("pretrained_without_criteria", False)
     )
     counts = ", ".join(f"{k} {v}" for k, v in document["subjects"].items())
     return [

@@ -35,6 +35,31 @@ def summarize(
     }
 
 
+def criteria_sentence(excluded: bool, pretrained_without: bool) -> str:
+    """What a report says about the columns that define the diagnosis: whether this evaluation
+    left them out (`excluded`), and whether pretraining did (`pretrained_without`)."""
+    if excluded and pretrained_without:
+        return (
+            "Columns that define the diagnosis (schema `criterion: true`) were **excluded** "
+            "from every feature set and from pretraining."
+        )
+    if excluded:
+        return (
+            "Columns that define the diagnosis (schema `criterion: true`) were **excluded** "
+            "from every feature set here, but the model was **pretrained with them** (pretrain "
+            "with `--exclude-criteria` to keep them out of pretraining too)."
+        )
+    if pretrained_without:
+        return (
+            "Every column was used here, including those that define the diagnosis; the model "
+            "was pretrained without them (`--exclude-criteria`)."
+        )
+    return (
+        "Every column was used, including those that define the diagnosis (run with "
+        "`--exclude-criteria` to leave them out)."
+    )
+
+
 def fraction_key(fraction: float) -> str:
     """How a label fraction names its entries in reports: 0.1 -> "0.1", 1.0 -> "1"."""
     return f"{fraction:g}"
@@ -43,23 +68,21 @@ def fraction_key(fraction: float) -> str:
 def compare(
     y_test: np.ndarray,
     runs: dict,
-    methods: list[str],
-    baselines: list[str],
+    pairs: list[tuple[str, str]],
     key: str,
     resamples: int,
 ) -> list[dict]:
-    """Paired comparisons on the same test subjects and label subsets: for each method and
-    baseline, the mean difference in each of `metrics.PAIRED` with a paired-bootstrap 95%
-    interval and a verdict. runs: name -> key -> probabilities per seed."""
+    """Paired comparisons on the same test subjects and label subsets: for each (method,
+    baseline) of `pairs`, the mean difference in each of `metrics.PAIRED` with a
+    paired-bootstrap 95% interval and a verdict. runs: name -> key -> probabilities per seed."""
     out = []
-    for method in methods:
-        for baseline in baselines:
-            entry = {"method": method, "baseline": baseline}
-            for name in metrics.PAIRED:
-                entry[name] = metrics.paired_difference(
-                    y_test, runs[method][key], runs[baseline][key], name, resamples
-                )
-            out.append(entry)
+    for method, baseline in pairs:
+        entry = {"method": method, "baseline": baseline}
+        for name in metrics.PAIRED:
+            entry[name] = metrics.paired_difference(
+                y_test, runs[method][key], runs[baseline][key], name, resamples
+            )
+        out.append(entry)
     return out
 
 

@@ -18,10 +18,13 @@ BATCH = 32
 TOP_COLUMNS = 5
 
 
-def routing(project: Project, model: CITab, categorical_as_levels: bool, device) -> dict:
+def routing(project: Project, model: CITab, device) -> dict | None:
     """Mean gate per (cohort, column) x layer x prototype over every ingested subject:
     {"matrix": (R, L, K), "labels": R row names "cohort: column", "cohorts" and "headers": each
-    row's cohort and header text, "top": prototype -> columns}."""
+    row's cohort and header text, "top": prototype -> columns}. None for a model without
+    P-MoLin (tabular.ffn: dense)."""
+    if model.config.tabular.ffn != "pmolin":
+        return None
     cache = headers.load_cache(project, project.load_settings().header_encoder)
     rows, labels, cohorts, texts = [], [], [], []
     for name in project.cohorts():
@@ -29,7 +32,7 @@ def routing(project: Project, model: CITab, categorical_as_levels: bool, device)
             cohort = load_cohort(project, name, cache)
         except CitabError:
             continue  # a cohort without header vectors yet
-        collator = Collator([cohort], categorical_as_levels)
+        collator = Collator.for_model([cohort], model.config)
         sums = None
         counts = np.zeros(len(cohort.columns))
         for start in range(0, cohort.size, BATCH):

@@ -77,6 +77,16 @@ class PrototypeMixture(nn.Module):
         return torch.einsum("btk,btkd->btd", g, expert_out), g
 
 
+def mixture_parameters(dim: int, experts: int, ratio: float, linear: bool, prototypes: bool) -> int:
+    """Parameters of one PrototypeMixture layer (its prototypes counted when it owns them)."""
+    if linear:
+        count = experts * dim * dim + experts * dim
+    else:
+        hidden = int(round(dim * ratio))
+        count = 2 * experts * dim * hidden + experts * hidden + experts * dim
+    return count + (experts * dim if prototypes else 0)
+
+
 def balance_penalty(gates: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """How far the mean gate over real tokens is from uniform: K * sum_k mean_k^2 - 1 (0 = even).
 

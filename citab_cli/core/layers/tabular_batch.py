@@ -25,6 +25,10 @@ class TabularBatch:
     level_index: torch.Tensor | None = None  # (B, C) long: the cell's level, -1 if none
     level_candidates: torch.Tensor | None = None  # (B, C, L, E) the column's level embeddings
     candidate_mask: torch.Tensor | None = None  # (B, C, L) bool: which candidates exist
+    # For a learned column identity (optional): ids into the model's vocabulary, 0 = unknown.
+    column_ids: torch.Tensor | None = None  # (B, C) long: the slot's column name
+    level_ids: torch.Tensor | None = None  # (B, C) long: the cell's "name: level"
+    candidate_ids: torch.Tensor | None = None  # (B, C, L) long: the column's levels
 
     def to(self, device: torch.device | str) -> TabularBatch:
         """The batch with every tensor on `device`."""

@@ -6,6 +6,9 @@ missing cell:      m * A(h)                 the model still knows which column i
 absent column:     no token (masked)
 A learned CLS token is prepended; there is no column positional embedding, so the tokens do not
 depend on column order or on padding.
+
+With a learned column identity (an ablation of CITab's header idea), h is a trained vector per
+column name (and per level) looked up by the batch's ids; the header vectors are not read.
 """
 
 from __future__ import annotations
@@ -26,13 +29,20 @@ class TabularTokenizer(nn.Module):
         dim: int,
         categorical_as_levels: bool = True,
         value_init: str = "spread",
+        vocabulary_size: int | None = None,
     ):
         """value_init "spread": b = 1 and w random, so a value turns its token's direction (a
         pre-norm transformer's LayerNorm keeps that); "identity": w = 1, b = 0, so a value only
-        scales the column's meaning, which LayerNorm removes (all but the sign)."""
+        scales the column's meaning, which LayerNorm removes (all but the sign).
+        vocabulary_size: None reads the header vectors; a number learns one vector per
+        vocabulary entry (id 1..n; id 0 for names the vocabulary lacks) in their place."""
         super().__init__()
         self.categorical_as_levels = categorical_as_levels
         self.adapter = nn.Linear(header_dim, dim)  # A
+        self.identity = None
+        if vocabulary_size is not None:
+            self.identity = nn.Embedding(vocabulary_size + 1, header_dim)
+            nn.init.normal_(self.identity.weight, std=header_dim**-0.5)  # ~unit norm, as h
         if value_init == "identity":
             scale, shift = torch.ones(dim), torch.zeros(dim)
         else:
@@ -42,13 +52,25 @@ class TabularTokenizer(nn.Module):
         self.missing = nn.Parameter(torch.randn(dim) * 0.02)  # m
         self.cls = nn.Parameter(torch.randn(dim) * 0.02)
 
+    def _vectors(self, vectors: torch.Tensor | None, ids: torch.Tensor | None) -> torch.Tensor:
+        """Header vectors as given, or the learned identity's vectors of `ids`."""
+        if self.identity is None:
+            return vectors
+        if ids is None:
+            raise ValueError("a learned column identity needs the batch's column and level ids")
+        return self.identity(ids)
+
+    def meaning(self, batch: TabularBatch) -> torch.Tensor:
+        """(B, C, D) A(h): each slot's column meaning, from its header or its learned vector."""
+        return self.adapter(self._vectors(batch.column_vectors, batch.column_ids))
+
     def cell_tokens(self, batch: TabularBatch) -> torch.Tensor:
         """(B, C, D) one token per cell slot (padding slots are zeros)."""
-        meaning = self.adapter(batch.column_vectors)  # (B, C, D)
+        meaning = self.meaning(batch)  # (B, C, D)
         z = batch.values[..., None]  # (B, C, 1)
         tokens = (self.value_scale * z + self.value_shift) * meaning
         if self.categorical_as_levels:
-            levels = self.adapter(batch.level_vectors)
+            levels = self.adapter(self._vectors(batch.level_vectors, batch.level_ids))
             tokens = torch.where(batch.categorical[..., None], levels, tokens)
         tokens = torch.where(batch.missing[..., None], self.missing * meaning, tokens)
         return tokens * batch.present[..., None].to(tokens.dtype)
@@ -62,9 +84,10 @@ class TabularTokenizer(nn.Module):
         keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=present.device), present], 1)
         return torch.cat([cls, cells], dim=1), keep
 
-    def level_logits(self, tokens: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Scores of each candidate level for reconstructed cells.
+    def level_logits(self, tokens: torch.Tensor, batch: TabularBatch) -> torch.Tensor:
+        """Scores of each candidate level of each slot's column for reconstructed cells.
 
-        tokens (N, D), candidates (N, L, E) header embeddings -> (N, L).
+        tokens (B, C, D), the batch's level candidates (B, C, L, E) -> (B, C, L).
         """
-        return torch.einsum("nd,nld->nl", tokens, self.adapter(candidates))
+        candidates = self._vectors(batch.level_candidates, batch.candidate_ids)
+        return torch.einsum("bcd,bcld->bcl", tokens, self.adapter(candidates))

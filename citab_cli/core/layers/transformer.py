@@ -28,11 +28,11 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """The plain MLP: dim -> ratio * dim -> dim."""
+    """The plain MLP: dim -> hidden -> dim, hidden = ratio * dim unless given."""
 
-    def __init__(self, dim: int, ratio: float):
+    def __init__(self, dim: int, ratio: float, hidden: int | None = None):
         super().__init__()
-        hidden = int(round(dim * ratio))
+        hidden = int(round(dim * ratio)) if hidden is None else hidden
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from citab_cli.core.layers.prototype_mixture import PrototypeMixture
+from citab_cli.core.layers.prototype_mixture import PrototypeMixture, mixture_parameters
 from citab_cli.core.layers.resnet3d import ResNet3d, feature_grid
 from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.layers.tabular_tokenizer import TabularTokenizer
@@ -22,7 +22,7 @@ class TabularOutput:
 
     tokens: torch.Tensor  # (B, 1 + C, D) after the final norm; position 0 is CLS
     keep: torch.Tensor  # (B, 1 + C) bool
-    gates: list[torch.Tensor]  # per layer (B, 1 + C, K)
+    gates: list[torch.Tensor]  # per P-MoLin layer (B, 1 + C, K); [] with dense feed-forwards
 
     @property
     def cls(self) -> torch.Tensor:
@@ -58,31 +58,38 @@ class TabularEncoder(nn.Module):
         gate_temperature: float,
         categorical_as_levels: bool,
         value_init: str = "spread",
+        vocabulary_size: int | None = None,
+        dense: bool = False,
     ):
+        """vocabulary_size: learn column identity (see TabularTokenizer); dense: plain MLP
+        feed-forwards with as many parameters as the P-MoLin layers they replace."""
         super().__init__()
         self.tokenizer = TabularTokenizer(
             header_dim=header_dim,
             dim=dim,
             categorical_as_levels=categorical_as_levels,
             value_init=value_init,
+            vocabulary_size=vocabulary_size,
         )
-        shared = nn.Parameter(torch.randn(experts, dim) / dim**0.5) if shared_prototypes else None
-        self.blocks = nn.ModuleList(
-            Block(
-                dim,
-                heads,
-                PrototypeMixture(
-                    dim=dim,
-                    experts=experts,
-                    ratio=expert_ratio,
-                    linear=linear_experts,
-                    gate=gate,
-                    temperature=gate_temperature,
-                    prototypes=shared,
-                ),
+        shared = None
+        if shared_prototypes and not dense:
+            shared = nn.Parameter(torch.randn(experts, dim) / dim**0.5)
+
+        def feed_forward() -> nn.Module:
+            if dense:
+                count = mixture_parameters(dim, experts, expert_ratio, linear_experts, True)
+                return FeedForward(dim, 1.0, hidden=round((count - dim) / (2 * dim + 1)))
+            return PrototypeMixture(
+                dim=dim,
+                experts=experts,
+                ratio=expert_ratio,
+                linear=linear_experts,
+                gate=gate,
+                temperature=gate_temperature,
+                prototypes=shared,
             )
-            for _ in range(layers)
-        )
+
+        self.blocks = nn.ModuleList(Block(dim, heads, feed_forward()) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def encode_cells(self, cells: torch.Tensor, present: torch.Tensor) -> TabularOutput:
@@ -91,7 +98,8 @@ class TabularEncoder(nn.Module):
         gates = []
         for block in self.blocks:
             x, g = block(x, keep)
-            gates.append(g)
+            if g is not None:  # a dense feed-forward has no gates
+                gates.append(g)
         return TabularOutput(self.norm(x), keep, gates)
 
     def forward(self, batch: TabularBatch) -> TabularOutput:
@@ -140,6 +148,8 @@ class CITab(nn.Module):
             gate_temperature=tab.gate_temperature,
             categorical_as_levels=tab.categorical == "levels",
             value_init=tab.value_init,
+            vocabulary_size=len(tab.vocabulary) if tab.column_identity == "learned" else None,
+            dense=tab.ffn == "dense",
         )
         self.image = ResNet3d(depth=img.depth, width=img.width)
         channels = self.image.out_channels

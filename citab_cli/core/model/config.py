@@ -29,6 +29,23 @@ class TabularConfig(_Strict):
         "levels", description="levels: a level's own header text; numeric: the paper's behaviour"
     )
     prototype_balance: float = Field(0.0, ge=0, description="weight of the balance regulariser")
+    column_identity: Literal["header", "learned"] = Field(
+        "header",
+        description="what tells the model which column a cell is: header (the embedding of the "
+        "column's description, CITab's idea) or learned (a trained vector per column name, as "
+        "TIP does; a column of one name shares it across cohorts; header vectors are ignored)",
+    )
+    vocabulary: list[str] = Field(
+        [],
+        description="with column_identity learned: the column names (and 'name: level' for "
+        "each level) that have their own vector, filled from the pretraining cohorts; other "
+        "names share one 'unknown' vector",
+    )
+    ffn: Literal["pmolin", "dense"] = Field(
+        "pmolin",
+        description="feed-forward of the tabular blocks: pmolin (prototype-guided mixture, "
+        "CITab's idea) or dense (one plain MLP with the same number of parameters)",
+    )
     value_init: Literal["spread", "identity"] = Field(
         "spread",
         description="start of w, b in (w z + b) * A(h): spread (b = 1, w random: the value turns "
@@ -40,6 +57,8 @@ class TabularConfig(_Strict):
     def _heads_divide(self) -> TabularConfig:
         if self.dim % self.heads:
             raise ValueError("tabular.dim must be a multiple of tabular.heads")
+        if self.ffn == "dense" and self.prototype_balance > 0:
+            raise ValueError("tabular.prototype_balance needs tabular.ffn: pmolin (dense has none)")
         return self
 
 
@@ -75,7 +94,9 @@ class LossConfig(_Strict):
         ge=0,
         description="how hard ITM negatives are: the ITC logits are scaled by it before the "
         "softmax that draws them (1: the most similar most often, as the released code; 0: "
-        "uniformly among the batch); 0.1 learned to match best (docs/results.md, section 2)",
+        "uniformly among the candidates: the subject's own cohort when itc_same_cohort or "
+        "itm_same_cohort is on, else the batch); 0.1 learned to match best (docs/results.md, "
+        "section 2)",
     )
     itm_same_cohort: bool = Field(
         False, description="draw ITM hard negatives within the same cohort when the batch allows"

@@ -79,7 +79,10 @@ def _matching(
     its balanced accuracy and its threshold-free AUC."""
     b = logits.shape[0]
     loss = model.config.loss
-    groups = cohorts if loss.itm_same_cohort else None
+    # ITC within cohorts masks the other cohorts' logits; the draw must keep that mask whatever
+    # the hardness (scaling by 0 would otherwise make them candidates again)
+    within = loss.itm_same_cohort or loss.itc_same_cohort
+    groups = cohorts if within else None
     table_for_image, image_for_table = hard_negatives(logits, generator, groups, loss.itm_hardness)
     # Three sets of pairs in one fusion pass: true pairs, each image with another table, each
     # table with another image.
@@ -148,7 +151,7 @@ def _reconstruction(
     encoded = model.encode_tabular(batch.with_missing(masked))
     if source == "cls":
         # the CLS alone carries the row: each cell is rebuilt from it and the column's meaning
-        meaning = model.tabular.tokenizer.adapter(batch.column_vectors)  # (B, C, D)
+        meaning = model.tabular.tokenizer.meaning(batch)  # (B, C, D)
         cls = encoded.cls[:, None].expand_as(meaning)  # (B, C, D)
         out = model.cell_decoder(torch.cat([cls, meaning.to(cls.dtype)], -1))  # (B, C, D)
     else:
@@ -156,10 +159,7 @@ def _reconstruction(
     numeric_mask = masked & ~batch.categorical
     level_mask = masked & batch.categorical
     if batch.level_candidates is not None and batch.candidate_mask is not None:
-        logits = model.tabular.tokenizer.level_logits(
-            out.reshape(-1, out.shape[-1]),
-            batch.level_candidates.reshape(-1, *batch.level_candidates.shape[2:]),
-        ).reshape(*batch.candidate_mask.shape)  # (B, C, L)
+        logits = model.tabular.tokenizer.level_logits(out, batch)  # (B, C, L)
         logits = logits.masked_fill(~batch.candidate_mask, float("-inf"))
         level_target = batch.level_index
         level_mask = level_mask & (level_target >= 0)

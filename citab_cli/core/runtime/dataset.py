@@ -11,6 +11,7 @@ import numpy as np
 from citab_cli.core import headers
 from citab_cli.core.data.project import IMAGES_FILE, SUBJECTS_FILE, TABULAR_FILE, Project
 from citab_cli.core.errors import CitabError
+from citab_cli.core.model.config import ModelConfig
 
 #: Standardised values are clipped to this many standard deviations.
 ZSCORE_CLIP = 5.0
@@ -156,15 +157,46 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
     )
 
 
+def identity_vocabulary(cohorts: list[CohortData]) -> list[str]:
+    """What a learned column identity gives a vector of its own: every column name of the
+    cohorts, and "name: level" for each level of a categorical column, sorted."""
+    entries = set()
+    for cohort in cohorts:
+        for name, levels in zip(cohort.columns, cohort.level_names, strict=True):
+            entries.add(name)
+            entries.update(f"{name}: {level}" for level in levels)
+    return sorted(entries)
+
+
 class Collator:
     """Turns (cohort, row) pairs into model input on the host, as torch tensors."""
 
-    def __init__(self, cohorts: list[CohortData], categorical_as_levels: bool = True):
+    def __init__(
+        self,
+        cohorts: list[CohortData],
+        categorical_as_levels: bool = True,
+        vocabulary: list[str] | None = None,
+    ):
+        """vocabulary: with a learned column identity, the model's entries; batches then carry
+        each slot's ids (position in the vocabulary + 1; 0 for an entry it lacks)."""
         self.cohorts = cohorts
         self.categorical_as_levels = categorical_as_levels
         self.width = max(c.z.shape[1] for c in cohorts)
         self.max_levels = max(c.level_vectors.shape[1] for c in cohorts)
         self.dim = cohorts[0].column_vectors.shape[1]
+        self.ids = None
+        if vocabulary is not None:
+            index = {entry: i + 1 for i, entry in enumerate(vocabulary)}
+            self.ids = [_cohort_ids(c, index) for c in cohorts]
+
+    @classmethod
+    def for_model(cls, cohorts: list[CohortData], model: ModelConfig) -> Collator:
+        """The collator that feeds a model of configuration `model`."""
+        tabular = model.tabular
+        learned = tabular.column_identity == "learned"
+        return cls(
+            cohorts, tabular.categorical == "levels", tabular.vocabulary if learned else None
+        )
 
     def images(self, items: np.ndarray) -> np.ndarray:
         """items (B, 2) [cohort, row] -> (B, 1, D, H, W) float32."""
@@ -186,6 +218,7 @@ class Collator:
         level_index = np.full((b, c), -1, np.int64)
         candidates = np.zeros((b, c, lmax, e), np.float32)
         candidate_mask = np.zeros((b, c, lmax), bool)
+        ids = _SlotIds(b, c, lmax) if self.ids is not None else None
         for i, (ci, row) in enumerate(items):
             cohort = self.cohorts[ci]
             n = cohort.z.shape[1]
@@ -205,6 +238,8 @@ class Collator:
             nl = cohort.level_vectors.shape[1]
             candidates[i, :n, :nl] = cohort.level_vectors
             candidate_mask[i, :n] = np.arange(lmax)[None, :] < cohort.level_count[:, None]
+            if ids is not None:
+                ids.fill(i, self.ids[ci], levels, cat)
         return TabularBatch(
             column_vectors=torch.from_numpy(column_vectors),
             level_vectors=torch.from_numpy(level_vectors),
@@ -215,7 +250,43 @@ class Collator:
             level_index=torch.from_numpy(level_index),
             level_candidates=torch.from_numpy(candidates),
             candidate_mask=torch.from_numpy(candidate_mask),
+            **(ids.tensors() if ids is not None else {}),
         )
+
+
+def _cohort_ids(cohort: CohortData, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A cohort's vocabulary ids: per column (C,), and per column and level (C, L)."""
+    columns = np.array([index.get(name, 0) for name in cohort.columns], np.int64)
+    levels = np.zeros((len(cohort.columns), cohort.level_vectors.shape[1]), np.int64)
+    for j, name in enumerate(cohort.columns):
+        for k, level in enumerate(cohort.level_names[j]):
+            levels[j, k] = index.get(f"{name}: {level}", 0)
+    return columns, levels
+
+
+class _SlotIds:
+    """The id arrays of one batch, filled row by row."""
+
+    def __init__(self, b: int, c: int, lmax: int):
+        self.columns = np.zeros((b, c), np.int64)
+        self.levels = np.zeros((b, c), np.int64)
+        self.candidates = np.zeros((b, c, lmax), np.int64)
+
+    def fill(self, i: int, ids, levels: np.ndarray, cat: np.ndarray) -> None:
+        columns, level_ids = ids
+        n = len(columns)
+        self.columns[i, :n] = columns
+        self.levels[i, :n][cat] = level_ids[cat, levels[cat]]
+        self.candidates[i, :n, : level_ids.shape[1]] = level_ids
+
+    def tensors(self) -> dict:
+        import torch
+
+        return {
+            "column_ids": torch.from_numpy(self.columns),
+            "level_ids": torch.from_numpy(self.levels),
+            "candidate_ids": torch.from_numpy(self.candidates),
+        }
 
 
 def subjects_in(cohorts: list[CohortData], splits: set[str]) -> np.ndarray:

@@ -49,6 +49,11 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cohorts: list[str] = []
+    exclude_criteria: bool = Field(
+        False,
+        description="leave the columns that define the diagnosis (schema criterion: true) out "
+        "of pretraining: they are never tokenised",
+    )
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
 

@@ -16,6 +16,7 @@ from citab_cli.core import atomic
 from citab_cli.core.errors import CitabError
 from citab_cli.core.synth import anatomy, latent
 from citab_cli.core.synth.cohorts import COHORTS
+from citab_cli.core.synth.wording import WORDINGS, reword_rows, reword_schema
 
 #: Stable per-cohort stream ids: choosing fewer cohorts never changes the ones you keep.
 _STREAM = {"adni": 1, "nacc": 2, "aibl": 3}
@@ -46,9 +47,16 @@ class SynthResult:
 
 
 def check_request(
-    out: Path, cohorts: list[str], subjects: int, shape: int, image_signal: float = 1.0
+    out: Path,
+    cohorts: list[str],
+    subjects: int,
+    shape: int,
+    image_signal: float = 1.0,
+    wording: str = "shared",
 ) -> None:
     """Refuse a synth request that cannot be met (unknown cohorts, sizes, an output that exists)."""
+    if wording not in WORDINGS:
+        raise CitabError(f"--wording {wording} is not one of {', '.join(WORDINGS)}")
     if not 0 <= image_signal <= 1:
         raise CitabError(f"--image-signal {image_signal:g} is outside [0, 1]")
     unknown = [c for c in cohorts if c not in COHORTS]
@@ -85,19 +93,23 @@ def generate(
     advance: Callable[[], None] | None = None,
     image_signal: float = 1.0,
     raw_scans: bool = False,
+    wording: str = "shared",
 ) -> SynthResult:
-    """Write OUT/<cohort>.csv, OUT/<cohort>_mri/**.nii.gz and OUT/truth.{csv,json}.
+    """Write OUT/<cohort>.csv, OUT/<cohort>.yaml (its schema), OUT/<cohort>_mri/**.nii.gz and
+    OUT/truth.{csv,json}. `wording` "independent" describes each cohort's columns in its own
+    words (synth/wording.py); the values are the same as with "shared" but for NACC's education,
+    recorded as a level.
 
     Deterministic: the same arguments give byte-identical files.
     """
-    check_request(out, cohorts, subjects, shape, image_signal)
+    check_request(out, cohorts, subjects, shape, image_signal, wording)
     grid = anatomy.Grid(shape)
     truth_rows: list[dict[str, str]] = []
     summary: list[SynthCohort] = []
     with atomic.staged_directory(out) as stage:
         for name in cohorts:
             cohort, truth = _write_cohort(
-                stage, out, name, subjects, grid, seed, advance, image_signal, raw_scans
+                stage, out, name, subjects, grid, seed, advance, image_signal, raw_scans, wording
             )
             summary.append(cohort)
             truth_rows.extend(truth)
@@ -105,6 +117,7 @@ def generate(
         document = _truth_document(summary, seed, subjects, shape, grid)
         document["model"]["image_signal"] = image_signal
         document["raw_scans"] = raw_scans
+        document["wording"] = wording
         atomic.write_text(stage / "truth.json", json.dumps(document, indent=2) + "\n")
     return SynthResult(out=out, cohorts=summary, truth=out / "truth.json")
 
@@ -119,6 +132,7 @@ def _write_cohort(
     advance: Callable[[], None] | None,
     image_signal: float = 1.0,
     raw_scans: bool = False,
+    wording: str = "shared",
 ) -> tuple[SynthCohort, list[dict[str, str]]]:
     """One cohort's CSV, scans and schema under `stage`; its summary and its truth rows."""
     spec = COHORTS[name]
@@ -156,8 +170,10 @@ def _write_cohort(
         )
         if advance is not None:
             advance()
+    if wording == "independent":
+        reword_rows(name, rows)
     (stage / f"{name}.csv").write_text(_csv_text(rows))
-    (stage / f"{name}.yaml").write_text(_schema_text(name, raw_scans))
+    (stage / f"{name}.yaml").write_text(_schema_text(name, raw_scans, wording))
     counts = np.bincount(lat.diagnosis, minlength=3)
     cohort = SynthCohort(
         name=name,
@@ -186,18 +202,26 @@ def _write_scan(target: Path, grid, rng, lat, i: int, scanner, raw_scans: bool) 
     return anatomy.nifti_gz_bytes(scan.brain_mask.astype(np.uint8), scan.affine)
 
 
-def _schema_text(name: str, raw_scans: bool) -> str:
+def _schema_text(name: str, raw_scans: bool, wording: str = "shared") -> str:
     """The shipped schema of the cohort, with the pipeline its scans need: minimal for the
-    brain-only scans, t1-linear for whole-head raw scans."""
+    brain-only scans, t1-linear for whole-head raw scans; with independent wording, the
+    cohort's own descriptions."""
+    import yaml
+
+    from citab_cli.core import yaml_io
     from citab_cli.core.schema.cohort import shipped_schema_dir
 
     text = (shipped_schema_dir() / f"{name}.yaml").read_text()
     pipeline = "t1-linear" if raw_scans else "minimal"
     note = (
         f"# Written by citab synth: the shipped {name} schema, with preprocess: {pipeline} "
-        "(the synthetic scans are " + ("whole heads" if raw_scans else "brains already") + ").\n"
+        "(the synthetic scans are " + ("whole heads" if raw_scans else "brains already") + ")"
     )
-    return note + text.replace("preprocess: t1-linear", f"preprocess: {pipeline}")
+    text = text.replace("preprocess: t1-linear", f"preprocess: {pipeline}")
+    if wording == "shared":
+        return note + ".\n" + text
+    document = reword_schema(name, yaml.safe_load(text))
+    return note + ", every column described in this cohort's own words.\n" + yaml_io.dump(document)
 
 
 def _truth_document(

@@ -177,8 +177,10 @@ def _pretrain(
     saved = _saved_state(project, files) if resume else None
     cohort_names = list(config.cohorts)
     cache = headers.ensure_embedded(project, cohort_names, hooks.message, dist.main, dist.barrier)
-    config = resolve_config(config, project, cache.dim)
     cohorts = [load_cohort(project, name, cache) for name in cohort_names]
+    if config.exclude_criteria:
+        cohorts = [c.without_criteria() for c in cohorts]
+    config = resolve_config(config, project, cache.dim, cohorts)
     check_images_match(cohorts, config.model.image.shape, project.settings_path)
     schedule = make_schedule(config.train, cohorts, dist)
     target = torch.device(device)
@@ -237,7 +239,7 @@ def _loop(
     model = objective.model
     step_loss = _parallel(objective, config, dist, target)
     gather = Gather(dist) if dist.world > 1 else None
-    collator = Collator(cohorts, config.model.tabular.categorical == "levels")
+    collator = Collator.for_model(cohorts, config.model)
     hooks.start(schedule.total_steps, progress.step)
     model.train()
     window = _Window()

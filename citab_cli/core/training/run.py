@@ -15,7 +15,7 @@ from citab_cli.core import atomic, headers, yaml_io
 from citab_cli.core.data.project import Project, RunFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.runtime import checkpoint_file
-from citab_cli.core.runtime.dataset import CohortData
+from citab_cli.core.runtime.dataset import CohortData, identity_vocabulary
 from citab_cli.core.runtime.distributed import Distributed
 from citab_cli.core.runtime.run_config import PretrainConfig
 from citab_cli.core.training import records
@@ -31,16 +31,20 @@ class Progress:
     bad_in_a_row: int = 0  # consecutive non-finite steps (not saved)
 
 
-def resolve_config(config: PretrainConfig, project: Project, header_dim: int) -> PretrainConfig:
-    """The config as it will run: image shape from the project, header size from the encoder."""
+def resolve_config(
+    config: PretrainConfig, project: Project, header_dim: int, cohorts: list[CohortData]
+) -> PretrainConfig:
+    """The config as it will run: image shape from the project, header size from the encoder,
+    and with a learned column identity the vocabulary of the pretraining cohorts."""
     shape = project.load_settings().image.shape
-    model = config.model.model_copy(
-        update={
-            "header_dim": header_dim,
-            "image": config.model.image.model_copy(update={"shape": shape}),
-        }
-    )
-    return config.model_copy(update={"model": model})
+    update: dict = {
+        "header_dim": header_dim,
+        "image": config.model.image.model_copy(update={"shape": shape}),
+    }
+    if config.model.tabular.column_identity == "learned":
+        vocabulary = identity_vocabulary(cohorts)
+        update["tabular"] = config.model.tabular.model_copy(update={"vocabulary": vocabulary})
+    return config.model_copy(update={"model": config.model.model_copy(update=update)})
 
 
 def load_run_config(files: RunFiles) -> PretrainConfig:

@@ -21,6 +21,7 @@ from citab_cli.core.training.run import load_run_config
 #: Which option sets each key of the run configuration (the rest come from --preset/--config).
 OPTION_OF = {
     "cohorts": "--cohorts",
+    "exclude_criteria": "--exclude-criteria",
     "train.epochs": "--epochs",
     "train.batch_size": "--batch-size",
     "train.seed": "--seed",
@@ -38,6 +39,7 @@ class RunRequest:
     config_file: Path | None = None
     run: str | None = None
     resume: bool = False
+    exclude_criteria: bool | None = None
     #: TrainConfig fields set by their own options (epochs, batch_size, seed, ...).
     train: dict[str, object] = field(default_factory=dict)
 
@@ -83,6 +85,8 @@ def _apply(base: PretrainConfig, request: RunRequest, cohorts: list[str] | None 
     cohorts = cohorts if cohorts is not None else request.cohorts
     if cohorts is not None:
         update["cohorts"] = cohorts
+    if request.exclude_criteria is not None:
+        update["exclude_criteria"] = request.exclude_criteria
     return base.model_copy(update=update)
 
 
