@@ -56,7 +56,7 @@ def test_trees_read_an_interaction_a_linear_probe_cannot():
     lin = linear.fit_predict(filled[train], y[train], filled[test], classes=2, seed=0)
     assert tree_accuracy > 0.85
     assert (lin.probabilities.argmax(1) == y[test]).mean() < 0.7
-    assert fit.folds == 5 and 0 <= int(fit.c) < len(trees.GRID)
+    assert fit.folds == trees.FOLDS and 0 <= int(fit.c) < len(trees.GRID)
 
 
 def test_trees_fall_back_when_a_class_has_one_subject():

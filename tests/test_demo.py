@@ -7,10 +7,17 @@ from pathlib import Path
 from tests.conftest import assert_user_error, run
 
 
-def test_demo_runs_the_whole_path(tmp_path: Path):
+def test_demo_runs_the_whole_path(tmp_path: Path, monkeypatch):
+    """The whole path through the command; probes at one fraction and one seed to keep the
+    default suite short (the probes themselves are tested in test_probe.py)."""
+    from functools import partial
+
+    from citab_cli.core.workflows import demo
+
+    monkeypatch.setattr(demo, "run", partial(demo.run, fractions=(1.0,), seeds=1))
     result = run("demo", "--dir", tmp_path / "demo", "--subjects", 30, "--epochs", 1)
     assert result.exit_code == 0, result.output
-    for column in ("CITab", "random weights", "raw table", "table, trees"):
+    for column in ("CITab", "random weights", "raw table", "table, trees", "over 1 seeds"):
         assert column in result.output
     project = tmp_path / "demo" / "project"
     assert (project / "runs/demo/best.safetensors").is_file()

@@ -9,20 +9,21 @@ import numpy as np
 
 from citab_cli.core.evaluation.linear import Fit, folds_for
 
-#: Settings tried by cross-validation (depth of each tree, fewest subjects in a leaf); small
-#: leaves let trees split at all when only a few subjects are labelled.
+#: Settings tried by cross-validation: the depth of each tree (1: an additive model of single
+#: splits); leaves of two subjects let trees split at all when only a few are labelled.
 GRID = (
+    {"max_depth": 1, "min_samples_leaf": 2},
     {"max_depth": 2, "min_samples_leaf": 2},
     {"max_depth": 3, "min_samples_leaf": 2},
-    {"max_depth": 2, "min_samples_leaf": 8},
-    {"max_depth": 3, "min_samples_leaf": 8},
 )
 #: Used when no cross-validation is possible (a class with a single training subject): the
 #: smallest leaves, so a handful of subjects can still be split.
 FALLBACK = {"max_depth": 2, "min_samples_leaf": 1}
+#: Folds of the cross-validation (fewer when the smallest class is smaller).
+FOLDS = 3
 #: Boosting rounds and their step size (fixed: a round count chosen on tiny subsets is noise).
-ROUNDS = 100
-LEARNING_RATE = 0.1
+ROUNDS = 50
+LEARNING_RATE = 0.2
 
 
 class _Trees:
@@ -91,8 +92,10 @@ def fit_predict(
     index of the GRID setting chosen (see `setting_of`)."""
     import warnings
 
-    folds = folds_for(y_train)
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits
+
+    folds = min(FOLDS, folds_for(y_train))
+    with warnings.catch_warnings(), threadpool_limits(limits=1):  # tiny fits: threads cost more
         warnings.simplefilter("ignore", UserWarning)  # a fold's predictions miss a class
         chosen = choose_setting(x_train, y_train, folds, seed) if folds else 0
         setting = GRID[chosen] if folds else FALLBACK

@@ -28,6 +28,7 @@ class DemoResult:
     probes: list[probe.ProbeReport]
     explanation: explain.Explanation
     fractions: tuple[float, ...]
+    seeds: int = 3
 
 
 def synthetic_project(
@@ -86,4 +87,4 @@ def run(
     message("explaining one ADNI subject")
     explanation = explain.explain(project, BEST_CHECKPOINT, "adni", "1", steps=16)
     run_dir = project.run_files(DEMO_RUN).directory
-    return DemoResult(folder, root, run_dir, reports, explanation, fractions)
+    return DemoResult(folder, root, run_dir, reports, explanation, fractions, seeds)
