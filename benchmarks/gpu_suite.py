@@ -1,29 +1,39 @@
-"""Every GPU throughput figure in one run, as JSON (for a short session on a lent GPU).
+"""Every GPU throughput figure in one run, as JSON: made for a short session on a lent GPU.
 
-    python benchmarks/gpu_suite.py --out $OUT/gpu_suite.json [--preset paper]
+    python benchmarks/gpu_suite.py --out $OUT/gpu_suite.json                 # on the GPU
+    python benchmarks/gpu_suite.py --device cpu --preset tiny --quick --out suite.json  # rehearsal
 
-Runs, each in the same process on the same GPU so ratios are comparable:
-- the model step at batch 12 in fp32 (the reference's first setting), in bf16 autocast with
-  channels-last-3d (citab's default on CUDA), and the default with torch.compile;
-- the default model step at batch 12, 24 and 48;
-- end to end (memory-mapped store, background collation, augmentation, step) at batch 12.
-A variant that fails (e.g. out of memory at batch 48) is recorded with its error; the rest run.
-The JSON is rewritten after every variant, so a run cut short keeps what it measured.
+Runs from a source tree without installing citab. It first checks what it can import and says
+which variants need what is missing; then runs the variants cheapest and safest first, each in
+its own process with its own time cap (a variant that runs out of memory, hangs or leaves a
+sticky CUDA error cannot cost the ones behind it), torch.compile last:
+
+1. model step at batch 12, bf16 autocast + channels-last-3d (citab's default on CUDA);
+2. the same in fp32 without channels-last (the reference's first setting);
+3. the default at batch 24, then 48;
+4. end to end (`citab pretrain` on a project of random arrays: memory-mapped store, background
+   collation, augmentation, the step) at batch 12;
+5. the default under torch.compile.
+
+The whole suite fits the caps by construction: the bf16 matmul probe takes a few seconds, and
+the caps (`CAPS`, seconds) add up to 560 s; with --budget (default 570 s) a variant whose cap no
+longer fits the time left is skipped and said so. The JSON is rewritten after every variant, so
+a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import throughput  # noqa: E402
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]  # benchmarks/ and the source tree, nothing installed
 
 # DESIGN.md §8: the official release on an H200, paper preset, batch 12, model step only.
 REFERENCE = {
@@ -33,63 +43,59 @@ REFERENCE = {
     "bf16_channels_last_peak_gib": 26.4,
     "tflop_per_sample": 1.43,
 }
+#: What each kind of variant imports beyond the standard library.
+NEEDS = {
+    "model_step": ("torch", "numpy", "pydantic", "yaml"),
+    "end_to_end": ("torch", "numpy", "pydantic", "yaml", "safetensors", "matplotlib"),
+}
+#: (name, kind, throughput.py arguments, cap in seconds), in the order they run.
+VARIANTS = (
+    ("bf16_cl_b12", "model_step", ["--batch-size", "12"], 75),
+    ("fp32_b12", "model_step", ["--batch-size", "12", "--fp32", "--contiguous"], 75),
+    ("bf16_cl_b24", "model_step", ["--batch-size", "24"], 75),
+    ("bf16_cl_b48", "model_step", ["--batch-size", "48"], 75),
+    ("end_to_end_b12", "end_to_end", ["--batch-size", "12"], 110),
+    ("bf16_cl_compile_b12", "model_step", ["--batch-size", "12", "--compile"], 150),
+)
+CAPS = {name: cap for name, _, _, cap in VARIANTS}
+#: --quick (the CPU rehearsal): fewer steps and subjects, shorter caps, and torch.compile with
+#: the aot_eager backend (it traces as inductor does, without compiling kernels on a CPU).
+QUICK = {"steps": 3, "subjects": 12, "cap": 40}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--subjects", type=int, default=60)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: this suite measures GPU throughput")
-    device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    report = {
-        "device_name": torch.cuda.get_device_name(device),
-        "torch": torch.__version__,
-        "preset": args.preset,
-        "reference_h200": REFERENCE,
-        "variants": {},
-    }
-    matmul = _matmul_tflops(device)
-    report["bf16_matmul_tflops"] = matmul
-
-    def record(name: str, fn) -> None:
-        start = time.perf_counter()
-        try:
-            report["variants"][name] = fn()
-        except Exception as exc:  # keep going: one failed variant must not lose the others
-            report["variants"][name] = {
-                "error": f"{type(exc).__name__}: {exc}",
-                "trace": traceback.format_exc()[-1500:],
-            }
-        report["variants"][name]["wall_s"] = round(time.perf_counter() - start, 1)
-        torch.cuda.empty_cache()
-        args.out.write_text(json.dumps(report, indent=2))
-
-    step = throughput.model_step
-    record(
-        "fp32_b12",
-        lambda: step(args.preset, device, 12, args.steps, bf16=False, channels_last=False),
-    )
-    record("bf16_cl_b12", lambda: step(args.preset, device, 12, args.steps))
-    record(
-        "bf16_cl_compile_b12", lambda: step(args.preset, device, 12, args.steps, compile_model=True)
-    )
-    for batch in (24, 48):
-        record(f"bf16_cl_b{batch}", lambda b=batch: step(args.preset, device, b, args.steps))
-    record(
-        "end_to_end_b12",
-        lambda: throughput.end_to_end(args.preset, device, 12, args.steps, args.subjects),
-    )
-    print(json.dumps(report, indent=2))
-    return report
+def missing_packages(kind: str) -> list[str]:
+    """The packages a kind of variant needs that this Python cannot import."""
+    return [name for name in NEEDS[kind] if importlib.util.find_spec(name) is None]
 
 
-def _matmul_tflops(device: torch.device) -> float:
-    """Sustained bf16 matmul rate, to scale the H200 targets to this GPU."""
+def run_variant(name: str, kind: str, extra: list[str], cap: float, args, out_dir: Path) -> dict:
+    """One variant in its own process, killed at `cap` seconds; its JSON, or what went wrong."""
+    target = out_dir / f"{name}.json"
+    command = [sys.executable, str(HERE / "throughput.py"), "--only", kind,
+               "--preset", args.preset, "--device", args.device,
+               "--steps", str(args.steps), "--subjects", str(args.subjects),
+               "--out", str(target), *extra]  # fmt: skip
+    if "--compile" in extra and args.quick:
+        command += ["--compile-backend", "aot_eager"]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=cap, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped at its cap of {cap:.0f} s", "wall_s": round(cap, 1)}
+    wall = round(time.perf_counter() - started, 1)
+    if done.returncode != 0 or not target.is_file():
+        return {"error": f"exit status {done.returncode}", "trace": done.stderr[-1500:],
+                "wall_s": wall}  # fmt: skip
+    result = json.loads(target.read_text())
+    return {**result[kind], "wall_s": wall}
+
+
+def matmul_tflops(device: str) -> float | None:
+    """Sustained bf16 matmul rate, to scale the H200 targets to this GPU (None on the CPU)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     for _ in range(3):
@@ -100,6 +106,60 @@ def _matmul_tflops(device: torch.device) -> float:
         a @ b
     torch.cuda.synchronize(device)
     return round(20 * 2 * 8192**3 / (time.perf_counter() - start) / 1e12, 1)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper", choices=["tiny", "small", "paper"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--subjects", type=int, default=60, help="per cohort, end to end")
+    parser.add_argument("--budget", type=float, default=570.0, help="seconds for all variants")
+    parser.add_argument("--quick", action="store_true", help="the CPU rehearsal's sizes")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.subjects = QUICK["steps"], QUICK["subjects"]
+    started = time.perf_counter()
+    report: dict = {"preset": args.preset, "device": args.device, "steps": args.steps,
+                    "reference_h200": REFERENCE, "missing": {}, "variants": {}}  # fmt: skip
+    for kind in NEEDS:
+        missing = missing_packages(kind)
+        if missing:
+            report["missing"][kind] = missing
+    if "torch" not in report["missing"].get("model_step", []):
+        import torch
+
+        cuda = args.device.startswith("cuda")
+        if cuda and not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: run the rehearsal with --device cpu --quick")
+        report["torch"] = torch.__version__
+        report["device_name"] = torch.cuda.get_device_name(0) if cuda else "CPU"
+        report["bf16_matmul_tflops"] = matmul_tflops(args.device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    work = args.out.parent / f"{args.out.stem}-variants"
+    work.mkdir(exist_ok=True)
+    for name, kind, extra, cap in VARIANTS:
+        cap = QUICK["cap"] if args.quick else cap
+        left = args.budget - (time.perf_counter() - started)
+        if report["missing"].get(kind):
+            entry = {"skipped": f"missing {', '.join(report['missing'][kind])}"}
+        elif cap > left:
+            entry = {"skipped": f"its cap of {cap:.0f} s does not fit the {left:.0f} s left"}
+        else:
+            entry = run_variant(name, kind, extra, cap, args, work)
+        report["variants"][name] = entry
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{name}: {_line(entry)}", flush=True)
+    return report
+
+
+def _line(entry: dict) -> str:
+    if "samples_per_s" in entry:
+        return (f"{entry['samples_per_s']} samples/s, "
+                f"{entry.get('peak_memory_gib', '-')} GiB peak, {entry['wall_s']} s")  # fmt: skip
+    return entry.get("skipped") or entry.get("error", "?")
 
 
 if __name__ == "__main__":

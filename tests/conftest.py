@@ -70,6 +70,23 @@ def run(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
 
 
+def torchrun(*args: str, timeout: int = 300):
+    """`torchrun --standalone --nproc_per_node=2 ARGS` in a subprocess (one thread a rank)."""
+    import os
+    import subprocess
+    import sys
+
+    launcher = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(launcher), "--standalone", "--nproc_per_node=2", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def tree_hash(root: Path) -> str:
     """A digest of every path, file mode and file content under `root` ("" if absent)."""
     if not root.exists():

@@ -29,6 +29,7 @@ from tests.conftest import (
     make_batch,
     run,
     tiny,
+    torchrun,
 )
 
 
@@ -363,21 +364,9 @@ def test_test_subjects_never_reach_pretraining(embedded: Path):
     assert max(counts) - min(counts) <= len(order) // 3  # balanced draws use every cohort
 
 
-def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_gathered_itc_over_two_ranks_equals_one_process(tmp_path: Path):
     script = Path(__file__).parent / "scripts" / "ddp_itc.py"
-    done = _torchrun(str(script), str(tmp_path))
+    done = torchrun(str(script), str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     for rank in (0, 1):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -385,7 +374,7 @@ def test_gathered_itc_over_two_ranks_equals_one_process(tmp_path: Path):
 
 
 def test_two_process_pretraining_on_cpu(embedded: Path):
-    done = _torchrun(
+    done = torchrun(
         "-m",
         "citab_cli",
         "pretrain",
@@ -413,7 +402,7 @@ def test_two_process_pretraining_on_cpu(embedded: Path):
 
 def test_data_parallel_ranks_keep_identical_weights(tmp_path: Path):
     script = Path(__file__).parent / "scripts" / "ddp_weights.py"
-    done = _torchrun(str(script), str(tmp_path))
+    done = torchrun(str(script), str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     sums = json.loads((tmp_path / "weights0.json").read_text())["sums"]
     assert sums[0] == sums[1]
@@ -487,7 +476,7 @@ def test_ranks_skip_and_stop_in_step(embedded: Path, tmp_path: Path, mode: str):
     """A non-finite loss (or a Ctrl-C) on one rank only: every rank decides the same way, so
     none is left waiting in an all-reduce. Validation runs on rank 0 alone."""
     script = Path(__file__).parent / "scripts" / "ddp_in_step.py"
-    done = _torchrun(str(script), str(embedded), str(tmp_path), mode, timeout=240)
+    done = torchrun(str(script), str(embedded), str(tmp_path), mode, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["steps"] == ranks[1]["steps"]

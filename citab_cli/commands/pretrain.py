@@ -139,7 +139,9 @@ def _launch(store, config, name: str, resume: bool, device: Device, tensorboard:
     dist = _distributed()
     target = _device(device, dist)
     if dist.world > 1:
-        torch.distributed.init_process_group("nccl" if target.startswith("cuda") else "gloo")
+        from citab_cli.core.runtime.distributed import start_process_group
+
+        start_process_group(target)
     try:
         return _train_with_progress(store, config, name, resume, target, dist, tensorboard), dist
     finally:

@@ -230,16 +230,18 @@ def ensure_embedded(
     wait: Callable[[], None] = lambda: None,
 ) -> HeaderCache:
     """The project encoder's cache, holding every header text of `cohorts`: missing texts are
-    embedded first. With several processes, only the one with `embed_here` embeds; all of them
-    call `wait` (a barrier) before reading the cache back."""
+    embedded first. With several processes, only the one with `embed_here` embeds, and every
+    one of them calls `wait` (a barrier) exactly once, whatever it found: a process that finds
+    the cache complete (because another just wrote it) still meets the others there."""
     encoder = project.load_settings().header_encoder
     cache = load_cache(project, encoder)
-    if not missing_texts(project, cohorts, cache):
-        return cache
-    if embed_here:
+    missing = bool(missing_texts(project, cohorts, cache))
+    if missing and embed_here:
         message(f"header embeddings missing for {encoder}: running embed-headers first")
         embed(project)
     wait()
+    if not missing:
+        return cache
     return load_cache(project, project.load_settings().header_encoder)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from citab_cli.core.evaluation import metrics
 from citab_cli.core.evaluation.labels import LabelLayout
+from citab_cli.core.losses.contrastive import full_precision
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.augment import AugmentConfig, augment, sample_parameters
@@ -40,7 +41,9 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor, table) -> torch.Tensor:
         """-> logits (B, classes)."""
-        return self.head(self.backbone(images, table)["multimodal"])
+        embedding = self.backbone(images, table)["multimodal"]
+        with full_precision(embedding):  # class scores in float32, also under bf16 autocast
+            return self.head(embedding.float())
 
 
 @dataclass

@@ -30,10 +30,23 @@ class TabularBatch:
     level_ids: torch.Tensor | None = None  # (B, C) long: the cell's "name: level"
     candidate_ids: torch.Tensor | None = None  # (B, C, L) long: the column's levels
 
-    def to(self, device: torch.device | str) -> TabularBatch:
-        """The batch with every tensor on `device`."""
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TabularBatch:
+        """The batch with every tensor on `device` (asynchronously from pinned memory with
+        `non_blocking`)."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v.to(device) for k, v in moved.items() if v is not None})
+        return replace(
+            self,
+            **{
+                k: v.to(device, non_blocking=non_blocking)
+                for k, v in moved.items()
+                if v is not None
+            },
+        )
+
+    def pin_memory(self) -> TabularBatch:
+        """The batch in page-locked host memory, so copies to a GPU need not wait."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.pin_memory() for k, v in tensors.items() if v is not None})
 
     def select(self, rows: torch.Tensor) -> TabularBatch:
         """Rows `rows` (a long index), e.g. to pair tables with other images."""

@@ -27,15 +27,15 @@ class MomentumEncoders(nn.Module):
             part = copy.deepcopy(getattr(model, name))
             part.requires_grad_(False)
             setattr(self, name, part)
-        # the queue starts with random unit vectors, as in MoCo
+        # the queue starts with random unit vectors, as in MoCo (drawn on the CPU, so every device
+        # starts from the same queue), and lives on the device of the model it mirrors
+        device = next(model.parameters()).device
         start = torch.Generator().manual_seed(0)
-        self.register_buffer(
-            "image_queue", F.normalize(torch.randn(queue_size, dim, generator=start), dim=-1)
-        )
-        self.register_buffer(
-            "table_queue", F.normalize(torch.randn(queue_size, dim, generator=start), dim=-1)
-        )
-        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        image = F.normalize(torch.randn(queue_size, dim, generator=start), dim=-1)
+        table = F.normalize(torch.randn(queue_size, dim, generator=start), dim=-1)
+        self.register_buffer("image_queue", image.to(device))
+        self.register_buffer("table_queue", table.to(device))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long, device=device))
 
     @torch.no_grad()
     def follow(self, model: nn.Module) -> None:

@@ -6,7 +6,7 @@ import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
 from citab_cli.core.layers.tabular_batch import TabularBatch
-from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
+from citab_cli.core.losses.contrastive import Gather, full_precision, itc_loss, itc_queue_loss
 from citab_cli.core.losses.matching import hard_negatives, itm_loss, match_auc
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
@@ -96,7 +96,9 @@ def _matching(
         tokens=torch.cat([image.tokens, image.tokens, image.tokens[image_for_table]]),
         pooled=image.pooled,
     )
-    scores = model.matching_head(model.fuse(fused_tables, fused_images))  # (3B, 2)
+    fused = model.fuse(fused_tables, fused_images)
+    with full_precision(fused):  # match scores in float32, also under bf16 autocast
+        scores = model.matching_head(fused.float())  # (3B, 2)
     itm = itm_loss(scores, positives=b)
     matched = scores.detach().argmax(1) == (torch.arange(3 * b, device=scores.device) < b)
     # balanced: the mean of the accuracy on true pairs and on negatives (chance 0.5)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from citab_cli.core.runtime.device import to_device
+
 
 class AugmentConfig(BaseModel):
     """How much each augmentation may change a scan."""
@@ -63,18 +65,18 @@ def augment(images: torch.Tensor, params: dict, config: AugmentConfig) -> torch.
     """images (B, 1, D, H, W) on any device -> augmented copy, same shape and dtype."""
     device, dtype = images.device, images.dtype
     x = images.float()
-    flip = torch.as_tensor(params["flip"], device=device)[:, None, None, None, None]
+    flip = to_device(params["flip"], device)[:, None, None, None, None]
     x = torch.where(flip, x.flip(2), x)  # axis 2 is left-right (RAS)
-    # affine_grid works in (x, y, z) = (W, H, D) order; our theta is in (D, H, W) order.
-    theta = torch.as_tensor(params["theta"], device=device)
-    order = torch.tensor([2, 1, 0], device=device)
-    theta = torch.cat([theta[:, order][:, :, order], theta[:, order, 3:]], dim=2)
+    # affine_grid works in (x, y, z) = (W, H, D) order; our theta is in (D, H, W) order: the
+    # rows reversed, and the first three columns reversed (the shift column stays last).
+    theta = to_device(params["theta"], device).flip(1)  # (B, 3, 4)
+    theta = torch.cat([theta[:, :, :3].flip(2), theta[:, :, 3:]], dim=2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     low = x.amin(dim=(1, 2, 3, 4), keepdim=True)
     high = x.amax(dim=(1, 2, 3, 4), keepdim=True)
     span = (high - low).clamp_min(1e-6)
-    gamma = torch.as_tensor(params["gamma"], device=device)[:, None, None, None, None]
+    gamma = to_device(params["gamma"], device)[:, None, None, None, None]
     x = ((x - low) / span).clamp_min(0) ** gamma * span + low
     if config.noise > 0:
         noise = torch.stack(

@@ -146,18 +146,24 @@ def optimizer_tensors(
 def restore_optimizer(
     optimizer: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]
 ) -> None:
-    """Put state flattened by `optimizer_tensors` back into `optimizer`."""
+    """Put state flattened by `optimizer_tensors` back into `optimizer`: each state tensor of the
+    parameter's shape on its device in its memory layout (fused Adam checks that moments and
+    channels-last weights have the same strides), and the step count where the optimizer reads
+    it (on the device for fused or capturable Adam, else on the CPU)."""
     for group in optimizer.param_groups:
+        on_device = bool(group.get("fused") or group.get("capturable"))
         for param in group["params"]:
             prefix = f"optimizer/{names[id(param)]}/"
-            state = {
-                k[len(prefix) :]: v.to(param.device)
-                for k, v in tensors.items()
-                if k.startswith(prefix)
-            }
+            state = {}
+            for key, value in tensors.items():
+                if not key.startswith(prefix):
+                    continue
+                field = key[len(prefix) :]
+                if value.shape == param.shape:
+                    state[field] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                elif field == "step" and value.dim() == 0:
+                    state[field] = value.to(param.device if on_device else "cpu")
+                else:
+                    state[field] = value.to(param.device)
             if state:
-                if "step" in state:
-                    state["step"] = (
-                        state["step"].to("cpu") if state["step"].dim() == 0 else state["step"]
-                    )
                 optimizer.state[param] = state

@@ -199,8 +199,9 @@ class Collator:
         )
 
     def images(self, items: np.ndarray) -> np.ndarray:
-        """items (B, 2) [cohort, row] -> (B, 1, D, H, W) float32."""
-        return np.stack([self.cohorts[c].images[r] for c, r in items]).astype(np.float32)[:, None]
+        """items (B, 2) [cohort, row] -> (B, 1, D, H, W) float16, as stored (`image_layout`
+        widens them to float32 on the device)."""
+        return np.stack([self.cohorts[c].images[r] for c, r in items]).astype(np.float16)[:, None]
 
     def table(self, items: np.ndarray):
         """items (B, 2) [cohort, row] -> TabularBatch (on the CPU)."""

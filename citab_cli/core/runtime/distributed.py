@@ -4,8 +4,21 @@ losses every rank's negatives."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
+
+#: How long a rank waits for the others at a collective before the run fails. Validation and
+#: checkpoints run on rank 0 while the others wait at a barrier: NCCL's default of 10 minutes
+#: is shorter than one validation of a large cohort at the paper's image size.
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
+
+
+def start_process_group(device: str) -> None:
+    """Join the torchrun launch: NCCL for CUDA devices, gloo for the CPU, with the timeout
+    above."""
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    torch.distributed.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
 
 
 @dataclass(frozen=True)

@@ -143,19 +143,36 @@ def _run(volume: preprocess.Volume, path: Path, job: Job, zooms) -> Preprocessed
     return Preprocessed(result.volume, "", (0, 0, 0), result.qc, result.seconds)
 
 
-def _init_worker() -> None:
-    """One thread per worker process: the processes are the parallelism."""
+def _init_worker(counter=None) -> None:
+    """One thread per worker process: the processes are the parallelism. With `counter` (a
+    shared integer), each worker takes the next number: worker k uses CUDA device k for brain
+    extraction when there is one, the CPU otherwise."""
     import SimpleITK
     import torch
     import torchio  # noqa: F401  (imported once per worker, not per volume)
 
+    from citab_cli.core.scans import t1_linear
+
     torch.set_num_threads(1)
     SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    if counter is not None:
+        with counter.get_lock():
+            worker = counter.value
+            counter.value += 1
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        device = t1_linear.extraction_device(worker, gpus)
+        if device is not None:
+            torch.cuda.set_device(device)
+        t1_linear.use_gpu_for_extraction(device is not None)
 
 
 def _job(index: int, path: Path, job: Job):
+    from citab_cli.core.scans.t1_linear import DeviceFailure
+
     try:
         return index, preprocess_file(path, job), None
+    except DeviceFailure:
+        raise  # the device failed, not the scan: stop rather than skip subjects
     except CitabError as exc:
         return index, None, str(exc)
 
@@ -189,8 +206,9 @@ def preprocess_all(
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
+    counter = context.Value("i", 0)
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(counter,)
     ) as pool:
         futures = [pool.submit(_job, i, p, job) for i, p in enumerate(paths)]
         try:

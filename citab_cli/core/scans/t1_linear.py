@@ -47,6 +47,31 @@ class T1Result:
     seconds: dict = field(default_factory=dict)  # per step
 
 
+#: Words of an error raised by the device rather than by the scan.
+DEVICE_ERRORS = ("out of memory", "cuda", "cublas", "cudnn", "nccl")
+#: Whether this process runs brain extraction on its GPU: None decides by whether PyTorch sees
+#: one; an ingest worker process is told (one worker per GPU uses it, the others the CPU).
+_USE_GPU: bool | None = None
+
+
+class DeviceFailure(CitabError):
+    """The GPU, not the scan, failed during brain extraction: every scan would fail alike, so
+    ingest stops instead of skipping subjects."""
+
+
+def use_gpu_for_extraction(use: bool | None) -> None:
+    """Tell this process whether brain extraction may use its current CUDA device (None: if
+    PyTorch sees one)."""
+    global _USE_GPU
+    _USE_GPU = use
+
+
+def extraction_device(worker: int, gpus: int) -> int | None:
+    """The CUDA device of ingest worker number `worker` among `gpus` devices, or None for the
+    CPU: one worker per GPU, so no GPU holds a CUDA context (and a model) per worker."""
+    return worker if worker < gpus else None
+
+
 @lru_cache(maxsize=1)
 def _extractor(cuda: bool):
     import warnings
@@ -62,9 +87,18 @@ def _brain_mask(image, path: Path) -> np.ndarray:
     """deepbet's brain mask of a RAS image, or a CitabError naming the file."""
     import torch
 
+    cuda = torch.cuda.is_available() if _USE_GPU is None else _USE_GPU
     try:
-        _, mask, _ = _extractor(torch.cuda.is_available()).run(image)
+        _, mask, _ = _extractor(cuda).run(image)
     except (AssertionError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or any(
+            word in first.lower() for word in DEVICE_ERRORS
+        ):
+            raise DeviceFailure(
+                f"{path}: brain extraction failed on the GPU ({first}); ingest with fewer "
+                "--workers, or on the CPU with CUDA_VISIBLE_DEVICES= (nothing was stored)"
+            ) from None
         raise CitabError(
             f"{path}: brain extraction found no brain ({str(exc).splitlines()[0][:80]}); check "
             "that the file is a T1-weighted head scan, or use --on-bad-scan skip"

@@ -44,9 +44,10 @@ class Prefetcher:
         try:
             for items in self._batches:
                 images = torch.from_numpy(self._collator.images(items))
-                if self._pin:
-                    images = images.pin_memory()
-                if not self._put((items, images, self._collator.table(items))):
+                table = self._collator.table(items)
+                if self._pin:  # page-locked: the copies to the GPU need not wait
+                    images, table = images.pin_memory(), table.pin_memory()
+                if not self._put((items, images, table)):
                     return
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)

@@ -24,7 +24,7 @@ from citab_cli.core.model.objective import PretrainingObjective
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.augment import augment, sample_parameters
 from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_match, load_cohort
-from citab_cli.core.runtime.device import autocast, image_layout, model_layout
+from citab_cli.core.runtime.device import autocast, image_layout, model_layout, to_device
 from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
 from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig
 from citab_cli.core.training.loader import Prefetcher
@@ -185,7 +185,7 @@ def _pretrain(
     schedule = make_schedule(config.train, cohorts, dist)
     target = torch.device(device)
     model, optimizer = _build(config, target)
-    objective = PretrainingObjective(model)
+    objective = PretrainingObjective(model).to(target)  # the momentum queue on the device too
     writer = RunWriter(
         files,
         config,
@@ -248,10 +248,10 @@ def _loop(
         batches = schedule.batches(train, epoch, offset, dist)
         for items, images, table in Prefetcher(batches, collator, pin=cuda):
             images = image_layout(images, target)
-            table = table.to(target)
+            table = table.to(target, non_blocking=True)
             params = sample_parameters(train.augment, train.seed, epoch, subject_ids(items))
             images = augment(images, params, train.augment)
-            cohort_ids = torch.as_tensor(items[:, 0], device=target)
+            cohort_ids = to_device(items[:, 0], target)
             rate = learning_rate(
                 progress.step, train.learning_rate, schedule.warmup_steps, schedule.total_steps
             )
@@ -261,13 +261,16 @@ def _loop(
             with autocast(target):
                 losses = step_loss(images, table, cohort_ids, generator, gather)
             optimizer.zero_grad(set_to_none=True)
+            # backward is queued before the one host sync of the step: the GPU keeps working
+            # while the host waits. A non-finite loss gives gradients that are never applied.
+            losses["loss"].backward()
             # every rank takes the same decision, or the ones that step wait for the others
             if dist.all(torch.isfinite(losses["loss"]), target):
                 progress.bad_in_a_row = 0
-                losses["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 optimizer.step()
             else:
+                optimizer.zero_grad(set_to_none=True)
                 _skip_bad_step(progress, train, writer)
             progress.step += 1
             window.samples += schedule.per_step
