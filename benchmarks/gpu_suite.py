@@ -48,15 +48,18 @@ NEEDS = {
     "model_step": ("torch", "numpy", "pydantic", "yaml"),
     "end_to_end": ("torch", "numpy", "pydantic", "yaml", "safetensors", "matplotlib"),
 }
-#: (name, kind, throughput.py arguments, cap in seconds), in the order they run.
+#: (name, kind, throughput.py arguments, cap in seconds), in the order they run; precision and
+#: layout are given, so the CPU rehearsal runs the same bf16 autocast and channels-last paths.
+DEFAULT = ["--precision", "bf16", "--layout", "channels-last"]
 VARIANTS = (
-    ("bf16_cl_b12", "model_step", ["--batch-size", "12"], 75),
-    ("fp32_b12", "model_step", ["--batch-size", "12", "--fp32", "--contiguous"], 75),
-    ("bf16_cl_b24", "model_step", ["--batch-size", "24"], 75),
-    ("bf16_cl_b48", "model_step", ["--batch-size", "48"], 75),
+    ("bf16_cl_b12", "model_step", ["--batch-size", "12", *DEFAULT], 75),
+    ("fp32_b12", "model_step", ["--batch-size", "12", "--precision", "fp32", "--layout",
+                                "contiguous"], 75),
+    ("bf16_cl_b24", "model_step", ["--batch-size", "24", *DEFAULT], 75),
+    ("bf16_cl_b48", "model_step", ["--batch-size", "48", *DEFAULT], 75),
     ("end_to_end_b12", "end_to_end", ["--batch-size", "12"], 110),
-    ("bf16_cl_compile_b12", "model_step", ["--batch-size", "12", "--compile"], 150),
-)
+    ("bf16_cl_compile_b12", "model_step", ["--batch-size", "12", *DEFAULT, "--compile"], 150),
+)  # fmt: skip
 CAPS = {name: cap for name, _, _, cap in VARIANTS}
 #: --quick (the CPU rehearsal): fewer steps and subjects, shorter caps, and torch.compile with
 #: the aot_eager backend (it traces as inductor does, without compiling kernels on a CPU).

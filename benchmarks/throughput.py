@@ -301,9 +301,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--only", choices=["model_step", "end_to_end"], help="measure one of the two"
     )
-    parser.add_argument("--fp32", action="store_true", help="model step without bf16 autocast")
     parser.add_argument(
-        "--contiguous", action="store_true", help="model step without channels-last-3d"
+        "--precision",
+        choices=["bf16", "fp32"],
+        help="model step: default bf16 on CUDA, fp32 on CPU",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["channels-last", "contiguous"],
+        help="model step: default channels-last-3d on CUDA, contiguous on CPU",
     )
     parser.add_argument("--compile", action="store_true", help="model step under torch.compile")
     parser.add_argument(
@@ -331,8 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
         else None,
     }
     if args.only in (None, "model_step"):
-        bf16 = False if args.fp32 else None
-        channels_last = False if args.contiguous else None
+        bf16 = None if args.precision is None else args.precision == "bf16"
+        channels_last = None if args.layout is None else args.layout == "channels-last"
         report["model_step"] = model_step(
             args.preset,
             device,
