@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench-ingest clean
+.PHONY: demo test test-all lint bench-ingest gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ demo: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+
+# Wheels a GPU machine without citab's dependencies needs for benchmarks/gpu_run.sh (Python 3.12,
+# x86_64): pydantic and what it pulls, about 3 MB. Carry .gpu-wheels/ to the GPU machine.
+GPU_PYTHON ?= 3.12
+gpu-wheels: $(STAMP)
+	$(BIN)/pip download --quiet --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .gpu-wheels pydantic
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

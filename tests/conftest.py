@@ -41,6 +41,18 @@ class FakeEncoder:
         return np.array(out, dtype=np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request, monkeypatch):
+    """Tests not marked `gpu` run on the CPU even where a GPU is present: every `--device auto`
+    then resolves to the CPU, in this process and in the processes a test starts, so a GPU
+    machine runs the suite CI runs. Tests marked `gpu` see the device."""
+    if request.node.get_closest_marker("gpu") is None:
+        import torch
+
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def pytest_runtest_setup(item):
     """Tests marked `gpu` skip cleanly on a machine without CUDA (run them with -m gpu)."""
     if item.get_closest_marker("gpu") is not None:

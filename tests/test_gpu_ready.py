@@ -187,3 +187,90 @@ def test_scans_leave_the_host_as_float16_and_arrive_as_float32(pretrained):
     expected = np.asarray(cohort.images[[0, 3]], np.float32)[:, None]
     assert np.array_equal(arrived.numpy(), expected)
     assert torch.equal(to_device(np.arange(4), torch.device("cpu")), torch.arange(4))
+
+
+def test_the_suite_runs_on_the_cpu_unless_a_test_is_marked_gpu():
+    import os
+
+    assert not torch.cuda.is_available()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def _suite():
+    from tests.benchmark_scripts import load
+
+    return load("gpu_suite")
+
+
+def test_a_variant_past_its_cap_is_stopped_and_the_suite_goes_on(tmp_path):
+    suite = _suite()
+    args = type("Args", (), {"preset": "tiny", "device": "cpu", "steps": 1, "subjects": 6,
+                             "quick": True})()  # fmt: skip
+    entry = suite.run_variant("slow", "model_step", [], 0.5, args, tmp_path)
+    assert "stopped at its cap" in entry["error"]
+    report = suite.main(["--device", "cpu", "--preset", "tiny", "--quick", "--budget", "1",
+                         "--out", str(tmp_path / "suite.json")])  # fmt: skip
+    assert all("does not fit" in v["skipped"] for v in report["variants"].values())
+    assert list(report["variants"])[-1] == "bf16_cl_compile_b12"  # compile runs last
+
+
+@pytest.mark.slow
+def test_the_gpu_suite_rehearses_on_the_cpu_from_the_source_tree(tmp_path):
+    """`benchmarks/gpu_suite.py --device cpu --preset tiny --quick`, as the GPU run will start
+    it: from the source tree, PYTHONPATH unset; every variant measures (about 80 s)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = tmp_path / "suite.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "gpu_suite.py"), "--device", "cpu",
+         "--preset", "tiny", "--quick", "--out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["missing"] == {}
+    for name, entry in report["variants"].items():
+        assert entry.get("samples_per_s", 0) > 0, (name, entry)
+    first = json.loads((tmp_path / "suite-variants" / "bf16_cl_b12.json").read_text())
+    assert first["citab_source"] == str(root / "citab_cli")
+    assert first["model_step"]["bf16"] and first["model_step"]["channels_last"]
+
+
+@pytest.mark.gpu
+def test_a_run_with_the_momentum_queue_stops_and_resumes_on_cuda(embedded):
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.runtime import checkpoint_file
+    from citab_cli.core.training import loop
+    from tests.conftest import tiny
+
+    config = tiny(epochs=2, checkpoint_every=2)
+    loss = config.model.loss.model_copy(update={"queue_size": 16, "itc_same_cohort": False})
+    config = config.model_copy(update={"model": config.model.model_copy(update={"loss": loss})})
+    project = Project(embedded)
+    hooks = loop.Hooks(stop=lambda step: step == 3)
+    first = loop.pretrain(project, config, "gpu", device="cuda", hooks=hooks)
+    assert first.stopped_early
+    done = loop.pretrain(project, config, "gpu", resume=True, device="cuda")
+    assert not done.stopped_early and done.steps > first.steps
+    tensors, _ = checkpoint_file.load(project.run_files("gpu").last)
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+@pytest.mark.gpu
+def test_probe_and_finetune_run_on_cuda(pretrained):
+    from citab_cli.core.data.project import Project
+    from citab_cli.core.evaluation import finetune, probe
+
+    project = Project(pretrained)
+    (report,) = probe.probe(project, "best.safetensors", ["adni"], (1.0,), 1, device="cuda",
+                            resamples=20)  # fmt: skip
+    assert report.summary["citab"]["1"]["balanced_accuracy"]["mean"] >= 0
+    tuned = finetune.finetune(project, "best.safetensors", "adni", "trainable", epochs=2,
+                              device="cuda", resamples=20)  # fmt: skip
+    assert "finetuned" in tuned.summary
