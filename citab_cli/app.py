@@ -15,6 +15,7 @@ from citab_cli.commands import (
     pretrain,
     probe,
     schema,
+    study,
     synth,
 )
 from citab_cli.commands.console import CitabGroup
@@ -53,6 +54,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
 app.command("finetune")(finetune.finetune)
 app.command("explain")(explain.explain)
+app.command("study")(study.study)
 app.command("demo")(demo.demo)
 app.command("info")(info.info)
 

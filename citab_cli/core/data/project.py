@@ -10,6 +10,7 @@
   cache/                           finished scans and converted DICOM series, by content
   runs/<run>/                      config.yaml, metrics.jsonl, best/last/last.state.safetensors,
                                    environment.json, curves.png, tensorboard/
+  studies/<study>/                 study.json, plan.json, scores/ (test probabilities per run)
   reports/<kind>-<run>-<cohort>-<time>/
 ```
 """
@@ -221,6 +222,10 @@ class Project:
         if not runs:
             return None
         return max(runs, key=lambda r: (self.runs_dir / r / (having or "")).stat().st_mtime)
+
+    def study_dir(self, study: str) -> Path:
+        """studies/<study>/: a study's copy of its file, its plan and its runs' test scores."""
+        return self.root / "studies" / study
 
     def header_cache(self, encoder: str) -> Path:
         """headers/<encoder-id>.safetensors: the vectors one encoder gave, with their texts."""

@@ -4,7 +4,7 @@ next to the same architecture trained from scratch with the same budget."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,9 @@ class FinetuneReport:
     summary: dict  # model -> metric -> {"mean", "std", "ci95"}
     model_file: Path
     comparisons: list[dict]  # fine-tuned against each baseline, paired
+    #: model -> test probabilities (N, K) per seed, for studies
+    probabilities: dict = field(default_factory=dict)
+    y_test: np.ndarray | None = None  # (N,) class index of each test subject
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def finetune(
         _save_classifier(stage / "finetuned.safetensors", kept, loaded, data, layout, document)
 
     report.write_report(folder, document, _markdown(document), extra)
-    return FinetuneReport(cohort, folder, summary, folder / "finetuned.safetensors", comparisons)
+    model_file = folder / "finetuned.safetensors"
+    return FinetuneReport(cohort, folder, summary, model_file, comparisons, runs, y_test)
 
 
 def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds, budget) -> dict:

@@ -8,7 +8,7 @@ subjects: the same cohort by default, or other cohorts with `--train-on A --test
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,10 @@ class ProbeReport:
     summary: dict  # feature -> fraction -> metric -> {"mean", "std", "ci95"}
     comparisons: dict  # fraction -> list of paired comparisons
     train_cohort: str = ""
+    #: feature -> fraction key -> test probabilities (N, K) per probe seed, for studies
+    probabilities: dict = field(default_factory=dict)
+    y_test: np.ndarray | None = None  # (N,) class index of each test subject
+    classes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,15 @@ def probe(
     exclude_criteria: bool = False,
     train_on: str | None = None,
     test_on: list[str] | None = None,
+    features: tuple[str, ...] | None = None,
 ) -> list[ProbeReport]:
     """One report per evaluation: each cohort on itself, or `train_on` on itself and on each
-    of `test_on`."""
+    of `test_on`. `features` limits the feature sets fitted (default: every one; a study asks
+    for the multimodal embedding alone where the baselines are fitted elsewhere)."""
     check_fractions(fractions)
+    unknown = sorted(set(features or ()) - set(FEATURES))
+    if unknown:
+        raise CitabError(f"unknown feature set(s) {', '.join(unknown)}; choose from {FEATURES}")
     if seeds < 1:
         raise CitabError("--seeds must be at least 1")
     if (train_on is None) != (test_on is None):
@@ -121,6 +130,7 @@ def probe(
         "seeds": seeds,
         "resamples": resamples,
         "exclude_criteria": exclude_criteria,
+        "features": features,
     }
     reports = []
     for train, test in pairs:
@@ -223,6 +233,8 @@ def _fit_all(train: Side, test: Side, settings: dict) -> tuple[dict, dict, list[
     chosen: dict = {}
     folds: list[int] = []
     for feature in train.features:
+        if settings.get("features") and feature not in settings["features"]:
+            continue
         x, x_test = train.features[feature], test.features[feature][test_rows]
         runs[feature] = {}
         for fraction in settings["fractions"]:
@@ -265,7 +277,16 @@ def _evaluate(
     name = f"{train.cohort.name}-on-{test.cohort.name}" if transfer else test.cohort.name
     folder = report.report_folder(project, kind, loaded.run, name)
     write(folder, document, markdown(document), runs, y_test)
-    return ProbeReport(test.cohort.name, folder, summary, comparisons, train.cohort.name)
+    return ProbeReport(
+        test.cohort.name,
+        folder,
+        summary,
+        comparisons,
+        train.cohort.name,
+        runs,
+        y_test,
+        list(test.labels.classes),
+    )
 
 
 def _summaries(runs: dict, y_test: np.ndarray, train: Side, settings: dict) -> dict:

@@ -136,10 +136,13 @@ def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[s
                 )
         ax.axvline(0, color="grey", linestyle=":")
         ax.set_xlabel(f"difference in {name.replace('_', ' ')} (method - baseline)")
-        ax.set_yticks(range(len(pairs)), [f"{titles[m]}\n vs {titles[b]}" for m, b in pairs])
+        labels = [f"{titles[m]}\n vs {titles[b]}" if b else titles[m] for m, b in pairs]
+        ax.set_yticks(range(len(pairs)), labels)
         ax.tick_params(axis="y", labelsize=7)
         ax.invert_yaxis()
-    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
+    last = np.atleast_1d(axes)[-1]
+    if last.get_legend_handles_labels()[0]:
+        last.legend(fontsize=7, loc="lower right")
     fig.suptitle("Paired differences on the same test subjects (95% bootstrap intervals)")
     figures.save(fig, path, dpi=120)
 

@@ -1,0 +1,156 @@
+"""`citab study`: the study file, its plan, a small study end to end, re-running it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from citab_cli.core.data.project import Project
+from citab_cli.core.errors import CitabError
+from citab_cli.core.workflows.study_plan import plan_study
+from citab_cli.core.workflows.study_spec import load_study
+from tests.conftest import assert_user_error, run
+
+SMALL = """\
+study: small
+cohorts: [adni, aibl]
+preset: tiny
+config: {train: {epochs: 1, batch_size: 4}}
+arms:
+  reference: {}
+  dense: {model: {tabular: {ffn: dense}}}
+reference: reference
+seeds: [0, 1]
+regimes:
+  cross-cohort: all
+  single-cohort: [reference]
+  leave-one-out: [reference]
+label_fractions: [1.0]
+probe_seeds: 1
+resamples: 50
+"""
+
+
+def _study(tmp_path: Path, text: str = SMALL, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("probe_seeds: 1", "probe_seed: 1"), "study.yaml:15: unknown key 'probe_seed'"),
+        (("reference: reference", "reference: main"), "reference 'main' is not one of the arms"),
+        (("single-cohort: [reference]", "single-cohort: [nope]"), "unknown arm(s): nope"),
+        (("seeds: [0, 1]", "seeds: [0, 0]"), "seeds must be distinct"),
+        (("label_fractions: [1.0]", "label_fractions: [1.5]"), "label fractions must be in"),
+    ],
+)
+def test_a_bad_study_file_names_the_problem(tmp_path: Path, change, message):
+    path = _study(tmp_path, SMALL.replace(*change))
+    with pytest.raises(CitabError) as caught:
+        load_study(path)
+    assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_the_plan_lays_out_every_run_with_equal_steps_for_single_cohorts(project: Path):
+    spec = load_study(_study(project.parent))
+    runs = plan_study(spec, Project(project))
+    names = [r.name for r in runs]
+    assert names[:4] == ["small-reference-cross-s0", "small-reference-cross-s1",
+                         "small-dense-cross-s0", "small-dense-cross-s1"]  # fmt: skip
+    assert "small-reference-single-aibl-s1" in names and "small-reference-loo-adni-s0" in names
+    assert len(runs) == 4 + 4 + 4
+    by_name = {r.name: r for r in runs}
+    cross = by_name["small-reference-cross-s0"]
+    assert cross.config.cohorts == ["adni", "aibl"] and cross.probe_on == ("adni", "aibl")
+    assert cross.config.exclude_criteria and cross.config.train.seed == 0
+    assert by_name["small-dense-cross-s1"].config.model.tabular.ffn == "dense"
+    assert by_name["small-dense-cross-s1"].config.train.seed == 1
+    for cohort in ("adni", "aibl"):
+        single = by_name[f"small-reference-single-{cohort}-s0"]
+        per_epoch = single.steps // single.config.train.epochs
+        assert cross.steps <= single.steps < cross.steps + per_epoch  # as many steps, rounded up
+        loo = by_name[f"small-reference-loo-{cohort}-s0"]
+        assert cohort not in loo.config.cohorts and loo.probe_on == (cohort,)
+        assert loo.held_out == cohort
+
+
+def test_an_arm_override_that_is_not_a_setting_is_refused(project: Path):
+    text = SMALL.replace(
+        "dense: {model: {tabular: {ffn: dense}}}", "dense: {model: {tabular: {ffn: wide}}}"
+    )
+    with pytest.raises(CitabError, match="arm 'dense': model.tabular.ffn"):
+        plan_study(load_study(_study(project.parent, text)), Project(project))
+
+
+def test_dry_run_lists_the_runs_and_trains_nothing(project: Path):
+    path = _study(project.parent)
+    result = run("study", path, "--project", project, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "small-reference-cross-s0" in result.output and "Dry run" in result.output
+    assert not (project / "runs").exists()
+    missing = _study(project.parent, SMALL.replace("[adni, aibl]", "[adni, oasis]"), "m.yaml")
+    assert_user_error(run("study", missing, "--project", project, "--dry-run"), "oasis")
+
+
+ONE_RUN = """\
+study: one
+cohorts: [adni, aibl]
+probe_cohorts: [adni]
+preset: tiny
+config: {train: {epochs: 1, batch_size: 4}}
+arms: {reference: {}}
+reference: reference
+seeds: [0]
+label_fractions: [1.0]
+probe_seeds: 1
+resamples: 50
+"""
+
+
+def test_a_study_runs_reports_and_a_rerun_redoes_nothing(embedded: Path, monkeypatch):
+    from citab_cli.core.evaluation import probe
+    from citab_cli.core.workflows import study
+
+    spec = load_study(_study(embedded.parent, ONE_RUN))
+    result = study.run_study(Project(embedded), spec, "cpu")
+    document = json.loads((result.report / "report.json").read_text())
+    tables = {(t["cohort"], t["fraction"]) for t in document["tables"]}
+    assert tables == {("adni", 1.0)}  # the tiny test cohorts: only adni's test split has
+    # every class
+    rows = [e["comparison"] for e in document["tables"][0]["balanced_accuracy"]]
+    assert rows[0] == "reference − raw table (logistic regression)"
+    assert "like for like: reference image pooled − random weights image pooled" in rows
+    assert all(e["seeds"] == 1 for e in document["tables"][0]["balanced_accuracy"])
+    text = (result.report / "report.md").read_text()
+    assert "family of" in text and "Holm" in text
+    assert (result.folder / "scores" / "one-reference-cross-s0--best--adni.npz").is_file()
+    calls = []
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: calls.append(a) or [])
+    again = study.run_study(Project(embedded), spec, "cpu")
+    assert calls == [] and again.report is not None  # scored runs are not probed again
+
+
+@pytest.mark.slow
+def test_every_regime_and_fine_tuning_reach_the_report(embedded: Path):
+    from citab_cli.core.workflows import study
+
+    text = SMALL.replace("probe_seeds: 1", "probe_seeds: 1\nfinetune: true")
+    text = text.replace("cohorts: [adni, aibl]", "cohorts: [adni, aibl]\nprobe_cohorts: [adni]")
+    result = study.run_study(Project(embedded), load_study(_study(embedded.parent, text)), "cpu")
+    document = json.loads((result.report / "report.json").read_text())
+    table = next(t for t in document["tables"] if t["cohort"] == "adni")
+    rows = {e["comparison"]: e for e in table["balanced_accuracy"]}
+    assert rows["reference − dense"]["seeds"] == 2
+    assert "cross-cohort − single-cohort (same steps)" in rows
+    assert "cross-cohort − adni left out of pretraining" in rows
+    assert "fine-tuned (held out) − from scratch, same steps" in rows
+    assert {a["regime"] for a in table["arms"]} == {
+        "cross-cohort",
+        "single-cohort",
+        "leave-one-out",
+    }
