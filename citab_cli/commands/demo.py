@@ -36,8 +36,8 @@ def demo(
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
-    table.add_column("cohort")
-    table.add_column("labels", justify="right")
+    table.add_column("cohort", no_wrap=True)
+    table.add_column("labels", justify="right", no_wrap=True)
     shown = {
         "citab": "CITab",
         "random_multimodal": "random weights",
