@@ -7,11 +7,13 @@ import typer
 from citab_cli import __version__
 from citab_cli.commands import (
     demo,
+    embed,
     explain,
     finetune,
     headers,
     info,
     ingest,
+    predict,
     pretrain,
     probe,
     schema,
@@ -54,6 +56,8 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
 app.command("finetune")(finetune.finetune)
 app.command("explain")(explain.explain)
+app.command("embed")(embed.embed)
+app.command("predict")(predict.predict)
 app.command("study")(study.study)
 app.command("demo")(demo.demo)
 app.command("info")(info.info)

@@ -47,7 +47,7 @@ def _walk(group, prefix: str) -> list[str]:
         if hasattr(command, "commands"):
             out += _walk(command, path)
             continue
-        summary = (command.help or "").strip().splitlines()[0]
+        summary = " ".join((command.help or "").strip().split("\n\n")[0].split())
         out += [
             f"## `{path}`",
             "",

@@ -89,3 +89,12 @@ def test_docs_links_resolve():
     for page in DOCS.glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text()):
             assert (DOCS / target).is_file(), (page.name, target)
+
+
+def test_cli_reference_summaries_are_whole_sentences():
+    page = (DOCS / "cli.md").read_text()
+    sections = page.split("\n## `citab ")[1:]
+    assert len(sections) > 10
+    for section in sections:
+        summary = section.split("\n\n")[1]
+        assert summary.endswith((".", ")")), summary

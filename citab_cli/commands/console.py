@@ -61,7 +61,8 @@ def new_progress(*fields: str, disable: bool = False) -> Progress:
 
 @contextmanager
 def progress_bar(description: str, total: int):
-    """A progress bar for `total` items; yields a function that advances it by one."""
+    """A progress bar for `total` items; yields a function that advances it (by one unless
+    told how many)."""
     with new_progress() as bar:
         task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+        yield lambda done=1: bar.advance(task, done)

@@ -59,8 +59,7 @@ def probe(
     device: Device = device_option("the embedding"),
     project: Path = ProjectOption,
 ) -> None:
-    """Linear probes of the frozen model's embeddings per cohort, next to baselines, with
-    paired comparisons."""
+    """Linear probes of frozen embeddings per cohort, next to baselines, with paired comparisons."""
     from citab_cli.core.data.project import Project
     from citab_cli.core.evaluation import probe as core
 

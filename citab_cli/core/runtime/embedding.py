@@ -37,20 +37,31 @@ def encoded_batches(
 
 
 @torch.no_grad()
+def embedding_batches(
+    model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
+) -> Iterator[dict[str, np.ndarray]]:
+    """Frozen embeddings of `items` (M, 2), batch by batch, in order: multimodal CLS (B, D),
+    tabular CLS (B, D) and pooled image (B, C_img), as float32 numpy arrays. The model is in
+    evaluation mode while the batches are drawn. On CUDA the forward pass runs as in training
+    (bf16 autocast, channels-last)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for image, table in encoded_batches(model, collator, items, batch_size, device):
+            with autocast(device):
+                out = {"multimodal": model.fuse(table, image), "tabular": table.cls,
+                       "image": image.pooled}  # fmt: skip
+            yield {key: out[key].float().cpu().numpy() for key in EMBEDDINGS}
+    finally:
+        model.train(was_training)
+
+
 def embed_subjects(
     model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
 ) -> dict[str, np.ndarray]:
-    """Frozen embeddings of `items` (M, 2), in order: multimodal CLS (M, D), tabular CLS (M, D)
-    and pooled image (M, C_img), as float32 numpy arrays. On CUDA the forward pass runs as in
-    training (bf16 autocast, channels-last)."""
-    was_training = model.training
-    model.eval()
+    """Frozen embeddings of `items` (M, 2), in order, as whole arrays (see `embedding_batches`)."""
     parts: dict[str, list[np.ndarray]] = {key: [] for key in EMBEDDINGS}
-    for image, table in encoded_batches(model, collator, items, batch_size, device):
-        with autocast(device):
-            out = {"multimodal": model.fuse(table, image), "tabular": table.cls,
-                   "image": image.pooled}  # fmt: skip
+    for batch in embedding_batches(model, collator, items, batch_size, device):
         for key in parts:
-            parts[key].append(out[key].float().cpu().numpy())
-    model.train(was_training)
+            parts[key].append(batch[key])
     return {k: np.concatenate(v) if v else np.zeros((0, 0)) for k, v in parts.items()}

@@ -91,6 +91,28 @@ def check_cohort(loaded: LoadedCheckpoint, project: Project, cohort: str) -> Non
         )
 
 
+def read_cohorts(
+    project: Project,
+    loaded: LoadedCheckpoint,
+    names: list[str],
+    message: Callable[[str], None],
+    check_schema: bool = True,
+) -> list[CohortData]:
+    """The named cohorts with their header vectors, labelled or not; with `check_schema`, a
+    cohort the checkpoint saw must still have the schema it saw."""
+    known = project.cohorts()
+    for name in names:
+        if name not in known:
+            raise CitabError(
+                f"cohort '{name}' is not ingested in {project.root} (ingested: "
+                f"{', '.join(known) or 'none'}); fix the cohort name"
+            )
+        if check_schema:
+            check_cohort(loaded, project, name)
+    cache = headers.ensure_embedded(project, names, message)
+    return [load_cohort(project, n, cache) for n in names]
+
+
 def prepare_cohorts(
     project: Project,
     loaded: LoadedCheckpoint,
@@ -98,17 +120,9 @@ def prepare_cohorts(
     message: Callable[[str], None],
     task: str,
 ) -> list[CohortData]:
-    """The named cohorts, checked against the checkpoint, with their header vectors."""
-    known = project.cohorts()
-    for name in names:
-        if name not in known:
-            raise CitabError(
-                f"cohort '{name}' is not ingested in {project.root} (ingested: "
-                f"{', '.join(known)}); fix the cohort name"
-            )
-        check_cohort(loaded, project, name)
-    cache = headers.ensure_embedded(project, names, message)
-    data = [load_cohort(project, n, cache) for n in names]
+    """The named cohorts, checked against the checkpoint, with their header vectors; each must
+    have labelled subjects, and all one class set."""
+    data = read_cohorts(project, loaded, names, message)
     for cohort in data:
         if not any(cohort.labels):
             raise CitabError(
