@@ -16,6 +16,7 @@ from citab_cli.commands import (
     predict,
     pretrain,
     probe,
+    report,
     schema,
     study,
     synth,
@@ -59,6 +60,7 @@ app.command("explain")(explain.explain)
 app.command("embed")(embed.embed)
 app.command("predict")(predict.predict)
 app.command("study")(study.study)
+app.command("report")(report.report)
 app.command("demo")(demo.demo)
 app.command("info")(info.info)
 

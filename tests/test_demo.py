@@ -23,6 +23,9 @@ def test_demo_runs_the_whole_path(tmp_path: Path, monkeypatch):
     assert (project / "runs/demo/best.safetensors").is_file()
     reports = sorted(p.name.split("-")[0] for p in (project / "reports").iterdir())
     assert reports == ["explain", "probe", "probe", "probe"]
+    page = project / "report" / "index.html"
+    assert f"Everything on one page: {page}" in result.output.replace("\n", "")
+    assert 'id="explanations"' in page.read_text()
 
 
 def test_demo_never_overwrites(tmp_path: Path):

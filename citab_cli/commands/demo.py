@@ -58,6 +58,7 @@ def demo(
     for report in result.probes:
         console.print(f"Probe report ({report.cohort}): {report.folder / 'report.md'}")
     console.print(f"Explanation: {result.explanation.folder / 'report.md'}")
+    console.print(f"[bold]Everything on one page: {result.page}[/] (open it in a browser)")
     console.print(
         f"Finished in {time.perf_counter() - start:.0f} s. Small synthetic cohorts "
         "give noisy numbers; see docs/results.md for a larger study."

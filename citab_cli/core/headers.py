@@ -279,7 +279,8 @@ def best_matches(texts: dict[tuple[str, str], str], vectors: dict[str, np.ndarra
     return out
 
 
-def _matches(columns: list[ColumnText], cache: HeaderCache) -> list[Match]:
+def cache_matches(columns: list[ColumnText], cache: HeaderCache) -> list[Match]:
+    """`best_matches` of `columns`, read from the vectors in `cache` (no encoder is loaded)."""
     index = cache.lookup()
     texts = {(c.cohort, c.column): c.text for c in columns}
     vectors = {c.text: cache.vectors[index[text_key(c.text)]] for c in columns}
@@ -345,5 +346,5 @@ def embed(
         len(wanted),
         len(missing),
         loaded,
-        _matches(columns, cache),
+        cache_matches(columns, cache),
     )

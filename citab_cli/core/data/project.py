@@ -41,6 +41,9 @@ LAST_CHECKPOINT = "last.safetensors"
 STATE_CHECKPOINT = "last.state.safetensors"
 ENVIRONMENT_FILE = "environment.json"
 CURVES_FILE = "curves.png"
+#: The project page `citab report` writes, in its own folder.
+PAGE_DIR = "report"
+PAGE_FILE = "index.html"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -136,6 +139,11 @@ class Project:
     def reports_dir(self) -> Path:
         """reports/: one folder per probe, fine-tune and explanation."""
         return self.root / "reports"
+
+    @property
+    def page_dir(self) -> Path:
+        """report/: the project page (index.html) and the figures it shows."""
+        return self.root / PAGE_DIR
 
     def cohort_dir(self, cohort: str) -> Path:
         """cohorts/<cohort>/ (the name checked)."""

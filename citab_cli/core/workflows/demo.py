@@ -13,6 +13,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import explain, probe
 from citab_cli.core.runtime.run_config import pretrain_preset
 from citab_cli.core.training import loop as pretraining
+from citab_cli.core.workflows import project_page
 
 COHORTS = ("adni", "nacc", "aibl")
 DEMO_RUN = "demo"
@@ -29,6 +30,7 @@ class DemoResult:
     explanation: explain.Explanation
     fractions: tuple[float, ...]
     seeds: int = 3
+    page: Path | None = None  # report/index.html
 
 
 def synthetic_project(
@@ -86,5 +88,7 @@ def run(
     reports = probe.probe(project, BEST_CHECKPOINT, list(COHORTS), fractions, seeds, resamples=200)
     message("explaining one ADNI subject")
     explanation = explain.explain(project, BEST_CHECKPOINT, "adni", "1", steps=16)
+    message("writing the project page")
+    page = project_page.write_page(project)
     run_dir = project.run_files(DEMO_RUN).directory
-    return DemoResult(folder, root, run_dir, reports, explanation, fractions, seeds)
+    return DemoResult(folder, root, run_dir, reports, explanation, fractions, seeds, page)
