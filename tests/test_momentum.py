@@ -9,7 +9,7 @@ from citab_cli.core.losses.contrastive import itc_loss, itc_queue_loss
 from citab_cli.core.model import objective as objectives
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import LossConfig, preset
-from citab_cli.core.training.validation import retrieval_recall
+from citab_cli.core.training.validation import recall_chance, retrieval_recall
 from tests.conftest import E, make_batch
 
 
@@ -114,6 +114,13 @@ def test_retrieval_within_cohorts_ignores_the_other_cohort():
     assert retrieval_recall(image, table)["val_recall_at_1"] == pytest.approx(0.5)
     within = retrieval_recall(image, table, groups)
     assert within == {"val_recall_at_1": 1.0, "val_recall_at_5": 1.0}
+
+
+def test_recall_chance_is_k_over_each_cohorts_size():
+    groups = torch.tensor([0] * 3 + [1] * 10)
+    chance = recall_chance(groups)
+    assert chance["val_recall_at_5_chance"] == pytest.approx((3 + 5) / 13)  # 3 of 3, 5 of 10
+    assert chance["val_recall_at_1_chance"] == pytest.approx(2 / 13)
 
 
 def test_itc_within_cohorts_is_the_loss_of_each_cohort_alone():

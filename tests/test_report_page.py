@@ -71,6 +71,7 @@ def test_the_page_parses_and_every_link_stays_on_the_machine(probed: Path):
     assert toc == ["#project", "#qc", "#headers", "#runs", "#evaluations"]
     text = page.read_text()
     assert "Probe: adni" in text and "chosen by lowest validation SSL loss" in text
+    assert "chance level of recall@5" in text and "near its chance level" in text
 
 
 def test_sections_appear_only_when_their_data_exist(project: Path):

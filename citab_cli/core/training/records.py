@@ -25,6 +25,7 @@ PANELS = (
         [
             ("val_recall_at_1", "retrieval R@1"),
             ("val_recall_at_5", "retrieval R@5"),
+            ("val_recall_at_5_chance", "R@5 by chance"),
             ("val_itm_accuracy", "matching accuracy"),
             ("val_itm_auc", "matching AUC"),
         ],
@@ -115,7 +116,9 @@ def draw_curves(metrics: Path, curves: Path) -> None:
             records = steps if title == "training losses" else validations
             for key, label in series:
                 points = [(r["step"], r[key]) for r in records if key in r]
-                if points:
+                if points and key.endswith("_chance"):
+                    ax.plot(*zip(*points, strict=True), linestyle="--", color="0.5", label=label)
+                elif points:
                     ax.plot(*zip(*points, strict=True), marker="." if records is validations
                             else None, label=label)  # fmt: skip
             ax.set_title(title, fontsize=9)

@@ -60,6 +60,14 @@ def retrieval_recall(
     return out
 
 
+def recall_chance(groups: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:
+    """Chance level of within-cohort recall@k: a subject of a cohort of n is found among k
+    guesses with probability min(k, n) / n; averaged over subjects, sum of min(k, n) / N."""
+    _, sizes = torch.unique(groups, return_counts=True)
+    total = float(sizes.sum())
+    return {f"val_recall_at_{k}_chance": float(sizes.clamp(max=k).sum()) / total for k in ks}
+
+
 @torch.no_grad()
 def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
     totals: dict[str, float] = {}
@@ -165,7 +173,8 @@ def validate(
 ) -> dict:
     """Validation scores (in the training precision). Label-free: val_loss (and its parts),
     val_itm_accuracy (on the negatives ITM trains with), val_itm_auc (see `matching_auc`),
-    val_recall_at_1/5 (within each cohort). Label-based:
+    val_recall_at_1/5 (within each cohort) and their chance levels (val_recall_at_k_chance).
+    Label-based:
     val_probe_{multimodal,tabular,image} and val_probe_bacc (the multimodal one)."""
     model.eval()
     val = subjects_in(cohorts, {"val"})
@@ -180,6 +189,7 @@ def validate(
             [torch.full((len(e.cls),), int(c)) for c, e in zip(ids, encoded, strict=True)]
         )
         scores.update(retrieval_recall(image, table, groups.to(device)))
+        scores.update(recall_chance(groups))
         if model.config.loss.itm_weight > 0:
             auc = matching_auc(model, encoded, batch_size, device, seed)
             if auc is not None:
@@ -253,6 +263,8 @@ def describe(scores: dict) -> str:
     text = f"validation after epoch {scores['epoch']}: loss {scores['val_loss']:.4f}"
     if "val_recall_at_5" in scores:
         text += f", retrieval R@5 {scores['val_recall_at_5']:.3f}"
+        if "val_recall_at_5_chance" in scores:
+            text += f" (chance {scores['val_recall_at_5_chance']:.3f})"
     if "val_itm_auc" in scores:
         text += f", matching AUC {scores['val_itm_auc']:.3f}"
     if "val_itm_accuracy" in scores:

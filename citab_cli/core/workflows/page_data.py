@@ -220,6 +220,7 @@ def _best(project: Project, run: str, config: dict) -> dict:
     metrics = best.get("metrics", {})
     cohorts = sorted(best.get("cohorts", {}))
     chance, fewest = _chance(project, cohorts)
+    chance = metrics.get(f"val_recall_at_{RECALL_K}_chance", chance)  # as logged, when it was
     select = config.get("train", {}).get("select", "ssl_loss")
     shown = [{"name": METRIC_NAMES[k], "value": metrics[k]} for k in METRIC_NAMES if k in metrics]
     return {
