@@ -15,7 +15,7 @@ def test_draft_of_nacc_is_a_valid_schema(raw_dir: Path, tmp_path: Path):
     out = tmp_path / "nacc.yaml"
     result = run("schema", "infer", raw_dir / "nacc.csv", "-o", out)
     assert result.exit_code == 0, result.output
-    schema = load_schema(out)
+    schema = load_schema(out, draft=True)
     assert schema.subject == "NACCID"
     assert schema.visit is not None and schema.visit.baseline == "1"
     assert schema.label is not None and schema.label.column == "NACCUDSD"
@@ -260,7 +260,12 @@ def test_a_draft_passes_the_check_and_ingests_once_filled(tmp_path: Path, dialec
     csv_path = make(tmp_path / f"{dialect}.csv")
     draft = tmp_path / "draft.yaml"
     assert run("schema", "infer", csv_path, "-o", draft).exit_code == 0
-    assert run("schema", "check", draft).exit_code == 0  # as drafted, TODOs and all
+    # as drafted, with TODOs, it does not pass the check; every TODO column is named at once
+    refused = assert_user_error(run("schema", "check", draft), "still a draft", "TODO description")
+    columns = yaml.safe_load(draft.read_text())["columns"]
+    for name, column in columns.items():
+        if "TODO" in column["description"]:
+            assert name in refused
     filled = re.sub(r"TODO: describe (\S+)'", r"Measured value of \1'", draft.read_text())
     filled = filled.replace("TODO name of", "level")
     (tmp_path / "filled.yaml").write_text(filled)
@@ -283,3 +288,51 @@ def _rows(path: Path) -> list[dict]:
 
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_an_unfinished_draft_neither_checks_nor_ingests(raw_dir: Path, tmp_path: Path):
+    """The NACC draft: TODO descriptions, TODO level names and a label whose codes map to no
+    class are all named in one message; ingest refuses it the same way and writes nothing."""
+    from tests.conftest import tree_hash
+
+    draft = tmp_path / "nacc.yaml"
+    assert run("schema", "infer", raw_dir / "nacc.csv", "-o", draft).exit_code == 0
+    text = draft.read_text()
+    label = yaml.safe_load(text)["label"]
+    label["classes"] = {code: None for code in label["classes"]}  # nothing mapped yet
+    document = yaml.safe_load(text)
+    document["label"] = label
+    draft.write_text(yaml.safe_dump(document, sort_keys=False))
+    message = assert_user_error(run("schema", "check", draft), "still a draft")
+    assert "TODO description of" in message
+    assert "TODO level name(s) of" in message
+    assert "label NACCUDSD maps no value to a class" in message
+    project = tmp_path / "project"
+    result = run("ingest", raw_dir / "nacc.csv", "--images", raw_dir / "nacc_mri", "--schema",
+                 draft, "--project", project, "--workers", 1)  # fmt: skip
+    assert assert_user_error(result, "still a draft") == message
+    assert tree_hash(project) == ""
+
+
+def test_adni_and_nacc_identifiers_years_and_the_subject_the_scans_use(raw_dir: Path):
+    from citab_cli.core.schema.draft import draft
+
+    adni = draft(raw_dir / "adni.csv", images=raw_dir / "adni_mri")
+    assert adni.schema.subject == "PTID" and adni.schema.image_pattern == "**/*{PTID}*.nii*"
+    assert {"RID", "IMAGEUID"} <= set(adni.schema.drop)
+    review = {row.column: row for row in adni.review}
+    assert "unique per subject" in review["PTID"].guess
+    assert "ids found in the image file names" in review["PTID"].guess
+    assert "per subject and visit" not in review["PTID"].guess
+    assert "instrument's" in review["MMSE"].todo  # an observed range is marked for review
+    blind = draft(raw_dir / "adni.csv")  # without the scans: column order, and a question
+    assert blind.schema.subject == "RID" and "PTID" in blind.schema.drop
+    assert "PTID also identifies subjects" in {r.column: r for r in blind.review}["RID"].todo
+    nacc = draft(raw_dir / "nacc.csv")
+    assert {"NACCADC", "VISITYR", "BIRTHYR"} <= set(nacc.schema.drop)
+    assert "NACCADC" not in nacc.schema.columns and "VISITYR" not in nacc.schema.columns
+
+
+def test_infer_images_must_be_a_folder(raw_dir: Path, tmp_path: Path):
+    result = run("schema", "infer", raw_dir / "adni.csv", "--images", tmp_path / "nothing")
+    assert_user_error(result, "--images", "not a folder")

@@ -24,6 +24,12 @@ def infer(
         help="The cohort's data dictionary (CSV: ADNI's FLDNAME/TEXT, NACC's VariableName/"
         "Description, ...): descriptions and units come from it. " + default("none"),
     ),
+    images: Path = typer.Option(
+        None,
+        "--images",
+        help="The folder of the cohort's scans: the subject column whose ids the file names use "
+        "is preferred. " + default("not looked at"),
+    ),
     dictionary_columns: str = typer.Option(
         None,
         "--dictionary-columns",
@@ -37,7 +43,7 @@ def infer(
     from citab_cli.core.schema.dictionary import parse_columns
     from citab_cli.core.schema.draft import draft
 
-    result = draft(csv_path, dictionary, parse_columns(dictionary_columns))
+    result = draft(csv_path, dictionary, parse_columns(dictionary_columns), images)
     if output is not None and output.exists():
         from citab_cli.core.errors import CitabError
 

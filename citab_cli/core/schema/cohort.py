@@ -299,9 +299,41 @@ class CohortSchema(_Strict):
         return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def load_schema(path: Path) -> CohortSchema:
-    """A schema file, validated (errors name the line)."""
-    return yaml_io.load_model(path, CohortSchema, "cohort schema")  # type: ignore[return-value]
+def unfinished(schema: CohortSchema) -> list[str]:
+    """What a person must still write in a drafted schema: column descriptions and level names
+    left as TODO, and a label that maps no value to a class. Empty when the schema is done."""
+
+    def todo(text: str | None) -> bool:
+        return text is not None and "TODO" in str(text)
+
+    places = []
+    described = [n for n, c in schema.columns.items() if todo(c.description)]
+    if described:
+        places.append(f"TODO description of {', '.join(described)}")
+    for name, column in schema.columns.items():
+        levels = [raw for raw, level in getattr(column, "levels", {}).items() if todo(level)]
+        if levels:
+            places.append(f"TODO level name(s) of {name} ({', '.join(map(str, levels))})")
+    if schema.label is not None:
+        named = [str(c) for c in schema.label.classes.values() if todo(c)]
+        if named:
+            places.append(f"TODO class name(s) of label {schema.label.column}")
+        elif not schema.label.class_names:
+            places.append(f"label {schema.label.column} maps no value to a class")
+    return places
+
+
+def load_schema(path: Path, draft: bool = False) -> CohortSchema:
+    """A schema file, validated (errors name the line); unless `draft`, one with TODOs left is
+    refused, every place named in one message."""
+    schema = yaml_io.load_model(path, CohortSchema, "cohort schema")
+    places = [] if draft else unfinished(schema)  # type: ignore[arg-type]
+    if places:
+        raise CitabError(
+            f"{path}: the schema is still a draft: {'; '.join(places)}. Write them (the model "
+            "reads descriptions and level names as text) and run `citab schema check` again"
+        )
+    return schema  # type: ignore[return-value]
 
 
 def shipped_schema_dir() -> Path:

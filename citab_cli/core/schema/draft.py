@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from citab_cli.core.errors import CitabError
 from citab_cli.core.schema import infer_plan
 from citab_cli.core.schema import infer_roles as roles
 from citab_cli.core.schema import infer_values as values
@@ -106,16 +107,37 @@ def _describe(name: str, spec: dict, dictionary: dict[str, Entry]) -> tuple[dict
     return described, entry is not None
 
 
+#: Image files listed from --images to find the subject column (the first this many).
+MAX_IMAGE_FILES = 50_000
+
+
+def image_files(folder: Path) -> list[str]:
+    """Paths (relative to `folder`) of the NIfTI files and DICOM series folders under it."""
+    if not folder.is_dir():
+        raise CitabError(f"--images {folder}: not a folder; give the folder that holds the scans")
+    found = []
+    for path in folder.rglob("*"):
+        name = path.name.lower()
+        if name.endswith((".nii", ".nii.gz", ".dcm")):
+            found.append(path.relative_to(folder).as_posix())
+            if len(found) >= MAX_IMAGE_FILES:
+                break
+    return found
+
+
 def draft(
     csv_path: Path,
     dictionary_path: Path | None = None,
     dictionary_columns: tuple[str, str] | None = None,
+    images: Path | None = None,
 ) -> Draft:
-    """A schema drafted from the CSV; every guess left to a person is marked TODO."""
+    """A schema drafted from the CSV; every guess left to a person is marked TODO. `images`:
+    the folder of the scans, to find the subject column their file names use."""
     table = read_csv(csv_path)
     dictionary = read_dictionary(dictionary_path, dictionary_columns) if dictionary_path else {}
     cells = {c: values.read_cells(table.rows[c]) for c in table.columns}
-    plan = infer_plan.roles_of(table, cells)
+    files = image_files(images) if images is not None else None
+    plan = infer_plan.roles_of(table, cells, files)
     guesses, review = [], []
     for column in table.columns:
         if column in plan.assigned:

@@ -55,14 +55,24 @@ def _image(table: RawTable, subject: str) -> tuple[str | dict, str | None]:
     return {"pattern": f"**/*{{{subject}}}*.nii*", "preprocess": "t1-linear"}, None
 
 
-def roles_of(table: RawTable, cells: dict[str, values.Cells]) -> Plan:
-    """The table's non-feature roles: identifiers to drop, subject and visit, label, image."""
+def roles_of(
+    table: RawTable, cells: dict[str, values.Cells], images: list[str] | None = None
+) -> Plan:
+    """The table's non-feature roles: identifiers to drop, subject and visit, label, image.
+    `images`: the scans' file paths, when known, to find the column they are named by."""
     columns = table.columns
     drops = {c: why for c in columns if (why := roles.drop_reason(c, cells[c]))}
     candidates = [c for c in columns if c not in drops]
-    subject, visit, how = roles.pick_subject_and_visit(candidates or columns, table.rows)
+    subject, visit, how = roles.pick_subject_and_visit(candidates or columns, table.rows, images)
+    others = [c for c in candidates if c not in (subject, visit) and roles.SUBJECT_NAMES.match(c)]
+    for other in others:
+        drops[other] = f"another identifier of the subject ({subject} is used)"
+    todo = ""
+    if others and not images:
+        todo = (f"{', '.join(others)} also identif{'ies' if len(others) == 1 else 'y'} subjects: "
+                "keep the one your scans are named by (or draft with --images)")  # fmt: skip
     plan = Plan(subject=subject, subject_how=how, drop=drops)
-    plan.assigned[subject] = ReviewRow(subject, f"subject ({how})", "", "")
+    plan.assigned[subject] = ReviewRow(subject, f"subject ({how})", "", todo)
     if visit is not None:
         plan.visit, plan.baseline = visit, roles.baseline_of(table.rows[visit])
         plan.assigned[visit] = ReviewRow(
@@ -108,6 +118,9 @@ def review_row(
     if guess.censored:
         parts.append("parse " + ", ".join(sorted(guess.censored)))
     todo = [] if described else ["description"]
+    if spec["type"] == "numeric":
+        # the instrument's range, not this export's, makes a score mean the same across cohorts
+        todo.append("range (observed here; write the instrument's)")
     if spec["type"] == "categorical" and any(
         str(n).startswith("TODO") for n in spec["levels"].values()
     ):

@@ -40,6 +40,16 @@ PERSON_NAMES = re.compile(
     r"phone|telefon|email|e-mail|postcode|plz|zip)($|_)",
     re.IGNORECASE,
 )
+#: Identifiers of an image, a site or a centre: numbers that say nothing about a subject.
+ID_NAMES = re.compile(
+    r"(uid$|^(image|scan|series|study|exam|loni)_?(id|uid|num|nr)$|^(site|siteid|site_?id|"
+    r"centre|center|centre_?id|center_?id|naccadc|adc|scanner(_?id)?)$)",
+    re.IGNORECASE,
+)
+#: Calendar years (of a visit, an exam): dates, and a number that drifts with the study's age.
+YEAR_NAMES = re.compile(r"(yr$|year|jahr)", re.IGNORECASE)
+#: Years a calendar-year column's values lie in.
+CALENDAR = (1900, 2100)
 COVARIATE_NAMES = {
     "age": re.compile(r"^(age|alter|naccage|age_?at_?visit|age_?years?|ptage)$", re.IGNORECASE),
     "sex": re.compile(r"^(sex|gender|ptgender|geschlecht|naccsex)$", re.IGNORECASE),
@@ -82,6 +92,15 @@ def drop_reason(name: str, cells: Cells) -> str | None:
         return "date"
     if DATE_NAMES.search(name) and (cells.dates or not cells.numbers):
         return "date"
+    if ID_NAMES.search(name):
+        return "identifier of an image, site or centre"
+    years = list(cells.numbers)
+    if (
+        YEAR_NAMES.search(name)
+        and years
+        and all(float(v).is_integer() and CALENDAR[0] <= v <= CALENDAR[1] for v in years)
+    ):
+        return f"calendar year ({int(min(years))}-{int(max(years))}), a date"
     return None
 
 
@@ -100,25 +119,51 @@ def _identifier_like(values: list[str]) -> bool:
     return bool(present) and not any(is_date(v) for v in present[:50])
 
 
+#: Subject ids compared with the image file names, per candidate column.
+IMAGE_SAMPLE = 200
+
+
+def image_matches(values: list[str], images: list[str]) -> int:
+    """How many of a column's distinct values (a sample) appear in the image file paths."""
+    distinct = sorted({v for v in values if v})[:IMAGE_SAMPLE]
+    text = "\n".join(images)
+    return sum(
+        1 for v in distinct if re.search(rf"(?<![0-9A-Za-z]){re.escape(v)}(?![0-9A-Za-z])", text)
+    )
+
+
 def pick_subject_and_visit(
-    columns: list[str], rows: dict[str, list[str]]
+    columns: list[str], rows: dict[str, list[str]], images: list[str] | None = None
 ) -> tuple[str, str | None, str]:
-    """(subject column, visit column or None, how the subject was found)."""
+    """(subject column, visit column or None, how the subject was found). With `images` (file
+    paths), a column named like a subject id whose values appear in the file names comes first."""
     values = {c: [v.strip() for v in rows[c]] for c in columns}
     named = [c for c in columns if SUBJECT_NAMES.match(c)]
+    found = {c: image_matches(values[c], images) for c in named} if images else {}
+    length = {c: sum(map(len, values[c])) / max(len(values[c]), 1) for c in named}
+    # most ids found in the file names first; among equals the longer ids (a short number turns
+    # up in file names by chance); then column order
+    named.sort(key=lambda c: (-found.get(c, 0), -length[c] if found.get(c) else 0))
+    why = ""
+    if found.get(named[0] if named else "", 0):
+        sample = min(len({v for v in values[named[0]] if v}), IMAGE_SAMPLE)
+        why = f"; {found[named[0]]} of {sample} ids found in the image file names"
+        tied = [c for c in named[1:] if found[c] == found[named[0]]]
+        if tied:
+            why += f" (so are {', '.join(tied)}'s, shorter ids)"
     visits = [c for c in columns if VISIT_NAMES.match(c)]
     candidates = named + [c for c in columns if c not in named]
     for subject in candidates:
         if not _identifier_like(values[subject]):
             continue
         if _unique(values[subject]):
-            return subject, None, "unique per row"
+            return subject, None, f"unique per subject, one row each{why}"
         for visit in visits + [c for c in columns if c != subject and c not in visits]:
             pairs = [f"{s}\x00{v}" for s, v in zip(values[subject], values[visit], strict=True)]
             if _unique(pairs) and (visit in visits or subject in named):
-                return subject, visit, "unique per subject and visit"
+                return subject, visit, f"unique per subject; its rows differ by {visit}{why}"
         if subject in named:
-            return subject, visits[0] if visits else None, "by its name"
+            return subject, visits[0] if visits else None, f"by its name{why}"
     return columns[0], None, "first column (nothing was unique per row)"
 
 
