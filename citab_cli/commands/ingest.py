@@ -50,6 +50,48 @@ BadScanOption = typer.Option(
 )
 
 
+SplitOption = typer.Option(
+    None,
+    "--split",
+    help="TRAIN,VAL,TEST fractions of a NEW project's subject split, e.g. 0.7,0.1,0.2 "
+    "(recorded in citab.yaml). " + default("0.7,0.1,0.2, or citab.yaml's"),
+)
+SplitSeedOption = typer.Option(
+    None, "--split-seed", help="Seed of a NEW project's split. " + default("0")
+)
+SplitsFileOption = typer.Option(
+    None,
+    "--splits",
+    help="A CSV of subject,split (train/val/test) for this cohort, e.g. a site's official "
+    "split, instead of the drawn one. " + default("drawn, stratified by label"),
+)
+
+
+def _split(text: str | None, seed: int | None):
+    """--split and --split-seed as split settings (None when neither is given)."""
+    from citab_cli.core.errors import CitabError
+    from citab_cli.core.settings import SplitSettings
+
+    if text is None and seed is None:
+        return None
+    fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
+    if text is not None:
+        try:
+            values = [float(x) for x in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 3:
+            raise CitabError(
+                f"--split '{text}' must be three fractions TRAIN,VAL,TEST, e.g. 0.7,0.1,0.2"
+            )
+        fractions = dict(zip(("train", "val", "test"), values, strict=True))
+    try:
+        return SplitSettings(**fractions, seed=seed or 0)
+    except ValueError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")  # type: ignore[attr-defined]
+        raise CitabError(f"--split '{text}': {reason}") from None
+
+
 def ingest(
     csv_path: Path = typer.Argument(
         ..., metavar="CSV", help="The cohort's table, one row per visit."
@@ -89,6 +131,9 @@ def ingest(
     spacing: str = SpacingOption,
     preprocess: Pipeline = PreprocessOption,
     on_bad_scan: OnMissingImage = BadScanOption,
+    split: str = SplitOption,
+    split_seed: int = SplitSeedOption,
+    splits_file: Path = SplitsFileOption,
     project: Path = ProjectOption,
 ) -> None:
     """Validate a cohort's CSV and images against its schema and store it in the project."""
@@ -105,6 +150,8 @@ def ingest(
         spacing=parse_triple(spacing, "spacing", float),
         preprocess=preprocess.value if preprocess is not None else None,
         on_bad_scan=on_bad_scan.value,  # type: ignore[arg-type]
+        split=_split(split, split_seed),
+        splits_file=splits_file,
     )
     console.print(
         f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "

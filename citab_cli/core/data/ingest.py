@@ -22,19 +22,15 @@ from citab_cli.core.data.project import (
     TABULAR_FILE,
     Project,
 )
+from citab_cli.core.data.project_setup import project_settings
 from citab_cli.core.data.table import ValidatedTable, validate
 from citab_cli.core.errors import CitabError
+from citab_cli.core.hashing import file_sha256
 from citab_cli.core.scans import pipelines, qc
 from citab_cli.core.scans.pipelines import Job, Preprocessed, preprocess_all
 from citab_cli.core.schema.cohort import COHORT_NAME, find_schema, load_schema
 from citab_cli.core.schema.raw_table import read_csv
-from citab_cli.core.settings import (
-    ImageSettings,
-    ProjectSettings,
-    default_spacing,
-    mni_grid,
-    native_grid,
-)
+from citab_cli.core.settings import ImageSettings, SplitSettings
 
 
 @dataclass
@@ -51,50 +47,6 @@ class IngestSummary:
     written: Path | None  # None for a dry run
 
 
-def _space(pipeline: str) -> str:
-    return "mni152" if pipeline == "t1-linear" else "native"
-
-
-def _project_settings(
-    project: Project,
-    shape: tuple[int, int, int] | None,
-    spacing: tuple[float, float, float] | None,
-    pipeline: str,
-) -> tuple[ProjectSettings, bool]:
-    if project.exists():
-        settings = project.load_settings()
-        if shape is not None and tuple(shape) != settings.image.shape:
-            raise CitabError(
-                f"{project.settings_path}: this project stores images as "
-                f"{settings.image.shape}; omit --shape, or use a new --project"
-            )
-        if spacing is not None and tuple(spacing) != settings.image.spacing:
-            raise CitabError(
-                f"{project.settings_path}: this project stores images at "
-                f"{settings.image.spacing} mm; omit --spacing, or use a new --project"
-            )
-        if settings.image.space != _space(pipeline):
-            other = "t1-linear" if settings.image.space == "mni152" else "minimal"
-            raise CitabError(
-                f"{project.settings_path}: this project's grid holds {other} scans "
-                f"({settings.image.space} space), not {pipeline} ones; ingest with "
-                f"--preprocess {other}, or into a new --project"
-            )
-        return settings, False
-    grid = shape or ImageSettings().shape
-    try:
-        if pipeline == "t1-linear":
-            step, affine = mni_grid(grid, spacing)
-        else:
-            step = spacing or default_spacing(grid)
-            affine = native_grid(grid, step)
-        image = ImageSettings(shape=grid, spacing=step, affine=affine, space=_space(pipeline))
-    except ValueError as exc:
-        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")  # type: ignore[attr-defined]
-        raise CitabError(f"invalid --shape/--spacing: {reason}") from None
-    return ProjectSettings(image=image), True
-
-
 def plan(
     csv_path: Path,
     images_root: Path,
@@ -106,9 +58,15 @@ def plan(
     spacing: tuple[float, float, float] | None = None,
     preprocess: str | None = None,
     on_bad_scan: OnBadScan = "error",
+    split: SplitSettings | None = None,
+    splits_file: Path | None = None,
 ) -> IngestPlan:
     """Read and check the table, the schema and the image files; write nothing.
-    `preprocess` (t1-linear or minimal) overrides the schema's pipeline."""
+    `preprocess` (t1-linear or minimal) overrides the schema's pipeline. `split` fixes the
+    project's split fractions and seed at its first ingest; `splits_file` gives this cohort's
+    subjects their splits instead (a site's official split)."""
+    if split is not None and splits_file is not None:
+        raise CitabError("--split and --splits FILE exclude each other; give one")
     if not csv_path.is_file():
         raise CitabError(f"{csv_path}: CSV file not found; check the path")
     project = Project(project_root)
@@ -122,7 +80,7 @@ def plan(
     schema_path = find_schema(name, schema_file, project.schema_path(name), csv_path)
     schema = explicit_schema or load_schema(schema_path)
     pipeline = preprocess or schema.image_preprocess or DEFAULT_PIPELINE
-    settings, new_project = _project_settings(project, shape, spacing, pipeline)
+    settings, new_project = project_settings(project, shape, spacing, pipeline, split)
     warnings: list[str] = []
     if schema.cohort != name:
         warnings.append(
@@ -146,6 +104,11 @@ def plan(
         table.dropped["image not found"] += len(missing)
         warnings.append(f"{len(missing)} row(s) skipped: image not found (--on-missing-image skip)")
     images = [path for path in found if path is not None]
+    fixed, source = None, {"fractions": settings.split.model_dump(mode="json")}
+    if splits_file is not None:
+        fixed, notes = splits.read_split_file(splits_file, table.subjects)
+        warnings += notes
+        source = {"file": str(splits_file.resolve()), "sha256": file_sha256(splits_file)}
     return IngestPlan(
         project=project,
         settings=settings,
@@ -161,6 +124,8 @@ def plan(
         pipeline=pipeline,
         on_bad_scan=on_bad_scan,
         warnings=warnings + table.warnings,
+        fixed_splits=fixed,
+        split_source=source,
     )
 
 
@@ -200,7 +165,9 @@ def summarize(plan: IngestPlan, split_of: list[str], written: Path | None) -> In
 
 def split_plan(plan: IngestPlan) -> list[str]:
     """Each subject's split; a split lacking a class adds a warning to the plan."""
-    split_of = splits.assign(plan.table.subjects, plan.table.labels, plan.settings.split)
+    split_of = plan.fixed_splits or splits.assign(
+        plan.table.subjects, plan.table.labels, plan.settings.split
+    )
     for warning in splits.describe_gaps(
         splits.gaps(split_of, plan.table.labels), plan.table.labels
     ):

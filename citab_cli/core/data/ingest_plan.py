@@ -39,3 +39,5 @@ class IngestPlan:
     qc: dict = field(default_factory=dict)  # subject -> QC figures, filled by execute
     qc_outliers: dict = field(default_factory=dict)  # subject -> figures it is an outlier on
     seconds: dict = field(default_factory=dict)  # mean seconds per scan of each step
+    fixed_splits: list[str] | None = None  # each subject's split from --splits FILE
+    split_source: dict = field(default_factory=dict)  # the fractions and seed, or the file

@@ -88,6 +88,7 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
         "qc_outliers": plan.qc_outliers,
         "subjects": len(plan.table.subjects),
         "splits": dict(Counter(split_of)),
+        "split_source": plan.split_source,
         "classes": plan.schema.label.class_names if plan.schema.label else [],
         "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
         "columns": columns,

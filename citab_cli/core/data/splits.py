@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from citab_cli.core.errors import CitabError
 from citab_cli.core.settings import SplitSettings
 
 SPLITS = ("train", "val", "test")
@@ -68,3 +71,46 @@ def describe_gaps(found: dict[str, list[str]], labels: list[str | None]) -> list
         + " it there (ingest more subjects or change the split fractions)"
         for split, missing in found.items()
     ]
+
+
+#: What a splits file may call each split.
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "validation": "val",
+               "valid": "val", "test": "test", "testing": "test"}  # fmt: skip
+
+
+def read_split_file(path: Path, subjects: list[str]) -> tuple[list[str], list[str]]:
+    """Each subject's split from a CSV of subject and split (columns `subject` and `split`, else
+    the first two), e.g. a site's official split; and warnings. Every subject must be listed."""
+    import csv
+
+    if not path.is_file():
+        raise CitabError(f"--splits {path}: file not found; give a CSV of subject,split")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise CitabError(f"{path}: needs a header and rows of subject,split")
+    header = [h.strip().lower() for h in rows[0]]
+    s = header.index("subject") if "subject" in header else 0
+    k = header.index("split") if "split" in header else 1
+    given: dict[str, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) <= max(s, k) or not row[s].strip():
+            continue
+        word = SPLIT_WORDS.get(row[k].strip().lower())
+        if word is None:
+            raise CitabError(f"{path}:{line}: split '{row[k].strip()}' is not train, val or test")
+        subject = row[s].strip()
+        if given.setdefault(subject, word) != word:
+            raise CitabError(f"{path}:{line}: subject {subject} is given two splits")
+    missing = [x for x in subjects if x not in given]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise CitabError(
+            f"{path}: {len(missing)} subject(s) of the cohort have no split: {shown}; list every "
+            "subject (its id as in the schema's subject column)"
+        )
+    extra = len(set(given) - set(subjects))
+    warnings = [f"{extra} subject(s) of {path.name} are not in the cohort"] if extra else []
+    return [given[x] for x in subjects], warnings
