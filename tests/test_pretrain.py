@@ -280,6 +280,29 @@ def test_existing_run_needs_resume(embedded: Path):
     )
 
 
+def test_resume_with_more_epochs_extends_a_finished_run(embedded: Path):
+    import yaml
+
+    store = Project(embedded)
+    finished = core.pretrain(store, tiny(epochs=1), "x")
+    result = run("pretrain", "--resume", "--run", "x", "--epochs", 2, "--project", embedded)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "extending x from 1 to 2 epochs" in text and "schedule is recomputed" in text
+    config = yaml.safe_load((embedded / "runs/x/config.yaml").read_text())
+    assert config["train"]["epochs"] == 2
+    state = checkpoint_file.read_metadata(embedded / "runs/x/last.safetensors")
+    assert state["step"] == 2 * finished.steps
+    steps = [json.loads(x).get("step") for x in (embedded / "runs/x/metrics.jsonl").read_text()
+             .splitlines()]  # fmt: skip
+    assert max(s for s in steps if s) == 2 * finished.steps
+    assert_user_error(
+        run("pretrain", "--resume", "--run", "x", "--epochs", 1, "--project", embedded),
+        "changes train.epochs of run 'x' from 2 to 1",
+        "--epochs may only grow",
+    )
+
+
 def test_resume_with_a_changed_config(embedded: Path):
     store = Project(embedded)
     core.pretrain(store, tiny(), "c", hooks=core.Hooks(stop=lambda step: step == 2))

@@ -83,3 +83,15 @@ def differences(saved: BaseModel, requested: BaseModel) -> list[tuple[str, objec
     a = leaves(saved.model_dump(mode="json"), "")
     b = leaves(requested.model_dump(mode="json"), "")
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def with_epochs(config: PretrainConfig, epochs: int) -> PretrainConfig:
+    """`config` trained for `epochs` epochs."""
+    return config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
+
+
+def extends(saved: dict, requested: dict) -> bool:
+    """Whether the configuration `requested` (as JSON) is `saved` trained for more epochs: the
+    one change a resumed run accepts."""
+    longer = {**saved, "train": {**saved["train"], "epochs": requested["train"]["epochs"]}}
+    return longer == requested and requested["train"]["epochs"] > saved["train"]["epochs"]

@@ -26,7 +26,7 @@ from citab_cli.core.runtime.augment import augment, sample_parameters
 from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_match, load_cohort
 from citab_cli.core.runtime.device import autocast, image_layout, model_layout, to_device
 from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
-from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig
+from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig, extends
 from citab_cli.core.training.loader import Prefetcher
 from citab_cli.core.training.run import Progress, RunWriter, load_run_config, resolve_config
 from citab_cli.core.training.sampling import (
@@ -200,12 +200,22 @@ def _pretrain(
     )
     progress = Progress()
     if saved is not None:
-        if load_run_config(files) != config:
+        stored = load_run_config(files)
+        longer = extends(stored.model_dump(mode="json"), config.model_dump(mode="json"))
+        if stored != config and not longer:
             raise CitabError(
                 f"{files.config} differs from the requested configuration; "
                 "a resumed run keeps its configuration (drop the changed options)"
             )
         progress = writer.restore(*saved)
+        if longer:
+            writer.extend()
+            hooks.message(
+                f"extending {run} from {stored.train.epochs} to {config.train.epochs} epochs: "
+                f"the learning-rate schedule is recomputed over {schedule.total_steps} steps "
+                f"(warm-up {schedule.warmup_steps}), so the rate at step {progress.step} rises "
+                "to where the longer cosine puts it"
+            )
         hooks.message(f"resuming {run} at step {progress.step} of {schedule.total_steps}")
     else:
         writer.start()

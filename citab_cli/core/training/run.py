@@ -17,7 +17,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.dataset import CohortData, identity_vocabulary
 from citab_cli.core.runtime.distributed import Distributed
-from citab_cli.core.runtime.run_config import PretrainConfig
+from citab_cli.core.runtime.run_config import PretrainConfig, extends
 from citab_cli.core.training import records
 
 
@@ -69,7 +69,8 @@ def check_resumable(
             f"{path}: this run was trained with {_processes(saved_world)} and is resumed with "
             f"{_processes(world)}; resume it {how}, or start a new run"
         )
-    if document["config"] != config.model_dump(mode="json"):
+    requested = config.model_dump(mode="json")
+    if document["config"] != requested and not extends(document["config"], requested):
         raise CitabError(
             f"{path}: saved with another configuration than {files.config}; "
             "restore the run's config.yaml or start a new run"
@@ -139,6 +140,11 @@ class RunWriter:
         if self.main:
             atomic.write_text(self.files.config, yaml_io.dump(self.config.model_dump(mode="json")))
             self.files.metrics.write_text("")
+
+    def extend(self) -> None:
+        """A resumed run given more epochs: its config.yaml says so from now on."""
+        if self.main:
+            atomic.write_text(self.files.config, yaml_io.dump(self.config.model_dump(mode="json")))
 
     def environment(self, project_root: Path, device: str) -> None:
         """environment.json: versions, devices and processes of this start (or resume)."""

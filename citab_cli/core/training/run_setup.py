@@ -15,7 +15,12 @@ from citab_cli.core import yaml_io
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.runtime import presets
-from citab_cli.core.runtime.run_config import PretrainConfig, differences, pretrain_preset
+from citab_cli.core.runtime.run_config import (
+    PretrainConfig,
+    differences,
+    pretrain_preset,
+    with_epochs,
+)
 from citab_cli.core.training.run import load_run_config
 
 #: Which option sets each key of the run configuration (the rest come from --preset/--config).
@@ -74,6 +79,9 @@ def resolve_run(
     if not files.config.is_file():
         raise CitabError(f"{files.directory}: no run to resume; start it without --resume")
     saved = load_run_config(files)
+    epochs = request.train.get("epochs")
+    if epochs is not None and epochs > saved.train.epochs:
+        saved = with_epochs(saved, epochs)  # extending the run: the one change allowed
     _refuse_changes(saved, name, request)
     return name, saved
 
@@ -107,7 +115,8 @@ def _refuse_changes(saved: PretrainConfig, name: str, request: RunRequest) -> No
     key, was, now = changed[0]
     option = OPTION_OF.get(key) or ("--config" if request.config_file is not None else "--preset")
     more = f" (and {len(changed) - 1} more setting(s))" if len(changed) > 1 else ""
+    longer = " (--epochs may only grow, to extend the run)" if key == "train.epochs" else ""
     raise CitabError(
         f"{option} changes {key} of run '{name}' from {was} to {now}{more}; a resumed run keeps "
-        f"its settings: drop {option}, or start a new run with another --run"
+        f"its settings{longer}: drop {option}, or start a new run with another --run"
     )
