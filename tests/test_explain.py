@@ -85,6 +85,7 @@ def test_explain_report(pretrained: Path):  # noqa: F811
         for col in m["columns"]
     ]
     assert document["cohort_attributions"]["columns"][0]["header"] == result.ranking[0][0]
+    assert all(s["label"] is not None for s in document["subjects"])  # labelled by default
 
 
 def test_explain_a_finetuned_classifier(pretrained: Path):  # noqa: F811
@@ -108,6 +109,13 @@ def test_explain_a_finetuned_classifier(pretrained: Path):  # noqa: F811
     )
     assert result.exit_code == 0, result.output
     assert "columns that drive the predicted diagnosis" in result.output
+    assert "the 8 strongest of 11 columns; all in the report" in " ".join(result.output.split())
+    # it saw the criteria: explaining it without them is refused, naming them
+    args = ("explain", "--ckpt", report.model_file, "--cohort", "adni", "--exclude-criteria")
+    refused = assert_user_error(
+        run(*args, "--project", pretrained), "fine-tuned with the criterion"
+    )
+    assert "MMSE" in refused
 
 
 def test_bad_subjects_and_cohorts(pretrained: Path):  # noqa: F811

@@ -9,6 +9,9 @@ import typer
 from citab_cli.commands.console import console, err_console
 from citab_cli.commands.options import Device, ProjectOption, default, device_option
 
+#: Columns the terminal lists (the report lists them all).
+SHOWN = 8
+
 
 def explain(
     ckpt: str = typer.Option(
@@ -50,8 +53,12 @@ def explain(
         f"[bold]{cohort}[/]: columns that drive the predicted diagnosis "
         "(mean |integrated gradient|):"
     )
-    for header, value in result.ranking[:8]:
+    for header, value in result.ranking[:SHOWN]:
         console.print(f"  {value:8.4f}  {header}")
+    if len(result.ranking) > SHOWN:
+        console.print(
+            f"  ... the {SHOWN} strongest of {len(result.ranking)} columns; all in the report"
+        )
     console.print(
         f"  report: {result.folder / 'report.md'} (prototype routing heatmap, "
         "Grad-CAM NIfTI and PNG per subject)"

@@ -80,8 +80,25 @@ def _classifier(
     return model.to(device).eval(), classes, "pretrained model with a linear probe"
 
 
+def _check_criteria(loaded: LoadedCheckpoint, data: CohortData, exclude: bool) -> None:
+    """A classifier fine-tuned with the criterion columns read them: explaining it without them
+    would explain a model on input it never had."""
+    if not exclude or loaded.document["kind"] != CLASSIFIER:
+        return
+    if not loaded.document.get("exclude_criteria", False):
+        criteria = [c for c, flag in zip(data.columns, data.criterion, strict=True) if flag]
+        raise CitabError(
+            f"{loaded.path}: this classifier was fine-tuned with the criterion columns "
+            f"({', '.join(criteria) or 'none marked in this cohort'}); explain it without "
+            "--exclude-criteria, or fine-tune one with --exclude-criteria"
+        )
+
+
 def _pick_subjects(cohort: CohortData, subjects: str | None) -> np.ndarray:
-    test = np.nonzero(cohort.splits == "test")[0]
+    """The subjects explained one by one: IDs as given, or the first test subjects that have a
+    label (so the figure can say whether the prediction is right)."""
+    labelled = np.array([label is not None for label in cohort.labels])
+    test = np.nonzero((cohort.splits == "test") & labelled)[0]
     if subjects is None or subjects.strip().isdigit():
         count = int(subjects) if subjects else DEFAULT_SUBJECTS
         if count < 1:
@@ -193,6 +210,7 @@ def explain(
     routing and Grad-CAM, in one report folder."""
     loaded = load_checkpoint(project, ckpt, kinds=("model", CLASSIFIER))
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "explain")
+    _check_criteria(loaded, data, exclude_criteria)
     if loaded.document.get("exclude_criteria", exclude_criteria):
         data = data.without_criteria()  # as the classifier was trained, or as asked
     target = pick_device(device)
