@@ -123,6 +123,14 @@ def test_recall_chance_is_k_over_each_cohorts_size():
     assert chance["val_recall_at_1_chance"] == pytest.approx(2 / 13)
 
 
+def test_the_console_line_puts_recall_next_to_its_chance():
+    from citab_cli.core.training.validation import describe
+
+    scores = {"epoch": 1, "val_loss": 1.0, "val_recall_at_5": 0.9}
+    assert describe({**scores, "val_recall_at_5_chance": 0.1}).endswith("R@5 0.900 (chance 0.100)")
+    assert "too few validation subjects" in describe({**scores, "val_recall_at_5_chance": 0.8})
+
+
 def test_itc_within_cohorts_is_the_loss_of_each_cohort_alone():
     g = torch.Generator().manual_seed(3)
     image, table = torch.randn(7, 8, generator=g), torch.randn(7, 8, generator=g)

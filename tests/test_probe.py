@@ -196,21 +196,26 @@ def test_frozen_probe_leaves_the_checkpoint_untouched(pretrained: Path):
 
 
 def test_cli_probe(pretrained: Path):
-    result = run(
-        "probe",
-        "--ckpt",
-        "best.safetensors",
-        "--cohorts",
-        "adni",
-        "--label-fractions",
-        "1",
-        "--seeds",
-        1,
-        "--project",
-        pretrained,
-    )
+    from typer.testing import CliRunner
+
+    from citab_cli.app import app
+
+    args = ["probe", "--ckpt", "best.safetensors", "--cohorts", "adni", "--label-fractions",
+            "0.1,1", "--seeds", "1", "--project", str(pretrained)]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "100"})
     assert result.exit_code == 0, result.output
     assert "adni: test balanced accuracy" in result.output and "raw table" in result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 100
+    # every row on one line: a method's name and its numbers together, and the subset sizes
+    rows = [line for line in lines if line.strip().startswith("raw table, trees")]
+    assert rows and all("±" in line for line in rows[:1])
+    assert "10% of labels (n=" in result.output and "100% of labels (n=" in result.output
+    paired = [line for line in lines if line.strip().startswith("CITab multimodal ")]
+    assert any("[" in line and "]" in line for line in paired)
+    document = json.loads(next((pretrained / "reports").glob("probe-*adni*/report.json"))
+                          .read_text())  # fmt: skip
+    assert document["columns_seen"]["citab_image"] == {"image": core.SCAN_SEEN}
 
 
 def test_bad_checkpoints(pretrained: Path, tmp_path: Path):

@@ -77,7 +77,25 @@ def probe(
         test_on=_names(test_on),
     )
     for report in reports:
-        _show(report, fractions, seeds, core.FEATURE_TITLES)
+        _show(report, fractions, seeds, SHORT_TITLES)
+
+
+#: The terminal's names of the feature sets, short enough for 100 columns (report.md has the
+#: full ones).
+SHORT_TITLES = {
+    "citab": "CITab multimodal",
+    "citab_tabular": "CITab tabular CLS",
+    "citab_image": "CITab image",
+    "citab_raw": "CITab + raw table",
+    "random_multimodal": "random multimodal",
+    "random_tabular": "random tabular CLS",
+    "random_image": "random image",
+    "random_raw": "random + raw table",
+    "raw_table": "raw table, linear",
+    "raw_table_gbdt": "raw table, trees",
+    "raw_image": "raw table + blocks",
+    "floor": "age+sex(+edu) floor",
+}
 
 
 def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
@@ -92,8 +110,10 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
         box=box.SIMPLE_HEAD,
     )
     table.add_column("features")
+    first = next(iter(report.summary.values()))
     for f in fractions:
-        table.add_column(f"{f:.0%} of labels", justify="right")
+        n = first[f"{f:g}"].get("n_train")
+        table.add_column(f"{f:.0%} of labels" + (f" (n={n})" if n else ""), justify="right")
     for feature, results in report.summary.items():
         table.add_row(
             titles[feature],
@@ -104,6 +124,10 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
             ),
         )
     console.print(table)
+    console.print(
+        "  n: labelled train subjects the heads were fitted on (one label subset per seed); "
+        '"raw table + blocks" adds the scan\'s 4x4x4 block means'
+    )
     most = f"{max(fractions):g}"
     paired = Table(
         title=f"{where}: paired difference in balanced accuracy, {max(fractions):.0%} of labels",

@@ -57,6 +57,8 @@ __all__ = [
 
 #: Seed of the randomly initialised baseline model.
 RANDOM_INIT_SEED = 0
+#: What an embedding that reads the scan saw of it.
+SCAN_SEEN = "the stored scan (image-encoder features; no table column)"
 #: Blocks per axis of the image block means, as the report records them.
 IMAGE_BLOCKS_SEEN = f"{IMAGE_BLOCKS}x{IMAGE_BLOCKS}x{IMAGE_BLOCKS}"
 
@@ -197,12 +199,13 @@ def _sides(
         for cohort, labels in ((train, train_labels), (test, test_labels))
     ]
     model_columns = {"train": train.columns, "test": test.columns}
-    seen = {name: model_columns for name in ("citab", "citab_tabular", "citab_image")}
-    seen.update({name: model_columns for name in ("random_multimodal", "random_tabular")})
-    seen["random_image"] = model_columns
+    scan = {"image": SCAN_SEEN}
+    with_scan = {**model_columns, **scan}
+    seen = {"citab": with_scan, "citab_tabular": model_columns, "citab_image": scan}
+    seen.update(random_multimodal=with_scan, random_tabular=model_columns, random_image=scan)
     seen["raw_table"] = seen["raw_table_gbdt"] = {"headers": raw.names()}
     seen["raw_image"] = {"headers": raw.names(), "image_blocks": IMAGE_BLOCKS_SEEN}
-    seen["citab_raw"] = seen["random_raw"] = {**model_columns, "raw_headers": raw.names()}
+    seen["citab_raw"] = seen["random_raw"] = {**with_scan, "raw_headers": raw.names()}
     if floor.columns:
         seen["floor"] = {"roles": floor.names()}
     return sides[0], sides[1], seen

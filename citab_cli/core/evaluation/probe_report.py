@@ -76,7 +76,8 @@ def _columns(document: dict) -> list[str]:
     for feature, seen in document["columns_seen"].items():
         parts = []
         for side, names in seen.items():
-            parts.append(f"{side}: {', '.join(names) if names else 'nothing'}")
+            text = names if isinstance(names, str) else ", ".join(names) or "nothing"
+            parts.append(f"{side}: {text}")
         lines.append(f"- {FEATURE_TITLES[feature]}: " + "; ".join(parts))
     return [*lines, ""]
 

@@ -263,8 +263,10 @@ def describe(scores: dict) -> str:
     text = f"validation after epoch {scores['epoch']}: loss {scores['val_loss']:.4f}"
     if "val_recall_at_5" in scores:
         text += f", retrieval R@5 {scores['val_recall_at_5']:.3f}"
-        if "val_recall_at_5_chance" in scores:
-            text += f" (chance {scores['val_recall_at_5_chance']:.3f})"
+        chance = scores.get("val_recall_at_5_chance")
+        if chance is not None:
+            few = "; too few validation subjects a cohort to say much" if chance >= 0.5 else ""
+            text += f" (chance {chance:.3f}{few})"
     if "val_itm_auc" in scores:
         text += f", matching AUC {scores['val_itm_auc']:.3f}"
     if "val_itm_accuracy" in scores:
