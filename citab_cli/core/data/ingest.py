@@ -176,6 +176,16 @@ def split_plan(plan: IngestPlan) -> list[str]:
     return split_of
 
 
+def _from_here(path: Path) -> str:
+    """`path` as the user can open it from where they stand: relative to the working directory
+    when it lies below it, else absolute."""
+    absolute = path.resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
+
+
 def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
     """A warning when the scans are much coarser than the grid they are stored on."""
     source = float(np.median([max(s) for s in spacings]))
@@ -265,12 +275,12 @@ def _quality(plan: IngestPlan, stage: Path, done: list[Preprocessed]) -> None:
     figures = [d.qc for d in done]
     plan.qc = dict(zip(subjects, figures, strict=True))
     flagged = qc.outliers(subjects, figures)
-    shown = plan.project.cohort_file(plan.cohort, QC_FILE).relative_to(plan.project.root)
+    shown = _from_here(plan.project.cohort_file(plan.cohort, QC_FILE))
     for subject, keys in flagged.items():
         plan.warnings.append(qc.describe(subject, keys, plan.qc[subject], figures, str(shown)))
     plan.qc_outliers = flagged
     volumes = np.load(stage / IMAGES_FILE, mmap_mode="r")
-    qc.montage(stage / QC_FILE, volumes, subjects, set(flagged),
+    qc.montage(stage / QC_FILE, volumes, subjects, flagged,
                f"{plan.cohort}, {plan.pipeline}")  # fmt: skip
     seconds: dict[str, list[float]] = {}
     for d in done:

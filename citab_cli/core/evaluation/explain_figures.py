@@ -28,14 +28,26 @@ def quiet():
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= LABEL_CHARACTERS else text[: LABEL_CHARACTERS - 1] + "…"
+    """A header for an axis: wrapped on words over two lines, shortened (on a word, never inside
+    one such as a unit) only when longer still."""
+    import textwrap
+
+    line = LABEL_CHARACTERS
+    return textwrap.fill(textwrap.shorten(text, 2 * line, placeholder=" …"), line)
+
+
+def _one_line(text: str) -> str:
+    """A header on one line, shortened on a word when too long."""
+    import textwrap
+
+    return textwrap.shorten(text, LABEL_CHARACTERS, placeholder=" …")
 
 
 def bar_chart(path: Path, ranking: list[tuple[str, float]], cohort: str) -> None:
     """The strongest columns' mean |attribution| as a horizontal bar chart."""
     plt = figures.pyplot()
     shown = ranking[:SHOWN_COLUMNS][::-1]
-    fig, ax = plt.subplots(figsize=(8.0, 0.35 * len(shown) + 1.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8.0, 0.5 * len(shown) + 1.2), layout="constrained")
     ax.barh([_short(t) for t, _ in shown], [v for _, v in shown], color="tab:blue")
     ax.set_xlabel("mean |integrated gradient| on the predicted class")
     ax.set_title(f"{cohort}: columns by header text")
@@ -63,7 +75,8 @@ def heatmap(path: Path, routing: dict) -> None:
         rows = [i for i, c in enumerate(routing["cohorts"]) if c == cohort]
         flat = matrix[rows].reshape(len(rows), layers * k)
         image = ax.imshow(flat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-        ax.set_yticks(range(len(rows)), [_short(routing["headers"][i]) for i in rows], fontsize=7)
+        labels = [_one_line(routing["headers"][i]) for i in rows]
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.set_xticks(
             range(layers * k),
             [f"L{layer + 1} P{p + 1}" for layer in range(layers) for p in range(k)],

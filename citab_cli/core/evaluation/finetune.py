@@ -140,7 +140,9 @@ def finetune(
             runs["finetuned"][0],
             f"fine-tuned ({strategy}), {label_fraction:.0%} of labels",
         )
-        report.curve_figure(stage / "validation_curve.png", curves, "validation balanced accuracy")
+        report.curve_figure(
+            stage / "validation_curve.png", curves, "validation balanced accuracy", TITLES
+        )
         report.forest_figure(stage / "paired_differences.png", {key: comparisons}, TITLES)
         _save_classifier(stage / "finetuned.safetensors", kept, loaded, data, layout, document)
 

@@ -30,6 +30,7 @@ def write(folder: Path, document: dict, text: str, runs: dict, y_test: np.ndarra
             document["results"],
             document["classes"],
             report.fraction_key,
+            FEATURE_TITLES,
         )
         report.forest_figure(
             stage / "paired_differences.png", document["comparisons"], FEATURE_TITLES

@@ -229,13 +229,17 @@ def _roc(path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, 
 
     plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    styles = ("-", "--", ":", "-.")
     for c, name in enumerate(classes):
         positive = y_test == c
         if positive.all() or not positive.any():
             continue
         fpr, tpr, _ = roc_curve(positive, proba[:, c])
         auc = roc_auc_score(positive, proba[:, c])
-        ax.plot(fpr, tpr, label=f"{name} vs rest (AUC {auc:.2f})")
+        # a line style, a marker and a width per class: curves that coincide stay visible
+        ax.plot(fpr, tpr, linestyle=styles[c % len(styles)], marker="os^dv"[c % 5], markersize=4,
+                linewidth=2.6 - 0.6 * (c % 3), alpha=0.85,
+                label=f"{name} vs rest (AUC {auc:.2f})")  # fmt: skip
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -246,28 +250,46 @@ def _roc(path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, 
 
 
 def label_fraction_figure(
-    path: Path, fractions, summary: dict, classes: list[str], key: Callable[[float], str]
+    path: Path,
+    fractions,
+    summary: dict,
+    classes: list[str],
+    key: Callable[[float], str],
+    titles: dict[str, str],
 ) -> None:
-    """Balanced accuracy (mean ± sd over seeds) against the fraction of labels, per method."""
+    """Balanced accuracy (mean ± sd over seeds) against the fraction of labels, per method, named
+    as the report names them; the legend beside the axes, never over a point."""
     plt = figures.pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
-    for feature, results in summary.items():
+    fig, ax = plt.subplots(figsize=(9.0, 4.2), layout="constrained")
+    for n, (feature, results) in enumerate(summary.items()):
         means = [results[key(f)]["balanced_accuracy"]["mean"] for f in fractions]
         stds = [results[key(f)]["balanced_accuracy"]["std"] for f in fractions]
-        ax.errorbar(fractions, means, yerr=stds, marker="o", capsize=3, label=feature)
+        ax.errorbar(fractions, means, yerr=stds, marker="os^dvP*X"[n % 8], capsize=3,
+                    color=f"C{n % 10}", linestyle="-" if n < 10 else "--",
+                    label=titles.get(feature, feature))  # fmt: skip
     ax.set_xscale("log")
+    ax.set_xticks(list(fractions), [f"{f:.0%}" for f in fractions])
+    ax.minorticks_off()
     ax.set_xlabel("fraction of labelled train subjects")
-    ax.set_ylabel("test balanced accuracy (mean ± sd over seeds)")
+    ax.set_ylabel("test balanced accuracy\n(mean ± sd over seeds)")
     ax.axhline(1 / len(classes), color="grey", linestyle=":", label="chance")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figures.save(fig, path, dpi=120)
 
 
-def curve_figure(path: Path, curves: dict[str, list[list[float]]], ylabel: str) -> None:
-    """One line per (method, seed) of a per-epoch score, a colour per method."""
+def curve_figure(
+    path: Path,
+    curves: dict[str, list[list[float]]],
+    ylabel: str,
+    titles: dict[str, str] | None = None,
+) -> None:
+    """One line per (method, seed) of a per-epoch score, a colour per method (named by
+    `titles`), whole epochs on the axis, the legend beside the axes."""
+    from matplotlib.ticker import MaxNLocator
+
+    titles = titles or {}
     plt = figures.pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    fig, ax = plt.subplots(figsize=(7.6, 3.8), layout="constrained")
     for n, (kind, per_seed) in enumerate(curves.items()):
         for i, curve in enumerate(per_seed):
             ax.plot(
@@ -275,10 +297,11 @@ def curve_figure(path: Path, curves: dict[str, list[list[float]]], ylabel: str) 
                 curve,
                 color=f"C{n}",
                 alpha=0.8,
-                label=kind if i == 0 else None,
+                marker=".",
+                label=titles.get(kind, kind) if i == 0 else None,
             )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figures.save(fig, path, dpi=120)

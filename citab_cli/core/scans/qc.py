@@ -55,43 +55,54 @@ def describe(subject: str, keys: list[str], entry: dict, qc: list[dict], montage
 
 
 def montage(
-    path: Path, volumes: np.ndarray, subjects: list[str], flagged: set[str], title: str
+    path: Path, volumes: np.ndarray, subjects: list[str], flagged: dict, title: str
 ) -> None:
     """qc.png: per subject the three mid-slices (sagittal, coronal, axial) of its stored scan,
-    outliers first and outlined in red."""
+    outliers first, outlined in red and captioned with the QC figures they stand out on
+    (`flagged`: subject -> those figures); a gap between subjects."""
     import warnings
 
     order = sorted(range(len(subjects)), key=lambda i: (subjects[i] not in flagged, i))
     shown = order[:MONTAGE_SUBJECTS]
     columns = 4
     rows = max(1, int(np.ceil(len(shown) / columns)))
+    # three panels a subject, then a narrow spacer before the next subject
+    ratios = ([1, 1, 1, 0.3] * columns)[:-1]
     plt = figures.pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig, axes = plt.subplots(rows, columns * 3, figsize=(columns * 3 * 1.2, rows * 1.35),
-                                 squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(rows, len(ratios), figsize=(columns * 3.9, rows * 1.55 + 0.5),
+                                 squeeze=False, width_ratios=ratios,
+                                 layout="constrained")  # fmt: skip
         for ax in axes.flat:
             ax.axis("off")
         for slot, i in enumerate(shown):
-            volume = np.asarray(volumes[i], dtype=np.float32)
-            centre = [n // 2 for n in volume.shape]
-            views = (volume[centre[0]], volume[:, centre[1]], volume[:, :, centre[2]])
-            for k, view in enumerate(views):
-                ax = axes[slot // columns, (slot % columns) * 3 + k]
-                ax.imshow(view.T, cmap="gray", origin="lower", aspect="auto")
-                if subjects[i] in flagged:
-                    ax.axis("on")
-                    ax.set_xticks([])
-                    ax.set_yticks([])
-                    for spine in ax.spines.values():
-                        spine.set_edgecolor("red")
-                        spine.set_linewidth(2)
-                if k == 1:
-                    colour = "red" if subjects[i] in flagged else "black"
-                    ax.set_title(subjects[i], fontsize=6, color=colour)
+            _subject_panels(axes[slot // columns], (slot % columns) * 4, volumes[i],
+                            subjects[i], flagged.get(subjects[i]))  # fmt: skip
         more = (
             f" ({len(subjects) - len(shown)} more not shown)" if len(subjects) > len(shown) else ""
         )
-        fig.suptitle(f"{title}: mid-slices, outliers first (red){more}", fontsize=8)
-        fig.tight_layout(pad=0.3)
+        fig.suptitle(f"{title}: mid-slices, outliers first (red){more}", fontsize=9)
         figures.save(fig, path, dpi=90)
+
+
+def _subject_panels(row, first: int, volume, subject: str, reasons: list[str] | None) -> None:
+    """One subject's three mid-slices in `row` from column `first`; an outlier outlined in red
+    and captioned with what it stands out on."""
+    volume = np.asarray(volume, dtype=np.float32)
+    centre = [n // 2 for n in volume.shape]
+    views = (volume[centre[0]], volume[:, centre[1]], volume[:, :, centre[2]])
+    for k, view in enumerate(views):
+        ax = row[first + k]
+        ax.imshow(view.T, cmap="gray", origin="lower", aspect="auto")
+        if reasons is not None:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(2)
+        if k == 1:
+            caption = subject if reasons is None else f"{subject}\n{', '.join(reasons)}"
+            colour = "black" if reasons is None else "red"
+            ax.set_title(caption, fontsize=6, color=colour)

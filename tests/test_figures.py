@@ -1,0 +1,64 @@
+"""Figures a reader looks at: labels that are whole words, legends in the report's words, outliers
+captioned on the QC montage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Montreal Cognitive Assessment total score (points)",
+        "Clinical Dementia Rating sum of boxes, with a description far longer than any axis "
+        "has room for (points)",
+        "ADAS-Cog total score, 13-item version (points)",
+    ],
+)
+def test_axis_labels_never_cut_a_word(header: str):
+    from citab_cli.core.evaluation.explain_figures import _one_line, _short
+
+    words = set(header.split())
+    for label in (_short(header), _one_line(header)):
+        assert set(label.split()) - {"…"} <= words, label
+        assert label.count("\n") <= 1
+
+
+def test_legends_use_the_reports_names_and_epochs_are_whole(tmp_path: Path, monkeypatch):
+    from citab_cli.core import figures
+    from citab_cli.core.evaluation import report
+    from citab_cli.core.evaluation.features import FEATURE_TITLES
+
+    seen = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=120: seen.setdefault(path, fig))
+    summary = {name: {"0.1": {"balanced_accuracy": {"mean": 0.5, "std": 0.1}},
+                      "1": {"balanced_accuracy": {"mean": 0.6, "std": 0.1}}}
+               for name in ("citab", "citab_raw", "random_multimodal")}  # fmt: skip
+    path = tmp_path / "curve.png"
+    report.label_fraction_figure(path, (0.1, 1.0), summary, ["CN", "AD"], report.fraction_key,
+                                 FEATURE_TITLES)  # fmt: skip
+    legend = [t.get_text() for t in seen[path].axes[0].get_legend().get_texts()]
+    assert "CITab multimodal + raw table" in legend and "citab_raw" not in legend
+    epochs = tmp_path / "epochs.png"
+    report.curve_figure(epochs, {"finetuned": [[0.4, 0.5, 0.6]]}, "bacc", {"finetuned": "tuned"})
+    ax = seen[epochs].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tuned"]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert all(float(t).is_integer() for t in ticks)
+
+
+def test_the_qc_montage_captions_each_outlier_with_its_reason(tmp_path: Path, monkeypatch):
+    from citab_cli.core import figures
+    from citab_cli.core.scans import qc
+
+    seen = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=120: seen.setdefault(path, fig))
+    volumes = np.random.default_rng(0).random((5, 8, 8, 8)).astype(np.float32)
+    subjects = [f"S{i}" for i in range(5)]
+    qc.montage(tmp_path / "qc.png", volumes, subjects, {"S3": ["brain_volume_ml"]}, "demo")
+    titles = [ax.get_title() for ax in seen[tmp_path / "qc.png"].axes if ax.get_title()]
+    assert titles[0] == "S3\nbrain_volume_ml"  # outliers first, with what they stand out on
+    assert set(titles[1:]) == {"S0", "S1", "S2", "S4"}
