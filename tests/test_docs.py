@@ -98,3 +98,25 @@ def test_cli_reference_summaries_are_whole_sentences():
     for section in sections:
         summary = section.split("\n\n")[1]
         assert summary.endswith((".", ")")), summary
+
+
+def test_ingest_page_names_every_qc_figure():
+    from citab_cli.core.scans.qc import FIGURES
+
+    page = (DOCS / "ingest.md").read_text()
+    for key in FIGURES:
+        assert f"`{key}`" in page, key
+
+
+def test_readme_says_the_schema_search_order_the_code_uses():
+    import inspect
+
+    from citab_cli.core.schema.cohort import find_schema
+
+    readme = " ".join((DOCS.parent / "README.md").read_text().split())
+    order = ["`--schema`", "the project's copy", "beside the CSV", "the shipped"]
+    positions = [readme.index(step) for step in order]
+    assert positions == sorted(positions)
+    source = inspect.getsource(find_schema)
+    code = ["explicit", "project_schema", "csv_path.parent", "shipped_schema_dir"]
+    assert [source.index(x) for x in code] == sorted(source.index(x) for x in code)

@@ -18,7 +18,10 @@ MONTAGE_SUBJECTS = 60
 FIGURES = {
     "brain_ml": ("brain volume", "ml"),
     "template_correlation": ("correlation with the MNI template", ""),
-    "brain_fraction": ("fraction of the grid that is brain", ""),
+    "brain_fraction": (
+        "fraction of the grid that is brain (minimal: brighter than its darkest)",
+        "",
+    ),
 }
 
 
