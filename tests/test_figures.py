@@ -62,3 +62,15 @@ def test_the_qc_montage_captions_each_outlier_with_its_reason(tmp_path: Path, mo
     titles = [ax.get_title() for ax in seen[tmp_path / "qc.png"].axes if ax.get_title()]
     assert titles[0] == "S3\nbrain_volume_ml"  # outliers first, with what they stand out on
     assert set(titles[1:]) == {"S0", "S1", "S2", "S4"}
+
+
+def test_the_qc_hint_is_a_path_the_user_can_open_from_where_they_stand(tmp_path: Path, monkeypatch):
+    from citab_cli.core.data.ingest import _from_here
+
+    target = tmp_path / "study" / "cohorts" / "adni" / "qc.png"
+    monkeypatch.chdir(tmp_path)
+    assert _from_here(target) == "study/cohorts/adni/qc.png"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _from_here(target) == str(target.resolve())
