@@ -120,7 +120,7 @@ def review_row(
     todo = [] if described else ["description"]
     if spec["type"] == "numeric":
         # the instrument's range, not this export's, makes a score mean the same across cohorts
-        todo.append("range (observed here; write the instrument's)")
+        todo.append("instrument's range")
     if spec["type"] == "categorical" and any(
         str(n).startswith("TODO") for n in spec["levels"].values()
     ):
