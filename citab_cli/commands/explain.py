@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,6 +12,16 @@ from citab_cli.commands.options import Device, ProjectOption, default, device_op
 
 #: Columns the terminal lists (the report lists them all).
 SHOWN = 8
+
+
+class Baseline(str, Enum):
+    sample = "sample"
+    mean = "mean"
+
+
+class ScanMethod(str, Enum):
+    gradcam = "gradcam"
+    occlusion = "occlusion"
 
 
 def explain(
@@ -25,7 +36,20 @@ def explain(
     subjects: str = typer.Option(
         "3", "--subjects", help="How many test subjects, or IDs (comma-separated)."
     ),
-    steps: int = typer.Option(32, "--steps", min=4, help="Integrated-gradients steps."),
+    steps: int = typer.Option(
+        32, "--steps", min=4, help="Samples (expected gradients) or steps (--baseline mean)."
+    ),
+    baseline: Baseline = typer.Option(
+        Baseline.sample,
+        "--baseline",
+        help="Where each column's path starts: sample (expected gradients: real train subjects' "
+        "cells) or mean (each column's average token).",
+    ),
+    scan_method: ScanMethod = typer.Option(
+        ScanMethod.gradcam,
+        "--scan-method",
+        help="The scan map: gradcam, or occlusion (slower: one pass a patch).",
+    ),
     exclude_criteria: bool = typer.Option(
         False,
         "--exclude-criteria",
@@ -48,10 +72,13 @@ def explain(
         device.value,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
         exclude_criteria=exclude_criteria,
+        baseline=baseline.value,
+        scan_method=scan_method.value,
     )
+    how = "expected gradients" if baseline.value == "sample" else "from the mean token"
     console.print(
         f"[bold]{cohort}[/]: columns that drive the predicted diagnosis "
-        "(mean |integrated gradient|):"
+        f"(mean |attribution|, {how}):"
     )
     for header, value in result.ranking[:SHOWN]:
         console.print(f"  {value:8.4f}  {header}")

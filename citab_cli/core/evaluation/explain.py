@@ -14,20 +14,22 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import explain_figures as figures
 from citab_cli.core.evaluation import report
-from citab_cli.core.evaluation.attribution import (
-    Capture,
-    brain_mask,
-    grad_cam,
-    integrated_gradients,
-    localising_stage,
-    mean_cell_tokens,
-)
+from citab_cli.core.evaluation.attribution import localising_stage, routing_entropy
 from citab_cli.core.evaluation.classifier import CLASSIFIER, Classifier, classifier_from
+from citab_cli.core.evaluation.explain_attribute import (
+    Attributions,
+    Baseline,
+    ScanMethod,
+    Settings,
+    attribute,
+    baseline_starts,
+)
+from citab_cli.core.evaluation.explain_markdown import markdown as _markdown
 from citab_cli.core.evaluation.labels import label_layout
 from citab_cli.core.evaluation.linear import FALLBACK_C, MAX_ITERATIONS, choose_c, folds_for
 from citab_cli.core.evaluation.routing import routing
 from citab_cli.core.runtime.dataset import CohortData, Collator
-from citab_cli.core.runtime.device import describe_device, image_layout, model_layout, pick_device
+from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
 from citab_cli.core.runtime.embedding import cohort_items, embed_subjects
 from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 
@@ -116,79 +118,6 @@ def _pick_subjects(cohort: CohortData, subjects: str | None) -> np.ndarray:
 
 
 @dataclass
-class Attributions:
-    """Explanations of a batch of subjects, for the class the model predicts."""
-
-    cells: np.ndarray  # (B, C) integrated gradients per column
-    cams: np.ndarray  # (B, D, H, W) Grad-CAM in [0, 1], zero outside the brain
-    predicted: np.ndarray  # (B,) class index
-    logits: np.ndarray  # (B,) logit of the predicted class
-    baseline_logits: np.ndarray  # (B,) the same logit with every cell at its baseline
-    images: np.ndarray  # (B, 1, D, H, W) the scans as the model saw them
-
-
-@torch.no_grad()
-def baseline_tokens(
-    model: Classifier, collator: Collator, rows: np.ndarray, device: torch.device
-) -> torch.Tensor:
-    """(C, D) each column's average cell token over `rows` (where observed): the integrated
-    gradients baseline."""
-    tokenizer = model.backbone.tabular.tokenizer
-    parts, observed = [], []
-    for start in range(0, len(rows), ATTRIBUTION_BATCH):
-        table = collator.table(cohort_items(rows[start : start + ATTRIBUTION_BATCH])).to(device)
-        parts.append(tokenizer.cell_tokens(table).float())
-        observed.append(table.present & ~table.missing)
-    return mean_cell_tokens(torch.cat(parts), torch.cat(observed))
-
-
-def attribute(
-    model: Classifier,
-    collator: Collator,
-    rows: np.ndarray,
-    steps: int,
-    device: torch.device,
-    baseline: torch.Tensor,
-    stage: int,
-) -> Attributions:
-    """Integrated gradients over the cell tokens (the image held fixed; each cell starts from
-    its column's average token) and Grad-CAM over image stage `stage`, masked to the brain,
-    both for each subject's predicted class."""
-    items = cohort_items(rows)
-    images = image_layout(torch.from_numpy(collator.images(items)), device)
-    table = collator.table(items).to(device)
-    backbone = model.backbone
-    with Capture(backbone.image.stages[stage]) as capture:
-        image = backbone.encode_image(images)
-    logits = model.head(backbone.fuse(backbone.encode_tabular(table), image))
-    predicted = logits.argmax(1)
-    score = logits.gather(1, predicted[:, None])[:, 0]
-    cams = grad_cam(capture.output, score, tuple(images.shape[2:])) * brain_mask(images)
-    cams = cams / cams.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
-    frozen_image = type(image)(
-        image.feature_map.detach(), image.tokens.detach(), image.pooled.detach()
-    )
-    cells = backbone.tabular.tokenizer.cell_tokens(table).detach()
-    start = baseline[None].to(cells.dtype).expand_as(cells) * table.present[..., None]
-
-    def f(c: torch.Tensor) -> torch.Tensor:
-        out = model.head(backbone.embed_cells(frozen_image, c, table.present))
-        return out.gather(1, predicted[:, None])[:, 0]
-
-    ig = integrated_gradients(f, cells, baseline=start, steps=steps) * table.present
-    with torch.no_grad():
-        baseline_logit = f(start)
-    return Attributions(
-        cells=ig.detach().cpu().numpy(),
-        cams=cams.detach().float().cpu().numpy(),
-        predicted=predicted.cpu().numpy(),
-        logits=score.detach().float().cpu().numpy(),
-        baseline_logits=baseline_logit.float().cpu().numpy(),
-        images=images.float().cpu().numpy(),
-    )
-
-
-@dataclass
 class Explanation:
     """Where an explanation was written, and the columns ranked by mean |attribution|."""
 
@@ -205,9 +134,12 @@ def explain(
     device: str = "auto",
     message: Callable[[str], None] = lambda text: None,
     exclude_criteria: bool = False,
+    baseline: Baseline = "sample",
+    scan_method: ScanMethod = "gradcam",
 ) -> Explanation:
-    """Explain a model on one cohort's test subjects: column attributions by header text, prototype
-    routing and Grad-CAM, in one report folder."""
+    """Explain a model on one cohort's test subjects: column attributions by header text (expected
+    gradients over real subjects' cells, or integrated gradients from each column's mean token),
+    prototype routing, and a scan map (Grad-CAM or occlusion), in one report folder."""
     loaded = load_checkpoint(project, ckpt, kinds=("model", CLASSIFIER))
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "explain")
     _check_criteria(loaded, data, exclude_criteria)
@@ -219,11 +151,13 @@ def explain(
     collator = Collator.for_model([data], loaded.config.model)
     chosen = _pick_subjects(data, subjects)
     test = np.nonzero(data.splits == "test")[0][:AGGREGATE_SUBJECTS]
-    baseline = baseline_tokens(model, collator, np.nonzero(data.splits == "train")[0], target)
+    train = np.nonzero(data.splits == "train")[0]
+    starts = baseline_starts(model, collator, train, target, baseline)
     stage = localising_stage(tuple(loaded.config.model.image.shape))
+    settings = Settings(baseline, starts, steps, scan_method, stage)
 
     def run(rows: np.ndarray) -> Attributions:
-        return attribute(model, collator, rows, steps, target, baseline, stage)
+        return attribute(model, collator, rows, target, settings)
 
     message(f"attributing {len(test)} test subject(s) of {cohort}")
     aggregate = np.concatenate(
@@ -232,7 +166,7 @@ def explain(
     explained = run(chosen)
     message("reading prototype routing across cohorts")
     gates = routing(project, model.backbone, target)
-    document = _document(loaded, data, what, classes, steps, stage, aggregate, gates)
+    document = _document(loaded, data, what, classes, settings, aggregate, gates)
     document["subjects"] = _subject_entries(data, chosen, explained, data.texts, classes)
     affine = project.load_settings().image.grid_affine()
 
@@ -246,7 +180,10 @@ def explain(
             figures.save_nifti(folder / entry["gradcam_nifti"], cam, affine)
             figures.save_nifti(folder / entry["image_nifti"], scan, affine)
             title = f"{entry['subject']}: predicted {entry['predicted']}"
-            figures.overlay(folder / entry["gradcam_png"], scan, cam, affine, title)
+            method = "occlusion" if scan_method == "occlusion" else "Grad-CAM"
+            if entry["scan_note"]:
+                method = "|gradient x activation|" if "Grad-CAM" in entry["scan_note"] else method
+            figures.overlay(folder / entry["gradcam_png"], scan, cam, affine, title, method)
 
     folder = report.report_folder(project, "explain", loaded.run, cohort)
     with figures.quiet():
@@ -255,16 +192,22 @@ def explain(
     return Explanation(folder, ranking)
 
 
-def _document(loaded, data: CohortData, what, classes, steps, stage, aggregate, gates) -> dict:
+def _document(loaded, data: CohortData, what, classes, settings: Settings, aggregate, gates):
     strength, signed = np.abs(aggregate).mean(0), aggregate.mean(0)
+    spread = np.abs(aggregate).std(0)
+    entropy = routing_entropy(gates["matrix"], gates["cohorts"]) if gates else {}
+    for cohort, entry in entropy.items():
+        entry["seen"] = loaded.seen(cohort)
     return {
         "kind": "explain",
         "checkpoint": str(loaded.path),
         "model": what,
         "cohort": data.name,
         "classes": classes,
-        "steps": steps,
-        "gradcam_stage": stage + 1,
+        "steps": settings.steps,
+        "baseline": settings.baseline,
+        "scan_method": settings.scan_method,
+        "gradcam_stage": settings.stage + 1,
         "columns_seen": data.columns,
         "cohort_attributions": {
             "subjects": int(len(aggregate)),
@@ -273,6 +216,7 @@ def _document(loaded, data: CohortData, what, classes, steps, stage, aggregate, 
                     "column": data.columns[j],
                     "header": data.texts[j],
                     "mean_abs": float(strength[j]),
+                    "sd_abs": float(spread[j]),
                     "mean": float(signed[j]),
                 }
                 for j in np.argsort(-strength)
@@ -280,6 +224,7 @@ def _document(loaded, data: CohortData, what, classes, steps, stage, aggregate, 
         },
         "prototype_rows": gates["labels"] if gates else [],
         "prototypes": gates["top"] if gates else {},
+        "routing_entropy": entropy,
         "created": report.created(),
     }
 
@@ -308,6 +253,7 @@ def _subject_entries(
                 "label": data.labels[row],
                 "logit": float(explained.logits[k]),
                 "baseline_logit": float(explained.baseline_logits[k]),
+                "scan_note": explained.notes[k],
                 "attributions": [{"header": t, "value": v} for t, v in columns],
                 "gradcam_nifti": f"gradcam_{name}.nii.gz",
                 "image_nifti": f"image_{name}.nii.gz",
@@ -319,43 +265,3 @@ def _subject_entries(
 
 def _safe(subject: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in subject)
-
-
-def _markdown(document: dict) -> str:
-    lines = [
-        f"# Explanation: {document['cohort']}",
-        "",
-        f"Checkpoint `{document['checkpoint']}` ({document['model']}); classes "
-        f"{', '.join(document['classes'])}; integrated gradients with {document['steps']} steps "
-        "for the predicted class, each cell starting from its column's average token over the "
-        "train subjects (so numeric and categorical columns are comparable); Grad-CAM from "
-        f"image stage {document['gradcam_stage']} of 4, masked to the brain.",
-        "",
-        f"## Columns ({document['cohort_attributions']['subjects']} test subjects)",
-        "",
-        "![columns](tabular_attributions.png)",
-        "",
-        "| header | mean abs. attribution | mean attribution |",
-        "|---|---|---|",
-    ]
-    for c in document["cohort_attributions"]["columns"]:
-        lines.append(f"| {c['header']} | {c['mean_abs']:.4f} | {c['mean']:+.4f} |")
-    lines += ["", "## Prototypes", ""]
-    if document["prototypes"]:
-        lines += ["![routing](prototype_routing.png)", ""]
-    else:
-        lines += ["The model has no P-MoLin layers (`tabular.ffn: dense`): no routing to show.", ""]
-    for name, members in document["prototypes"].items():
-        lines.append(f"- {name}: " + ", ".join(f"{m['column']} ({m['gate']:.2f})" for m in members))
-    lines += ["", "## Subjects", ""]
-    for s in document["subjects"]:
-        top = ", ".join(f"{a['header']} ({a['value']:+.3f})" for a in s["attributions"][:3])
-        lines += [
-            f"### {s['subject']}: predicted {s['predicted']} (label {s['label'] or '-'})",
-            "",
-            f"Strongest columns: {top}.",
-            "",
-            f"![Grad-CAM]({s['gradcam_png']})",
-            "",
-        ]
-    return "\n".join(lines)

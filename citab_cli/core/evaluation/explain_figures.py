@@ -101,13 +101,31 @@ def save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
     nib.save(_image(volume, affine), path)
 
 
-def overlay(path: Path, scan: np.ndarray, cam: np.ndarray, affine: np.ndarray, title: str) -> None:
-    """Grad-CAM drawn with nilearn over the subject's scan, cut through the map's peak."""
+def cut_voxel(scan: np.ndarray, cam: np.ndarray) -> tuple[int, ...]:
+    """Where to cut the views: the map's peak, or the brain's centre when the map is flat (a
+    corner of the grid would show nothing)."""
+    if cam.max() > cam.min():
+        return tuple(int(i) for i in np.unravel_index(int(cam.argmax()), cam.shape))
+    brain = scan > scan.min() + 1e-3 * (scan.max() - scan.min())
+    if not brain.any():
+        return tuple(n // 2 for n in scan.shape)
+    return tuple(int(round(c)) for c in np.argwhere(brain).mean(0))
+
+
+def overlay(
+    path: Path,
+    scan: np.ndarray,
+    cam: np.ndarray,
+    affine: np.ndarray,
+    title: str,
+    method: str = "Grad-CAM",
+) -> None:
+    """A scan map drawn with nilearn over the subject's scan, cut through the map's peak (the
+    brain's centre when the map is flat)."""
     from nilearn import plotting
 
     plt = figures.pyplot()
-    peak = np.unravel_index(int(cam.argmax()), cam.shape)
-    cut = (affine @ np.array([*peak, 1.0]))[:3]
+    cut = (affine @ np.array([*cut_voxel(scan, cam), 1.0]))[:3]
     fig = plt.figure(figsize=(9, 3.4))
     display = plotting.plot_stat_map(
         _image(cam, affine),
@@ -122,7 +140,7 @@ def overlay(path: Path, scan: np.ndarray, cam: np.ndarray, affine: np.ndarray, t
         dim=0,
         colorbar=True,
         figure=fig,
-        title=f"Grad-CAM, {title}",
+        title=f"{method}, {title}",
     )
     display.savefig(str(path), dpi=120)
     display.close()

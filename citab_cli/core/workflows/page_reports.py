@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from citab_cli.core.data.project import Project
+from citab_cli.core.evaluation.explain_markdown import routing_lines
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 from citab_cli.core.evaluation.finetune import TITLES as FINETUNE_TITLES
 from citab_cli.core.workflows.page_data import Gallery
@@ -146,14 +147,27 @@ def _explain(document: dict) -> dict:
                 "column": c["column"],
                 "header": c["header"],
                 "mean_abs": c["mean_abs"],
+                "sd_abs": c.get("sd_abs"),
                 "mean": c["mean"],
             }
             for c in columns
-        ],  # fmt: skip
-        "subjects": [
-            {"subject": s["subject"], "label": s.get("label"), "predicted": s.get("predicted")}
-            for s in document.get("subjects", [])
         ],
+        "subjects": [
+            {
+                "subject": s["subject"],
+                "label": s.get("label"),
+                "predicted": s.get("predicted"),
+                "note": s.get("scan_note", ""),
+            }
+            for s in document.get("subjects", [])
+        ],  # fmt: skip
+        "method": "expected gradients"
+        if document.get("baseline") == "sample"
+        else "integrated gradients from the mean token",
+        "routing": [
+            line.replace("**", "").strip(" -")
+            for line in routing_lines(document.get("routing_entropy", {}))
+        ],  # fmt: skip
     }
 
 
