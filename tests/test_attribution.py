@@ -29,19 +29,17 @@ def _reference_ig(f, inputs, baseline, steps):
     return (delta * total / steps).sum(-1)
 
 
-def _net():
+def _scalar_net():
+    """A tiny network (B, 4, 3) -> (B,) scores."""
     torch.manual_seed(0)
-    return torch.nn.Sequential(
+    net = torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
     )
+    return lambda x: net(x)[:, 0]
 
 
 def test_integrated_gradients_equal_the_hand_written_sum_and_are_complete():
-    net = _net()
-
-    def f(x):
-        return net(x)[:, 0]
-
+    f = _scalar_net()
     x, base = torch.randn(3, 4, 3), torch.randn(3, 4, 3)
     ours = integrated_gradients(f, x, base, steps=32)
     torch.testing.assert_close(ours, _reference_ig(f, x, base, 32), atol=1e-5, rtol=1e-4)
@@ -62,11 +60,7 @@ def test_a_planted_dependence_ranks_first():
 
 
 def test_expected_gradients_are_complete_against_the_mean_over_baselines():
-    net = _net()
-
-    def f(x):
-        return net(x)[:, 0]
-
+    f = _scalar_net()
     x, baselines = torch.randn(2, 4, 3), torch.randn(6, 4, 3)
     values = expected_gradients(f, x, baselines, steps=128)
     expected = f(x) - f(baselines).mean()
