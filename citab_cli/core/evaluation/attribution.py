@@ -143,11 +143,11 @@ def occlusion(
     extra: tuple = (),
 ) -> ScanMap:
     """Occlusion sensitivity (captum's Occlusion): how much the target class's score drops when
-    a cube of `patch` voxels (stride half of it) is set to the background, masked to the brain
-    and clipped at 0 (only evidence for the class)."""
+    a cube of `patch` voxels is set to the background, cubes side by side (stride = patch: one
+    forward pass a cube), masked to the brain and clipped at 0 (only evidence for the class)."""
     from captum.attr import Occlusion
 
-    stride = max(1, patch // 2)
+    stride = patch
     background = images.flatten(1).amin(1)[:, None, None, None, None]
     drop = Occlusion(forward).attribute(
         images,
@@ -156,7 +156,7 @@ def occlusion(
         baselines=background,
         target=target,
         additional_forward_args=extra or None,
-        perturbations_per_eval=8,
+        perturbations_per_eval=16,
     )
     maps = F.relu(drop[:, 0].float()) * mask
     notes = ["occlusion found no patch whose removal lowers the score" if m.max() <= 0 else ""
