@@ -82,11 +82,13 @@ def test_resume_accepts_repeated_values_and_names_the_first_change(tmp_path: Pat
     saved = _saved_run(project, "r", epochs=4)
     same = RunRequest(resume=True, run="r", cohorts=["adni"], train={"epochs": 4, "seed": 0})
     assert resolve_run(project, same, now=NOW) == ("r", saved)
-    changed = RunRequest(resume=True, run="r", train={"epochs": 9, "batch_size": 2})
+    changed = RunRequest(resume=True, run="r", train={"epochs": 2, "batch_size": 2})
     with pytest.raises(CitabError) as caught:
         resolve_run(project, changed, now=NOW)
     assert "--batch-size changes train.batch_size of run 'r' from 8 to 2" in str(caught.value)
-    assert "(and 1 more setting(s))" in str(caught.value)
+    assert "(and 1 more setting(s))" in str(caught.value)  # fewer epochs: a change
+    longer = RunRequest(resume=True, run="r", train={"epochs": 9})  # more: an extension
+    assert resolve_run(project, longer, now=NOW)[1].train.epochs == 9
     other_cohorts = RunRequest(resume=True, run="r", cohorts=["nacc"])
     with pytest.raises(CitabError, match="--cohorts changes cohorts"):
         resolve_run(project, other_cohorts, now=NOW)
