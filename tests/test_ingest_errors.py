@@ -295,3 +295,20 @@ def test_bad_paths_and_grids(raw, tmp_path):
     assert_user_error(ingest_adni(raw, target, "--shape", "4"), "between 8 and 512 voxels")
     assert_user_error(ingest_adni(raw, target, "--shape", "2,3"), "one positive number or three")
     assert not target.exists()
+
+
+def test_the_next_ingest_removes_what_a_killed_one_left(raw, project):
+    """A SIGKILL during ingest leaves cohorts/.<cohort>.staging-*/ (up to the whole images.npy);
+    the next ingest, holding the project's lock, removes it and says so; a user's own hidden
+    folder without the staging mark stays."""
+    left = project / "cohorts" / ".nacc.staging-k1ll3d"
+    left.mkdir()
+    (left / "images.npy").write_bytes(b"\0" * 4096)
+    old = project / "cohorts" / ".aibl.old-x9"
+    old.mkdir()
+    mine = project / "cohorts" / ".notes"
+    mine.mkdir()
+    result = ingest_adni(raw, project)
+    assert result.exit_code == 0, result.output
+    assert "removed 2 folder(s) that an interrupted ingest left" in " ".join(result.output.split())
+    assert not left.exists() and not old.exists() and mine.is_dir()

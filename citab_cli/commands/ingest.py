@@ -193,6 +193,8 @@ def _render(summary, shape) -> None:
     console.print(table)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    for note in summary.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     if summary.written is None:
         console.print("[bold]Dry run:[/] nothing was written.")
     else:

@@ -64,6 +64,25 @@ def staged_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+#: Name parts of the temporary siblings `staged_directory` makes.
+STAGED_MARKS = (".staging-", ".old-")
+
+
+def remove_leftovers(directory: Path) -> tuple[int, int]:
+    """Remove the temporary siblings `staged_directory` left in `directory` when its process
+    was killed (call it only while holding the lock that every writer there holds, so none of
+    them is in use): (folders removed, bytes freed)."""
+    if not directory.is_dir():
+        return 0, 0
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(".")
+             and any(mark in p.name for mark in STAGED_MARKS)]  # fmt: skip
+    freed = 0
+    for folder in found:
+        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(found), freed
+
+
 @contextlib.contextmanager
 def removed_if_created(*paths: Path) -> Iterator[None]:
     """Remove those of `paths` (directories) that did not exist before, if the block fails."""

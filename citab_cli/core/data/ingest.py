@@ -6,7 +6,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class IngestSummary:
     classes: list[str]  # label columns in display order (schema order, then "unlabelled")
     warnings: list[str]
     written: Path | None  # None for a dry run
+    notes: list[str] = field(default_factory=list)  # about the project, not the cohort
 
 
 def plan(
@@ -209,16 +210,23 @@ def execute(
     target = project.cohort_dir(plan.cohort)
     with atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir):
         project.root.mkdir(parents=True, exist_ok=True)
-        with (
-            locks.hold(project.root, "writing to this project"),
-            atomic.staged_directory(target) as stage,
-        ):
-            split_of = _write_cohort(plan, stage, workers, advance)
-            # Everything that can fail has run; the project-level files go last, each atomic.
-            if plan.new_project:
-                project.write_settings(plan.settings)
-            atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
-    return summarize(plan, split_of, target)
+        with locks.hold(project.root, "writing to this project"):
+            # Holding the project's lock: no other ingest is writing, so staged cohorts left in
+            # cohorts/ belong to ingests that were killed.
+            removed, freed = atomic.remove_leftovers(project.cohorts_dir)
+            with atomic.staged_directory(target) as stage:
+                split_of = _write_cohort(plan, stage, workers, advance)
+                # Everything that can fail has run; the project-level files go last, atomic.
+                if plan.new_project:
+                    project.write_settings(plan.settings)
+                atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
+    summary = summarize(plan, split_of, target)
+    if removed:
+        summary.notes.append(
+            f"removed {removed} folder(s) that an interrupted ingest left in "
+            f"{project.cohorts_dir} ({freed / 1e9:.2f} GB)"
+        )
+    return summary
 
 
 def _preprocess(
