@@ -190,3 +190,13 @@ def test_routing_in_words_tells_a_cohort_deciding_from_a_collapse():
     text = "\n".join(routing_lines(routing_entropy(np.concatenate([a, b]), ["a"] * 4 + ["b"] * 4)))
     assert "every cohort's columns route to prototype 1; the routing has collapsed" in text
     assert "entropy -0.00" not in text
+
+
+def test_large_grids_are_attributed_a_few_subjects_a_pass():
+    """Memory grows with the subjects in a pass (paper preset at 128^3: 6.0 GiB for 4, 11.3 GiB
+    for 8, benchmarks/explain_memory.py): 128^3 takes 4, the paper's grid 1, the demo's 8."""
+    from citab_cli.core.evaluation.explain import subjects_per_pass
+
+    assert subjects_per_pass((48, 48, 48)) == 8
+    assert subjects_per_pass((128, 128, 128)) == 4
+    assert subjects_per_pass((160, 208, 176)) == 1

@@ -23,6 +23,7 @@ from citab_cli.core.evaluation.explain_attribute import (
     Settings,
     attribute,
     baseline_starts,
+    join,
 )
 from citab_cli.core.evaluation.explain_markdown import markdown as _markdown
 from citab_cli.core.evaluation.labels import label_layout
@@ -35,8 +36,17 @@ from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint,
 
 #: Cohort-level attributions average over at most this many test subjects.
 AGGREGATE_SUBJECTS = 64
-#: Subjects attributed per pass.
+#: Subjects attributed per pass at most, and the voxels a pass may hold in all: 4 scans of 128^3
+#: (the paper preset's network took 6.0 GiB for them, 11.3 GiB for 8; benchmarks/explain_memory.py).
 ATTRIBUTION_BATCH = 8
+VOXEL_BUDGET = 4 * 128**3
+
+
+def subjects_per_pass(shape: tuple[int, int, int]) -> int:
+    """How many subjects one attribution pass takes on a grid of `shape`."""
+    return max(1, min(ATTRIBUTION_BATCH, VOXEL_BUDGET // int(np.prod(shape))))
+
+
 #: Subjects explained one by one when --subjects is not given.
 DEFAULT_SUBJECTS = 3
 
@@ -156,13 +166,15 @@ def explain(
     stage = localising_stage(tuple(loaded.config.model.image.shape))
     settings = Settings(baseline, starts, steps, scan_method, stage)
 
+    per_pass = subjects_per_pass(tuple(loaded.config.model.image.shape))
+
     def run(rows: np.ndarray) -> Attributions:
-        return attribute(model, collator, rows, target, settings)
+        parts = [attribute(model, collator, rows[i : i + per_pass], target, settings)
+                 for i in range(0, len(rows), per_pass)]  # fmt: skip
+        return join(parts)
 
     message(f"attributing {len(test)} test subject(s) of {cohort}")
-    aggregate = np.concatenate(
-        [run(test[i : i + ATTRIBUTION_BATCH]).cells for i in range(0, len(test), ATTRIBUTION_BATCH)]
-    )
+    aggregate = run(test).cells
     explained = run(chosen)
     message("reading prototype routing across cohorts")
     gates = routing(project, model.backbone, target)

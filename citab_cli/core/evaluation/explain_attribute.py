@@ -52,6 +52,19 @@ class Attributions:
     images: np.ndarray  # (B, 1, D, H, W) the scans as the model saw them
 
 
+def join(parts: list[Attributions]) -> Attributions:
+    """The attributions of consecutive passes as one."""
+    return Attributions(
+        cells=np.concatenate([p.cells for p in parts]),
+        cams=np.concatenate([p.cams for p in parts]),
+        notes=[note for p in parts for note in p.notes],
+        predicted=np.concatenate([p.predicted for p in parts]),
+        logits=np.concatenate([p.logits for p in parts]),
+        baseline_logits=np.concatenate([p.baseline_logits for p in parts]),
+        images=np.concatenate([p.images for p in parts]),
+    )
+
+
 @dataclass
 class Settings:
     """How `attribute` works: baselines, steps, the scan method and its stage."""
