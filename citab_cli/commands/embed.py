@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from citab_cli.commands.console import console, err_console, progress_bar
-from citab_cli.commands.options import Device, ProjectOption, default, device_option
+from citab_cli.commands.options import Device, ProjectOption, default, device_option, names
 
 
 class Split(str, Enum):
@@ -16,12 +16,6 @@ class Split(str, Enum):
     train = "train"
     val = "val"
     test = "test"
-
-
-def names(text: str | None) -> list[str] | None:
-    """'a, b' -> ['a', 'b']; None or empty -> None."""
-    found = [c.strip() for c in text.split(",") if c.strip()] if text else []
-    return found or None
 
 
 def embed(

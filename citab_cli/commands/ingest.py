@@ -74,7 +74,7 @@ def _split(text: str | None, seed: int | None):
 
     if text is None and seed is None:
         return None
-    fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
+    fractions = SplitSettings().model_dump(exclude={"seed"})
     if text is not None:
         try:
             values = [float(x) for x in text.split(",")]

@@ -30,6 +30,12 @@ def device_option(what: str):
     )
 
 
+def names(text: str | None) -> list[str] | None:
+    """'a, b' -> ['a', 'b']; None or empty -> None."""
+    found = [c.strip() for c in text.split(",") if c.strip()] if text else []
+    return found or None
+
+
 def default(text: str) -> str:
     """A "[default: ...]" note for help text (escaped, so Rich does not take it for markup)."""
     return f"\\[default: {text}]"

@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console, err_console
-from citab_cli.commands.options import Device, ProjectOption, default, device_option
+from citab_cli.commands.options import Device, ProjectOption, default, device_option, names
 from citab_cli.core.errors import CitabError
 
 
@@ -21,10 +21,6 @@ def _fractions(text: str) -> tuple[float, ...]:
     if not values:
         raise CitabError("--label-fractions is empty; give e.g. 0.01,0.1,1")
     return values
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
 def probe(
@@ -67,14 +63,14 @@ def probe(
     reports = core.probe(
         Project(project),
         ckpt,
-        _names(cohorts),
+        names(cohorts),
         fractions,
         seeds,
         device.value,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
         exclude_criteria=exclude_criteria,
         train_on=train_on,
-        test_on=_names(test_on),
+        test_on=names(test_on),
     )
     for report in reports:
         _show(report, fractions, seeds, SHORT_TITLES)

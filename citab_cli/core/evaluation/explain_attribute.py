@@ -116,7 +116,7 @@ def _column_attributions(model, cells, image: ImageOutput, present, predicted, s
         with torch.no_grad():
             base = f(start, *extra)
     else:
-        starts = settings.starts.to(cells.dtype)[:, : cells.shape[1]] * mask[:1]
+        starts = settings.starts.to(cells.dtype) * mask[:1]
         per_path = max(4, settings.steps // PATH_SHARE)
         values = expected_gradients(f, cells, starts, per_path, extra)
         with torch.no_grad():

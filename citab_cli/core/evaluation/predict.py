@@ -25,6 +25,7 @@ from citab_cli.core.evaluation.classifier import CLASSIFIER, classifier_from
 from citab_cli.core.evaluation.classifier import predict as classify
 from citab_cli.core.evaluation.embed import (
     ID_COLUMNS,
+    SPLITS,
     criteria_note,
     id_batch,
     provenance,
@@ -101,6 +102,8 @@ def plan_predict(
     """Check the classifier, the cohort's columns and classes, and the output file; nothing is
     written."""
     file_format(Path(output))
+    if split not in SPLITS:
+        raise CitabError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     loaded = load_checkpoint(project, ckpt, kinds=(CLASSIFIER,))
     (data,) = read_cohorts(project, loaded, [cohort], message)
     criteria: list[str] = []
