@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.pipeline == "t1-linear":
         return _t1_linear(args)
 
-    from citab_cli.core.scans.pipelines import Job, preprocess_all
+    from citab_cli.core.scans.engines import preprocess_all
+    from citab_cli.core.scans.pipelines import Job
     from citab_cli.core.settings import ImageSettings, default_spacing
 
     source_shape = (160, 208, 176)

@@ -109,7 +109,7 @@ def test_a_gpu_failure_in_brain_extraction_stops_ingest_instead_of_skipping(
     from pathlib import Path
 
     from citab_cli.core.errors import CitabError
-    from citab_cli.core.scans import pipelines, t1_linear
+    from citab_cli.core.scans import engines, pipelines, t1_linear
 
     monkeypatch.setattr(t1_linear, "_extractor", lambda cuda: _Failing(error))
     with pytest.raises(t1_linear.DeviceFailure, match="failed on the GPU") as caught:
@@ -121,7 +121,7 @@ def test_a_gpu_failure_in_brain_extraction_stops_ingest_instead_of_skipping(
 
     monkeypatch.setattr(pipelines, "preprocess_file", preprocess)
     with pytest.raises(t1_linear.DeviceFailure):  # not returned as one bad scan among many
-        pipelines._job(0, tmp_path / "scan.nii.gz", None)
+        engines.scan_task(0, tmp_path / "scan.nii.gz", None)
 
 
 def test_a_scan_without_a_brain_is_still_a_bad_scan(monkeypatch):

@@ -63,6 +63,28 @@ def test_a_whole_head_scan_through_t1_linear(tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_t1_linear_gives_the_same_volume_whatever_the_thread_count(tmp_path: Path):
+    """Registration samples voxels at random and sums over threads: seeded and on one ITK
+    thread, and brain extraction on one PyTorch thread, the same scan gives the same bytes
+    with 1 or 2 threads in the process. (The default suite checks the same across processes:
+    tests/test_ingest_cluster.py, this process's threads against one-thread Dask workers.)"""
+    import torch
+
+    from citab_cli.core.scans.t1_linear import t1_linear
+
+    path, _ = _raw_subject(tmp_path, 5)
+    threads = torch.get_num_threads()
+    volumes = []
+    try:
+        for count in (2, 1):
+            torch.set_num_threads(count)
+            volumes.append(t1_linear(load_volume(path), path, mni_settings()).volume.tobytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert volumes[0] == volumes[1]
+
+
+@pytest.mark.slow
 def test_the_skull_does_not_cost_registration_quality(tmp_path: Path):
     """The same subject, as a whole head at a random pose and as a skull-less brain: after
     t1-linear the head correlates with the template at least as well as the brain did."""

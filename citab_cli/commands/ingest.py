@@ -67,6 +67,27 @@ SplitsFileOption = typer.Option(
 )
 
 
+SchedulerOption = typer.Option(
+    None,
+    "--scheduler",
+    help="Address of a Dask scheduler (tcp://HOST:8786): one task per scan on its cluster, "
+    "which must share the project's file system (needs citab-cli[cluster]). "
+    + default("this machine, --workers processes"),
+)
+PreprocessOnlyOption = typer.Option(
+    False,
+    "--preprocess-only",
+    help="Only fill the project's scan cache (many jobs may run at once); a later plain "
+    "ingest assembles the cohort from it. " + default("off"),
+)
+ShardOption = typer.Option(
+    None,
+    "--shard",
+    help="With --preprocess-only: do share I/N of the scans (0 <= I < N), e.g. "
+    "$SLURM_ARRAY_TASK_ID/8. " + default("all"),
+)
+
+
 def _split(text: str | None, seed: int | None):
     """--split and --split-seed as split settings (None when neither is given)."""
     from citab_cli.core.errors import CitabError
@@ -134,10 +155,15 @@ def ingest(
     split: str = SplitOption,
     split_seed: int = SplitSeedOption,
     splits_file: Path = SplitsFileOption,
+    scheduler: str = SchedulerOption,
+    preprocess_only: bool = PreprocessOnlyOption,
+    shard: str = ShardOption,
     project: Path = ProjectOption,
 ) -> None:
     """Validate a cohort's CSV and images against its schema and store it in the project."""
     from citab_cli.core.data import ingest as core
+
+    _check_engine(workers, scheduler, preprocess_only, shard, dry_run)
 
     plan = core.plan(
         csv_path,
@@ -157,15 +183,58 @@ def ingest(
         f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
         f"{len(plan.images)} image(s) under {plan.images_root}, preprocessing {plan.pipeline}"
     )
+    workers = workers or _default_workers()
+    if preprocess_only:
+        _fill(plan, shard, workers, scheduler)
+        return
     if dry_run:
         summary = core.summarize(plan, core.split_plan(plan), written=None)
     else:
         with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
-            summary = core.execute(plan, workers=workers or _default_workers(), advance=advance)
+            summary = core.execute(plan, workers, advance, scheduler)
         if plan.seconds:
             steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in plan.seconds.items())
-            console.print(f"Per scan: {steps}")
+            peak = plan.peak_mb / 1024
+            memory = f"; peak memory of a worker {peak:.2f} GiB" if plan.peak_mb else ""
+            console.print(f"Per scan: {steps}{memory}")
     _render(summary, plan.settings.image.shape)
+
+
+def _check_engine(workers, scheduler, preprocess_only: bool, shard, dry_run: bool) -> None:
+    from citab_cli.core.errors import CitabError
+
+    if workers is not None and scheduler is not None:
+        raise CitabError("--workers counts processes on this machine; with --scheduler the "
+                         "cluster's workers run the scans: give one of them")  # fmt: skip
+    if shard is not None and not preprocess_only:
+        raise CitabError("--shard needs --preprocess-only: each shard fills the cache, then one "
+                         "plain ingest assembles the cohort")  # fmt: skip
+    if preprocess_only and dry_run:
+        raise CitabError("--dry-run and --preprocess-only exclude each other; give one")
+
+
+def _fill(plan, shard_text: str | None, workers: int, scheduler: str | None) -> None:
+    """--preprocess-only: this run's share of the scans into the cache, and what it did."""
+    from citab_cli.core.data import ingest_fill
+
+    shard = ingest_fill.parse_shard(shard_text) if shard_text is not None else None
+    selected = ingest_fill.shard_indices(len(plan.images), shard)
+    with progress_bar(f"Preprocessing {plan.cohort}", len(selected)) as advance:
+        done = ingest_fill.fill(plan, selected, workers, scheduler, advance, shard)
+    share = f"shard {shard[0]}/{shard[1]}: " if shard else ""
+    console.print(
+        f"{plan.cohort}: {share}{done.scans} of {done.total} scans: {done.made} preprocessed, "
+        f"{done.cached} already in the cache, {len(done.failed)} failed; cache {done.cache}",
+        soft_wrap=True,
+    )
+    for line in done.failed:
+        console.print(f"[yellow]warning:[/] scan not usable: {line}", soft_wrap=True)
+    if done.peak_mb:
+        console.print(f"Peak memory of a worker: {done.peak_mb / 1024:.2f} GiB")
+    console.print(
+        "Nothing but the cache was written. When every share is done, the same command "
+        "without --preprocess-only and --shard assembles the cohort."
+    )
 
 
 def _render(summary, shape) -> None:

@@ -27,7 +27,8 @@ from citab_cli.core.data.table import ValidatedTable, validate
 from citab_cli.core.errors import CitabError
 from citab_cli.core.hashing import file_sha256
 from citab_cli.core.scans import pipelines, qc
-from citab_cli.core.scans.pipelines import Job, Preprocessed, preprocess_all
+from citab_cli.core.scans.engines import preprocess_all
+from citab_cli.core.scans.pipelines import Job, Preprocessed
 from citab_cli.core.schema.cohort import COHORT_NAME, find_schema, load_schema
 from citab_cli.core.schema.raw_table import read_csv
 from citab_cli.core.settings import ImageSettings, SplitSettings
@@ -201,11 +202,28 @@ def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
     )
 
 
+def scan_job(plan: IngestPlan, store: bool = False) -> Job:
+    """What each of the plan's scans goes through. Finished scans are read from the project's
+    cache when it holds them; they are written to it by t1-linear (costly to redo) and when
+    `store` is set (a cluster or shard run: the cache is where the workers meet)."""
+    return Job(
+        plan.pipeline,
+        plan.settings.image,
+        cache=plan.project.scan_cache_dir,
+        series=plan.schema.image_series,
+        store=store or plan.pipeline == "t1-linear",
+    )
+
+
 def execute(
-    plan: IngestPlan, workers: int = 1, advance: Callable[[], None] | None = None
+    plan: IngestPlan,
+    workers: int = 1,
+    advance: Callable[[], None] | None = None,
+    scheduler: str | None = None,
 ) -> IngestSummary:
-    """Preprocess the images and write the cohort; on any failure the project is unchanged
-    (but for scans finished by t1-linear, which stay in its cache for the next try)."""
+    """Preprocess the images (on the Dask cluster at `scheduler`, else in `workers` local
+    processes) and write the cohort; on any failure the project is unchanged (but for finished
+    scans, which stay in its cache for the next try)."""
     project = plan.project
     target = project.cohort_dir(plan.cohort)
     with atomic.removed_if_created(project.root, project.cohorts_dir, project.schemas_dir):
@@ -215,12 +233,13 @@ def execute(
             # cohorts/ belong to ingests that were killed.
             removed, freed = atomic.remove_leftovers(project.cohorts_dir)
             with atomic.staged_directory(target) as stage:
-                split_of = _write_cohort(plan, stage, workers, advance)
+                split_of = _write_cohort(plan, stage, (workers, scheduler), advance)
                 # Everything that can fail has run; the project-level files go last, atomic.
                 if plan.new_project:
                     project.write_settings(plan.settings)
                 atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
     summary = summarize(plan, split_of, target)
+    summary.notes += plan.notes
     if removed:
         summary.notes.append(
             f"removed {removed} folder(s) that an interrupted ingest left in "
@@ -230,16 +249,13 @@ def execute(
 
 
 def _preprocess(
-    plan: IngestPlan, stage: Path, workers: int, advance: Callable[[], None] | None
+    plan: IngestPlan, stage: Path, engine: tuple, advance: Callable[[], None] | None
 ) -> list[Preprocessed]:
-    """Every scan through the pipeline into stage/images.npy. A bad scan stops the ingest, or
-    with --on-bad-scan skip drops its row (the plan's table and images shrink to match)."""
-    job = Job(
-        plan.pipeline,
-        plan.settings.image,
-        cache=plan.project.scan_cache_dir if plan.pipeline == "t1-linear" else None,
-        series=plan.schema.image_series,
-    )
+    """Every scan through the pipeline into stage/images.npy, written scan by scan as each
+    finishes (never held in memory). A bad scan stops the ingest, or with --on-bad-scan skip
+    drops its row (the plan's table and images shrink to match)."""
+    workers, scheduler = engine
+    job = scan_job(plan, store=scheduler is not None)
     count = len(plan.images)
     store = np.lib.format.open_memmap(
         stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=(count, *plan.settings.image.shape)
@@ -251,7 +267,7 @@ def _preprocess(
         done.volume = np.empty(0, np.float16)  # stored; not kept twice in memory
         results[index] = done
 
-    failures = preprocess_all(plan.images, job, workers, keep, advance)
+    failures = preprocess_all(plan.images, job, workers, keep, advance, scheduler)
     store.flush()
     rows = zip(plan.table.lines, plan.table.subjects, strict=True)
     origins = [f"{plan.csv_path}: line {line} (subject {subject})" for line, subject in rows]
@@ -295,15 +311,20 @@ def _quality(plan: IngestPlan, stage: Path, done: list[Preprocessed]) -> None:
         for step, value in d.seconds.items():
             seconds.setdefault(step, []).append(value)
     plan.seconds = {k: round(float(np.mean(v)), 3) for k, v in seconds.items()}
+    plan.peak_mb = max((d.peak_mb for d in done if not d.cached), default=0.0)
 
 
 def _write_cohort(
-    plan: IngestPlan, stage: Path, workers: int, advance: Callable[[], None] | None
+    plan: IngestPlan, stage: Path, engine: tuple, advance: Callable[[], None] | None
 ) -> list[str]:
     """Preprocess the scans and write the cohort's files into `stage`; returns the splits."""
     from safetensors.numpy import save_file
 
-    done = _preprocess(plan, stage, workers, advance)
+    done = _preprocess(plan, stage, engine, advance)
+    cached = sum(d.cached for d in done)
+    if cached:
+        plan.notes.append(f"{cached} of {len(done)} scans came from the cache "
+                          f"{plan.project.scan_cache_dir}")  # fmt: skip
     coarse = _resolution_warning([d.source_spacing for d in done], plan.settings.image)
     if coarse:
         plan.warnings.append(coarse)

@@ -39,5 +39,7 @@ class IngestPlan:
     qc: dict = field(default_factory=dict)  # subject -> QC figures, filled by execute
     qc_outliers: dict = field(default_factory=dict)  # subject -> figures it is an outlier on
     seconds: dict = field(default_factory=dict)  # mean seconds per scan of each step
+    peak_mb: float = 0.0  # the largest peak resident memory of a process that ran a scan
+    notes: list[str] = field(default_factory=list)  # about how the scans were made
     fixed_splits: list[str] | None = None  # each subject's split from --splits FILE
     split_source: dict = field(default_factory=dict)  # the fractions and seed, or the file

@@ -83,6 +83,8 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
             "version": pipeline.VERSION,
             "steps": pipeline.STEPS,
             "seconds_per_scan": plan.seconds,
+            "peak_memory_mb_per_process": plan.peak_mb or None,
+            "determinism": pipeline.DETERMINISM,
         },
         "qc": plan.qc,
         "qc_outliers": plan.qc_outliers,

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from citab_cli.core import hashing
+from citab_cli.core import atomic, hashing
 from citab_cli.core.errors import CitabError
 
 #: Series descriptions that name a T1-weighted structural scan, when the schema says nothing.
@@ -124,7 +124,6 @@ def to_nifti(folder: Path, cache: Path, wanted: str | int | None = None) -> Path
                 f"{folder}: dcm2niix could not convert series {series.number} "
                 f"'{series.description}' ({reason[0][:120]}); check the DICOM files"
             )
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.copy(made[-1], partial)
-        partial.replace(target)
+        # atomic, and safe when two workers convert the same series: both write a whole file
+        atomic.write_bytes(target, made[-1].read_bytes())
     return target

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +23,15 @@ MIN_FIELD_OF_VIEW_MM = 60.0
 @dataclass(frozen=True)
 class Job:
     """What every scan of a cohort goes through: the pipeline on the project grid, and where
-    converted DICOM series and finished scans are cached (None: no cache)."""
+    converted DICOM series and finished scans are cached (None: no cache). Finished scans are
+    read from the cache whenever it holds them, and written to it when `store` is set (by
+    t1-linear, and by every cluster or shard run: the cache is where workers meet)."""
 
     pipeline: str
     settings: ImageSettings
     cache: Path | None = None
     series: str | int | None = None  # the T1 series of DICOM folders
+    store: bool = True
 
     @property
     def version(self) -> str:
@@ -57,6 +59,7 @@ class Preprocessed:
     qc: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)  # per pipeline step
     cached: bool = False
+    peak_mb: float = 0.0  # the peak resident memory of the process that ran it, MB
 
 
 def source_digest(path: Path, job: Job) -> str:
@@ -78,7 +81,8 @@ def _readable(path: Path, job: Job) -> Path:
     return dicom.to_nifti(path, cache, job.series)
 
 
-def _load_cached(folder: Path | None, digest: str) -> Preprocessed | None:
+def load_cached(folder: Path | None, digest: str) -> Preprocessed | None:
+    """The finished scan stored under `digest` in `folder`, or None (a damaged entry too)."""
     if folder is None or not (folder / f"{digest}.npz").is_file():
         return None
     try:
@@ -92,6 +96,8 @@ def _load_cached(folder: Path | None, digest: str) -> Preprocessed | None:
 
 
 def _store_cached(folder: Path | None, done: Preprocessed) -> None:
+    """Write a finished scan to the cache, atomically: a worker killed while writing leaves no
+    entry, and two workers finishing the same scan leave one whole one (the last rename)."""
     if folder is None:
         return
     import io
@@ -109,14 +115,15 @@ def preprocess_file(path: Path, job: Job) -> Preprocessed:
     """Load, check and preprocess one scan (or reuse its cached result)."""
     try:
         digest = source_digest(path, job)
-        cached = _load_cached(job.result_folder(), digest)
+        cached = load_cached(job.result_folder(), digest)
         if cached is not None:
             return cached
         volume = preprocess.load_volume(_readable(path, job))
         zooms = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
         done = _run(volume, path, job, zooms)
         done.sha256, done.source_spacing = digest, tuple(float(z) for z in zooms)
-        _store_cached(job.result_folder(), done)
+        if job.store:
+            _store_cached(job.result_folder(), done)
         return done
     except CitabError as exc:
         message = str(exc)
@@ -141,89 +148,6 @@ def _run(volume: preprocess.Volume, path: Path, job: Job, zooms) -> Preprocessed
         )
     result = t1_linear(volume, path, job.settings)
     return Preprocessed(result.volume, "", (0, 0, 0), result.qc, result.seconds)
-
-
-def _init_worker(counter=None) -> None:
-    """One thread per worker process: the processes are the parallelism. With `counter` (a
-    shared integer), each worker takes the next number: worker k uses CUDA device k for brain
-    extraction when there is one, the CPU otherwise."""
-    import SimpleITK
-    import torch
-    import torchio  # noqa: F401  (imported once per worker, not per volume)
-
-    from citab_cli.core.scans import t1_linear
-
-    torch.set_num_threads(1)
-    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    if counter is not None:
-        with counter.get_lock():
-            worker = counter.value
-            counter.value += 1
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        device = t1_linear.extraction_device(worker, gpus)
-        if device is not None:
-            torch.cuda.set_device(device)
-        t1_linear.use_gpu_for_extraction(device is not None)
-
-
-def _job(index: int, path: Path, job: Job):
-    from citab_cli.core.scans.t1_linear import DeviceFailure
-
-    try:
-        return index, preprocess_file(path, job), None
-    except DeviceFailure:
-        raise  # the device failed, not the scan: stop rather than skip subjects
-    except CitabError as exc:
-        return index, None, str(exc)
-
-
-def preprocess_all(
-    paths: list[Path],
-    job: Job,
-    workers: int,
-    sink: Callable[[int, Preprocessed], None],
-    advance: Callable[[], None] | None = None,
-) -> dict[int, str]:
-    """Preprocess every file, in `workers` processes, handing each result to `sink`; returns
-    {index: message} of the files that failed (the caller decides: stop, or skip them)."""
-    failures: dict[int, str] = {}
-
-    def accept(result) -> None:
-        index, done, error = result
-        if error is not None:
-            failures[index] = error
-        else:
-            sink(index, done)
-        if advance is not None:
-            advance()
-
-    if workers <= 1 or len(paths) <= 1:
-        for index, path in enumerate(paths):
-            accept(_job(index, path, job))
-        return failures
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    context = multiprocessing.get_context("spawn")
-    counter = context.Value("i", 0)
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(counter,)
-    ) as pool:
-        futures = [pool.submit(_job, i, p, job) for i, p in enumerate(paths)]
-        try:
-            for future in as_completed(futures):
-                accept(future.result())
-        except BrokenProcessPool:
-            raise CitabError(
-                "an image preprocessing worker died (out of memory?); retry with "
-                "fewer --workers, e.g. --workers 1"
-            ) from None
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return failures
 
 
 def describe_failures(failures: dict[int, str], origins: list[str]) -> str:

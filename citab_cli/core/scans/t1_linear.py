@@ -18,7 +18,7 @@ from citab_cli.core.scans.preprocess import Volume
 from citab_cli.core.settings import ImageSettings
 
 #: Bump when the pipeline changes what it writes: cached results of older versions are redone.
-VERSION = "t1-linear-1"
+VERSION = "t1-linear-2"
 STEPS = [
     "reorient to RAS (nibabel as_closest_canonical)",
     "brain extraction (deepbet 1.0, its CNN weights from its wheel)",
@@ -29,6 +29,19 @@ STEPS = [
     "clip to the brain's intensity percentiles, z-score inside the brain, background constant",
     "store as float16",
 ]
+#: ANTs' registration seed: its sampling of voxels is random, and a seed of 0 means "from the
+#: clock" to ANTs, so the seed is 1.
+REGISTRATION_SEED = 1
+#: How the pipeline gives identical output for identical input, as the manifest records it.
+DETERMINISM = {
+    "bit_identical": True,
+    "brain_extraction": "deepbet on the CPU with one PyTorch thread (on a GPU: one worker per "
+    "device, cuDNN may differ from the CPU in the last bits of the mask's edge)",
+    "n4": "ANTs with one ITK thread",
+    "registration": f"ANTs with one ITK thread and random seed {REGISTRATION_SEED}",
+    "holds_for": "the same input, software versions and CPU instruction set, whatever the "
+    "number of workers, processes or threads",
+}
 #: A brain outside this volume (ml) means brain extraction failed.
 BRAIN_ML = (400.0, 2500.0)
 #: Below this correlation with the template (inside its brain mask) registration failed.
@@ -88,7 +101,10 @@ def _brain_mask(image, path: Path) -> np.ndarray:
     import torch
 
     cuda = torch.cuda.is_available() if _USE_GPU is None else _USE_GPU
+    threads = torch.get_num_threads()
     try:
+        if not cuda:  # the same mask whatever the process's thread count
+            torch.set_num_threads(1)
         _, mask, _ = _extractor(cuda).run(image)
     except (AssertionError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
@@ -103,7 +119,21 @@ def _brain_mask(image, path: Path) -> np.ndarray:
             f"{path}: brain extraction found no brain ({str(exc).splitlines()[0][:80]}); check "
             "that the file is a T1-weighted head scan, or use --on-bad-scan skip"
         ) from None
+    finally:
+        torch.set_num_threads(threads)
     return np.asarray(mask.dataobj) > 0
+
+
+def _deterministic_ants():
+    """ANTsPy, set to give the same result for the same input: one ITK thread (its multi-threaded
+    registration sums the metric in a varying order) and a fixed registration seed."""
+    import os
+
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    import ants
+
+    ants.config._random_seed = REGISTRATION_SEED  # what ants.registration passes as --random-seed
+    return ants
 
 
 @lru_cache(maxsize=4)
@@ -134,7 +164,6 @@ def correlation_with_template(volume: np.ndarray, settings: ImageSettings) -> fl
 
 def _register(folder: Path, head, mask: np.ndarray, settings: ImageSettings, seconds: dict):
     """N4, then affine registration of the brain to MNI; returns (brain, mask) on the grid."""
-    import ants
     import nibabel as nib
     from nilearn.datasets import load_mni152_template
 
@@ -145,6 +174,7 @@ def _register(folder: Path, head, mask: np.ndarray, settings: ImageSettings, sec
     nib.save(load_mni152_template(resolution=2), folder / "t.nii.gz")
     grid = nib.Nifti1Image(np.zeros(settings.shape, np.float32), settings.grid_affine())
     nib.save(grid, folder / "g.nii.gz")
+    ants = _deterministic_ants()
     start = time.perf_counter()
     image, ants_mask = (
         ants.image_read(str(folder / "h.nii.gz")),
@@ -155,8 +185,7 @@ def _register(folder: Path, head, mask: np.ndarray, settings: ImageSettings, sec
     start = time.perf_counter()
     brain = corrected * ants_mask
     fixed = ants.image_read(str(folder / "t.nii.gz"))
-    result = ants.registration(fixed=fixed, moving=brain, type_of_transform="Affine",
-                               random_seed=0)  # fmt: skip
+    result = ants.registration(fixed=fixed, moving=brain, type_of_transform="Affine")
     seconds["registration"] = time.perf_counter() - start
     start = time.perf_counter()
     reference = ants.image_read(str(folder / "g.nii.gz"))
