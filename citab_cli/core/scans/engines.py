@@ -6,6 +6,7 @@ cache is where they meet, and a scan never travels through the scheduler."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from collections.abc import Callable
@@ -24,11 +25,25 @@ INSTALL_HINT = "pip install 'citab-cli[cluster]' (Dask's distributed and dask-jo
 
 
 def peak_memory_mb() -> float:
-    """The peak resident memory of this process so far, in MB."""
+    """The peak resident memory of this process (since `reset_peak_memory`), in MB. On Linux
+    the kernel's high-water mark of this program (VmHWM; getrusage's figure would include the
+    parent's peak, which a spawned worker inherits)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def reset_peak_memory() -> None:
+    """Start the high-water mark afresh from the current resident memory (Linux >= 4.0; else
+    the peak stays the process's own so far)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def pin_threads() -> None:
@@ -65,6 +80,7 @@ def scan_task(index: int, path: Path, job: Job):
     None), or (index, None, message) for a scan the pipeline cannot use."""
     from citab_cli.core.scans.t1_linear import DeviceFailure
 
+    reset_peak_memory()  # the peak of this task: a worker runs many
     try:
         done = pipelines.preprocess_file(path, job)
     except DeviceFailure:
