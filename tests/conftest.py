@@ -144,6 +144,26 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) 
     return path
 
 
+def raw_subject(tmp_path: Path, seed: int, raw: bool = True) -> tuple[Path, object]:
+    """A synthetic whole-head scan as a scanner writes it (or with raw=False the brain only) in
+    `tmp_path`, and its true brain mask as a NIfTI image (None for a brain-only scan)."""
+    from citab_cli.core.synth import anatomy, head
+    from citab_cli.core.synth.cohorts import COHORTS
+
+    grid = anatomy.Grid(96)
+    rng = np.random.default_rng(seed)
+    scanner = COHORTS["adni"].scanner
+    if raw:
+        scan = head.raw_scan(grid, rng, 1.0, 74.0, True, scanner)
+        path = tmp_path / f"head{seed}.nii.gz"
+        path.write_bytes(anatomy.nifti_gz_bytes(scan.data, scan.affine))
+        return path, nib.Nifti1Image(scan.brain_mask.astype(np.uint8), scan.affine)
+    brain = anatomy.scan(anatomy.brain(grid, rng, 1.0, 74.0, True), grid, scanner, rng)
+    path = tmp_path / f"brain{seed}.nii.gz"
+    path.write_bytes(anatomy.nifti_gz_bytes(brain, grid.affine(scanner.flip)))
+    return path, None
+
+
 def assert_user_error(result, *fragments: str) -> str:
     """Exit 1, a one-line 'Error:' message (no traceback) containing every fragment."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.exception)

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHAPE, assert_user_error, ingest, run, tree_hash, write_rows
+from tests.conftest import (
+    SHAPE,
+    assert_user_error,
+    ingest,
+    raw_subject,
+    run,
+    tree_hash,
+    write_rows,
+)
 
 pytest.importorskip("distributed")
 
@@ -36,13 +44,11 @@ def _leftovers(project: Path) -> list[Path]:
 
 def _raw_cohort(root: Path, n: int) -> tuple[Path, Path]:
     """`n` whole-head scans as scanners write them (random pose, skull, neck), for t1-linear."""
-    from tests.test_t1_linear import _raw_subject
-
     images = root / "mri"
     images.mkdir(parents=True)
     rows = []
     for i in range(n):
-        path, _ = _raw_subject(images, 10 + i)
+        path, _ = raw_subject(images, 10 + i)
         rows.append({"ID": f"s{i}", "AGE": str(70 + i), "DX": "CN" if i % 2 else "AD",
                      "IMG": path.name})  # fmt: skip
     write_rows(root / "heads.csv", rows)
@@ -184,3 +190,32 @@ def test_shards_split_the_scans_evenly():
     assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     assert sorted(np.concatenate(parts).tolist()) == list(range(10))
     assert shard_indices(4, None) == [0, 1, 2, 3]
+
+
+def test_the_slurm_script_of_the_scale_page_builds_its_cluster(monkeypatch):
+    """The dask-jobqueue script in docs/scale.md, run with SLURM's submission and the ingest
+    recorded instead of done: one-thread workers, the memory per job, and the ingest sent to
+    the cluster's scheduler."""
+    import re
+    import subprocess
+
+    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "scale.md").read_text()
+    block = re.search(r"```python\n(# ingest_on_slurm\.py.*?)```", page, re.S).group(1)
+    calls: dict = {"scale": []}
+
+    class Recording(dask_jobqueue.SLURMCluster):
+        def scale(self, n=None, jobs=0, memory=None, cores=None):
+            calls["scale"].append(jobs)
+            calls["script"] = self.job_script()
+
+    monkeypatch.setattr(dask_jobqueue, "SLURMCluster", Recording)
+    monkeypatch.setattr(subprocess, "run", lambda args, check: calls.setdefault("command", args))
+    exec(compile(block, "docs/scale.md", "exec"), {})
+    script = calls["script"]
+    assert "#SBATCH -p cpu" in script and "#SBATCH --mem=" in script
+    assert "--nthreads 1" in script and "--nworkers 8" in script
+    assert 10 in calls["scale"]
+    command = calls["command"]
+    assert command[:2] == ["citab", "ingest"] and command[-2] == "--scheduler"
+    assert command[-1].startswith("tcp://")

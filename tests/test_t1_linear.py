@@ -14,7 +14,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.scans import pipelines, qc
 from citab_cli.core.scans.preprocess import load_volume
 from citab_cli.core.settings import ImageSettings, mni_grid
-from tests.conftest import assert_user_error, run, write_nifti, write_rows
+from tests.conftest import assert_user_error, raw_subject, run, write_nifti, write_rows
 
 GRID = 40
 
@@ -22,24 +22,6 @@ GRID = 40
 def mni_settings(size: int = GRID) -> ImageSettings:
     spacing, affine = mni_grid((size,) * 3)
     return ImageSettings(shape=(size,) * 3, spacing=spacing, affine=affine, space="mni152")
-
-
-def _raw_subject(tmp_path: Path, seed: int, raw: bool = True) -> tuple[Path, np.ndarray | None]:
-    from citab_cli.core.synth import anatomy, head
-    from citab_cli.core.synth.cohorts import COHORTS
-
-    grid = anatomy.Grid(96)
-    rng = np.random.default_rng(seed)
-    scanner = COHORTS["adni"].scanner
-    if raw:
-        scan = head.raw_scan(grid, rng, 1.0, 74.0, True, scanner)
-        path = tmp_path / f"head{seed}.nii.gz"
-        path.write_bytes(anatomy.nifti_gz_bytes(scan.data, scan.affine))
-        return path, nib.Nifti1Image(scan.brain_mask.astype(np.uint8), scan.affine)
-    brain = anatomy.scan(anatomy.brain(grid, rng, 1.0, 74.0, True), grid, scanner, rng)
-    path = tmp_path / f"brain{seed}.nii.gz"
-    path.write_bytes(anatomy.nifti_gz_bytes(brain, grid.affine(scanner.flip)))
-    return path, None
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,7 +33,7 @@ def test_a_whole_head_scan_through_t1_linear(tmp_path: Path):
     with the true mask >= 0.9) and lands on the MNI template."""
     from citab_cli.core.scans.t1_linear import t1_linear
 
-    path, truth = _raw_subject(tmp_path, 3)
+    path, truth = raw_subject(tmp_path, 3)
     assert nib.aff2axcodes(nib.load(path).affine) != ("R", "A", "S")  # not stored as RAS
     result = t1_linear(load_volume(path), path, mni_settings())
     true_mask = np.asarray(nib.as_closest_canonical(truth).dataobj) > 0
@@ -72,7 +54,7 @@ def test_t1_linear_gives_the_same_volume_whatever_the_thread_count(tmp_path: Pat
 
     from citab_cli.core.scans.t1_linear import t1_linear
 
-    path, _ = _raw_subject(tmp_path, 5)
+    path, _ = raw_subject(tmp_path, 5)
     threads = torch.get_num_threads()
     volumes = []
     try:
@@ -90,8 +72,8 @@ def test_the_skull_does_not_cost_registration_quality(tmp_path: Path):
     t1-linear the head correlates with the template at least as well as the brain did."""
     from citab_cli.core.scans.t1_linear import t1_linear
 
-    head_path, _ = _raw_subject(tmp_path, 5)
-    brain_path, _ = _raw_subject(tmp_path, 5, raw=False)
+    head_path, _ = raw_subject(tmp_path, 5)
+    brain_path, _ = raw_subject(tmp_path, 5, raw=False)
     settings = mni_settings()
     head = t1_linear(load_volume(head_path), head_path, settings).qc["template_correlation"]
     brain = t1_linear(load_volume(brain_path), brain_path, settings).qc["template_correlation"]

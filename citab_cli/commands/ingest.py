@@ -67,6 +67,12 @@ SplitsFileOption = typer.Option(
 )
 
 
+WorkersOption = typer.Option(
+    None,
+    "--workers",
+    min=1,
+    help="Processes preprocessing images in parallel. " + default("the number of CPUs, at most 8"),
+)
 SchedulerOption = typer.Option(
     None,
     "--scheduler",
@@ -129,13 +135,7 @@ def ingest(
         help="Schema YAML \\[default: <project>/schemas/<cohort>.yaml, then <cohort>.yaml next "
         "to the CSV, then the shipped schemas/<cohort>.yaml].",
     ),
-    workers: int = typer.Option(
-        None,
-        "--workers",
-        min=1,
-        help="Processes preprocessing images in parallel. "
-        + default("the number of CPUs, at most 8"),
-    ),
+    workers: int = WorkersOption,
     on_missing_image: OnMissingImage = typer.Option(
         OnMissingImage.error,
         "--on-missing-image",
