@@ -209,7 +209,7 @@ def scan_job(plan: IngestPlan, store: bool = False) -> Job:
     return Job(
         plan.pipeline,
         plan.settings.image,
-        cache=plan.project.scan_cache_dir,
+        cache=plan.project.scan_cache_dir.resolve(),  # the same path on every worker
         series=plan.schema.image_series,
         store=store or plan.pipeline == "t1-linear",
     )

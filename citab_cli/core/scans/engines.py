@@ -92,9 +92,13 @@ def scan_task(index: int, path: Path, job: Job):
 
 
 def cluster_task(index: int, path: Path, job: Job):
-    """`scan_task` on a Dask worker: one thread, and the volume left in the cache it was
-    written to rather than sent back."""
+    """`scan_task` on a Dask worker: one thread, brain extraction on the CPU (so a cluster
+    mixing GPU and CPU nodes still gives every scan the same bytes), and the volume left in
+    the cache it was written to rather than sent back."""
+    from citab_cli.core.scans import t1_linear
+
     pin_threads()
+    t1_linear.use_gpu_for_extraction(False)
     index, done, error = scan_task(index, path, job)
     if done is not None:
         done.volume = np.empty(0, np.float16)
@@ -196,7 +200,8 @@ def _on_cluster(address: str, paths: list[Path], job: Job, accept: Callable) -> 
     with connect(address) as client:
         from distributed import KilledWorker, as_completed
 
-        futures = client.map(cluster_task, range(len(paths)), paths, job=job, key=keys)
+        absolute = [path.resolve() for path in paths]  # workers have their own cwd
+        futures = client.map(cluster_task, range(len(paths)), absolute, job=job, key=keys)
         try:
             for future in as_completed(futures, loop=client.loop):
                 index, done, error = future.result()
@@ -214,8 +219,8 @@ def _on_cluster(address: str, paths: list[Path], job: Job, accept: Callable) -> 
         except KilledWorker as exc:
             index = keys.index(exc.task) if exc.task in keys else 0
             raise CitabError(
-                f"{paths[index]}: the Dask workers running this scan died "
-                f"{exc.allowed_failures + 1} times (out of memory?); give each worker more "
+                f"{paths[index]}: the Dask workers running this scan died, "
+                f"{exc.allowed_failures + 1} of them (out of memory?); give each worker more "
                 "memory (docs/scale.md lists each step's peak) and re-run: finished scans are "
                 "kept in the cache"
             ) from None
