@@ -192,6 +192,7 @@ def test_shards_split_the_scans_evenly():
     assert shard_indices(4, None) == [0, 1, 2, 3]
 
 
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
 def test_the_slurm_script_of_the_scale_page_builds_its_cluster(monkeypatch):
     """The dask-jobqueue script in docs/scale.md, run with SLURM's submission and the ingest
     recorded instead of done: one-thread workers, the memory per job, and the ingest sent to
