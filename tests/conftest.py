@@ -144,13 +144,14 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) 
     return path
 
 
-def raw_subject(tmp_path: Path, seed: int, raw: bool = True) -> tuple[Path, object]:
+def raw_subject(tmp_path: Path, seed: int, raw: bool = True, size: int = 96) -> tuple[Path, object]:
     """A synthetic whole-head scan as a scanner writes it (or with raw=False the brain only) in
-    `tmp_path`, and its true brain mask as a NIfTI image (None for a brain-only scan)."""
+    `tmp_path`, `size` voxels a side over 240 mm, and its true brain mask as a NIfTI image (None
+    for a brain-only scan)."""
     from citab_cli.core.synth import anatomy, head
     from citab_cli.core.synth.cohorts import COHORTS
 
-    grid = anatomy.Grid(96)
+    grid = anatomy.Grid(size)
     rng = np.random.default_rng(seed)
     scanner = COHORTS["adni"].scanner
     if raw:
