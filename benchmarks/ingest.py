@@ -54,6 +54,28 @@ def _write_scans(folder: Path, count: int, shape: tuple[int, int, int]) -> list[
     return paths
 
 
+def write_heads(folder: Path, count: int, size: int) -> list[Path]:
+    """`count` synthetic whole-head scans (skull, neck, random pose), `size` voxels a side."""
+    from citab_cli.core.synth import anatomy, head
+    from citab_cli.core.synth.cohorts import COHORTS
+
+    paths = []
+    for i in range(count):
+        scan = head.raw_scan(anatomy.Grid(size), np.random.default_rng(i), 1.0, 72.0,
+                             bool(i % 2), COHORTS["adni"].scanner)  # fmt: skip
+        paths.append(folder / f"head{i}.nii.gz")
+        paths[-1].write_bytes(anatomy.nifti_gz_bytes(scan.data, scan.affine))
+    return paths
+
+
+def mni_settings(target: int):
+    """A project grid of `target`^3 voxels over the MNI box, as t1-linear projects have."""
+    from citab_cli.core.settings import ImageSettings, mni_grid
+
+    spacing, affine = mni_grid((target,) * 3)
+    return ImageSettings(shape=(target,) * 3, spacing=spacing, affine=affine, space="mni152")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=48)
@@ -118,13 +140,8 @@ def _t1_linear(args) -> dict:
 
     from citab_cli.core.scans import t1_linear
     from citab_cli.core.scans.preprocess import load_volume
-    from citab_cli.core.settings import ImageSettings, mni_grid
-    from citab_cli.core.synth import anatomy, head
-    from citab_cli.core.synth.cohorts import COHORTS
 
-    spacing, affine = mni_grid((args.target,) * 3)
-    settings = ImageSettings(shape=(args.target,) * 3, spacing=spacing, affine=affine,
-                             space="mni152")  # fmt: skip
+    settings = mni_settings(args.target)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report = {"pipeline": "t1-linear", "scans": args.volumes,
               "scan": f"{args.raw_size} voxels a side, {240 / args.raw_size:.2f} mm",
@@ -132,12 +149,7 @@ def _t1_linear(args) -> dict:
               "cuda": torch.cuda.get_device_name(0) if "cuda" in devices else None,
               "seconds_per_scan": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i in range(args.volumes):
-            scan = head.raw_scan(anatomy.Grid(args.raw_size), np.random.default_rng(i), 1.0, 72.0,
-                                 bool(i % 2), COHORTS["adni"].scanner)  # fmt: skip
-            paths.append(Path(tmp) / f"head{i}.nii.gz")
-            paths[-1].write_bytes(anatomy.nifti_gz_bytes(scan.data, scan.affine))
+        paths = write_heads(Path(tmp), args.volumes, args.raw_size)
         for device in devices:
             t1_linear._extractor.cache_clear()
             original = torch.cuda.is_available

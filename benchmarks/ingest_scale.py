@@ -31,27 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for its head writer
+from ingest import mni_settings, write_heads  # noqa: E402
+
 STEPS = ("brain_extraction", "n4", "registration")
-
-
-def _settings(target: int):
-    from citab_cli.core.settings import ImageSettings, mni_grid
-
-    spacing, affine = mni_grid((target,) * 3)
-    return ImageSettings(shape=(target,) * 3, spacing=spacing, affine=affine, space="mni152")
-
-
-def _write_heads(folder: Path, count: int, size: int) -> list[Path]:
-    from citab_cli.core.synth import anatomy, head
-    from citab_cli.core.synth.cohorts import COHORTS
-
-    paths = []
-    for i in range(count):
-        scan = head.raw_scan(anatomy.Grid(size), np.random.default_rng(i), 1.0, 72.0,
-                             bool(i % 2), COHORTS["adni"].scanner)  # fmt: skip
-        paths.append(folder / f"head{i}.nii.gz")
-        paths[-1].write_bytes(anatomy.nifti_gz_bytes(scan.data, scan.affine))
-    return paths
 
 
 def _timed(paths: list[Path], settings, cache: Path, workers: int, scheduler=None) -> dict:
@@ -172,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.step:  # the child process of the memory measurement
         print(json.dumps(_run_step(args.step, args.folder)))
         return {}
-    settings = _settings(args.target)
+    settings = mni_settings(args.target)
     report = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -187,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        paths = _write_heads(root, args.scans, args.raw_size)
+        paths = write_heads(root, args.scans, args.raw_size)
         serial = _timed(paths, settings, root / "serial", 1)
         report["runs"].append({"engine": "serial", **serial})
         for count in [k for k in args.workers if k > 1]:

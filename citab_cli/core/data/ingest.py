@@ -233,7 +233,7 @@ def execute(
             # cohorts/ belong to ingests that were killed.
             removed, freed = atomic.remove_leftovers(project.cohorts_dir)
             with atomic.staged_directory(target) as stage:
-                split_of = _write_cohort(plan, stage, (workers, scheduler), advance)
+                split_of = _write_cohort(plan, stage, workers, scheduler, advance)
                 # Everything that can fail has run; the project-level files go last, atomic.
                 if plan.new_project:
                     project.write_settings(plan.settings)
@@ -249,12 +249,15 @@ def execute(
 
 
 def _preprocess(
-    plan: IngestPlan, stage: Path, engine: tuple, advance: Callable[[], None] | None
+    plan: IngestPlan,
+    stage: Path,
+    workers: int,
+    scheduler: str | None,
+    advance: Callable[[], None] | None,
 ) -> list[Preprocessed]:
     """Every scan through the pipeline into stage/images.npy, written scan by scan as each
     finishes (never held in memory). A bad scan stops the ingest, or with --on-bad-scan skip
     drops its row (the plan's table and images shrink to match)."""
-    workers, scheduler = engine
     job = scan_job(plan, store=scheduler is not None)
     count = len(plan.images)
     store = np.lib.format.open_memmap(
@@ -315,12 +318,16 @@ def _quality(plan: IngestPlan, stage: Path, done: list[Preprocessed]) -> None:
 
 
 def _write_cohort(
-    plan: IngestPlan, stage: Path, engine: tuple, advance: Callable[[], None] | None
+    plan: IngestPlan,
+    stage: Path,
+    workers: int,
+    scheduler: str | None,
+    advance: Callable[[], None] | None,
 ) -> list[str]:
     """Preprocess the scans and write the cohort's files into `stage`; returns the splits."""
     from safetensors.numpy import save_file
 
-    done = _preprocess(plan, stage, engine, advance)
+    done = _preprocess(plan, stage, workers, scheduler, advance)
     cached = sum(d.cached for d in done)
     if cached:
         plan.notes.append(f"{cached} of {len(done)} scans came from the cache "
