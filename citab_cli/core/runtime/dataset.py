@@ -42,6 +42,8 @@ class CohortData:
     level_names: list[list[str]]  # (C) canonical level names of each column ([] if numeric)
     criterion: np.ndarray  # (C,) bool: the column helps define the label
     covariates: list[str | None]  # (C) age / sex / education, or None
+    #: (N,) row of `images` read as subject i's scan; None: its own (shuffled-pairs controls)
+    image_rows: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -69,6 +71,14 @@ class CohortData:
             criterion=self.criterion[keep],
             covariates=[self.covariates[j] for j in index],
         )
+
+    def with_image_rows(self, image_rows: np.ndarray) -> CohortData:
+        """The cohort with subject i read together with the scan of row `image_rows[i]`."""
+        return replace(self, image_rows=np.asarray(image_rows, np.int64))
+
+    def scan(self, row: int) -> np.ndarray:
+        """(D, H, W) the scan read with table row `row`."""
+        return self.images[row if self.image_rows is None else self.image_rows[row]]
 
     def without_criteria(self) -> CohortData:
         """The cohort without the columns that define its label (schema `criterion: true`)."""
@@ -201,7 +211,7 @@ class Collator:
     def images(self, items: np.ndarray) -> np.ndarray:
         """items (B, 2) [cohort, row] -> (B, 1, D, H, W) float16, as stored (`image_layout`
         widens them to float32 on the device)."""
-        return np.stack([self.cohorts[c].images[r] for c, r in items]).astype(np.float16)[:, None]
+        return np.stack([self.cohorts[c].scan(r) for c, r in items]).astype(np.float16)[:, None]
 
     def table(self, items: np.ndarray):
         """items (B, 2) [cohort, row] -> TabularBatch (on the CPU)."""

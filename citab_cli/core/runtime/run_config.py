@@ -18,10 +18,19 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(300, ge=1)
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="optimiser steps of the run (one process); set, it overrides epochs and "
+        "the last epoch is cut short (studies give every regime the same steps)",
+    )
     batch_size: int = Field(12, ge=2, description="per process; ITM needs at least 2")
     learning_rate: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1.5e-6, ge=0)
     warmup_epochs: float = Field(10, ge=0)
+    warmup_steps: int | None = Field(
+        None, ge=0, description="learning-rate warm-up in optimiser steps; overrides warmup_epochs"
+    )
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     balance_cohorts: bool = Field(False, description="equal cohort shares instead of proportional")
@@ -33,12 +42,24 @@ class TrainConfig(BaseModel):
         description="epochs between validations (run by one process; the last epoch "
         "is always validated)",
     )
+    validate_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="optimiser steps between validations; overrides validate_every (the last "
+        "step is always validated)",
+    )
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
     max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite losses before stopping")
     select: Literal["ssl_loss", "retrieval", "probe"] = Field(
         "ssl_loss",
         description="what picks best.safetensors: the validation SSL loss, image-table "
         "retrieval recall (both label-free), or the label-based validation probe",
+    )
+    pairs: Literal["matched", "shuffled"] = Field(
+        "matched",
+        description="shuffled: every pretraining row is paired with the scan of another "
+        "pretraining subject of its cohort (a fixed derangement from the seed), so image-table "
+        "objectives can learn nothing about the subject: a negative control",
     )
     augment: AugmentConfig = AugmentConfig()
 

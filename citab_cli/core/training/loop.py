@@ -33,6 +33,7 @@ from citab_cli.core.training.sampling import (
     Schedule,
     epoch_order,
     make_schedule,
+    shuffled_pairs,
     step_generator,
     subject_ids,
 )
@@ -249,14 +250,16 @@ def _loop(
     model = objective.model
     step_loss = _parallel(objective, config, dist, target)
     gather = Gather(dist) if dist.world > 1 else None
-    collator = Collator.for_model(cohorts, config.model)
+    collator = Collator.for_model(cohorts, config.model)  # validation reads true pairs
+    paired = shuffled_pairs(cohorts, train) if train.pairs == "shuffled" else cohorts
+    train_collator = Collator.for_model(paired, config.model)
     hooks.start(schedule.total_steps, progress.step)
     model.train()
     window = _Window()
     while progress.step < schedule.total_steps:
         epoch, offset = divmod(progress.step, schedule.steps_per_epoch)
         batches = schedule.batches(train, epoch, offset, dist)
-        for items, images, table in Prefetcher(batches, collator, pin=cuda):
+        for items, images, table in Prefetcher(batches, train_collator, pin=cuda):
             images = image_layout(images, target)
             table = table.to(target, non_blocking=True)
             params = sample_parameters(train.augment, train.seed, epoch, subject_ids(items))
@@ -290,17 +293,17 @@ def _loop(
                 hooks.step(progress.step, record)
             else:
                 hooks.step(progress.step, {})
+            if schedule.validates_after(progress.step):
+                if dist.main:  # one process validates; the others wait for it
+                    begun = schedule.epochs_begun(progress.step)
+                    _validate(
+                        model, collator, cohorts, train, target, progress, writer, hooks, begun
+                    )
+                dist.barrier()
             if progress.step % train.checkpoint_every == 0:
                 writer.save_state(progress)
             if dist.any(hooks.stop(progress.step), target):
                 return True
-        finished = epoch + 1
-        if finished % train.validate_every == 0 or progress.step == schedule.total_steps:
-            if dist.main:  # one process validates; the others wait for it
-                _validate(
-                    model, collator, cohorts, train, target, progress, writer, hooks, finished
-                )
-            dist.barrier()
     return False
 
 

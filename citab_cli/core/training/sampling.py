@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 SUBJECT_STRIDE = 1_000_000
 #: Stream id that separates the epoch order's generator from other uses of (seed, epoch).
 EPOCH_ORDER_STREAM = 7
+#: Stream id of the derangement of shuffled image-table pairs.
+SHUFFLE_STREAM = 11
 #: A step's generator is seeded with seed * STEP_SEED_STRIDE + step (a prime, so distinct
 #: (seed, step) pairs of any realistic run never collide).
 STEP_SEED_STRIDE = 1_000_003
@@ -69,13 +71,24 @@ class Schedule:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    validate_every: int  # optimiser steps between validations
 
     def batches(self, train: TrainConfig, epoch: int, offset: int, dist: Distributed):
-        """This process's (B, 2) items for each remaining step of `epoch`."""
+        """This process's (B, 2) items for each remaining step of `epoch` (the last epoch of a
+        run counted in steps ends where the run does)."""
         order = epoch_order(self.items, self.sizes, train.seed, epoch, train.balance_cohorts)
         mine = slice(dist.rank * train.batch_size, (dist.rank + 1) * train.batch_size)
-        for index in range(offset, self.steps_per_epoch):
+        end = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        for index in range(offset, end):
             yield order[index * self.per_step : (index + 1) * self.per_step][mine]
+
+    def validates_after(self, step: int) -> bool:
+        """Whether the model is validated once `step` optimiser steps are done."""
+        return step % self.validate_every == 0 or step == self.total_steps
+
+    def epochs_begun(self, step: int) -> int:
+        """Epochs begun once `step` steps are done (the last one may be cut short)."""
+        return -(-step // self.steps_per_epoch)
 
 
 def make_schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distributed) -> Schedule:
@@ -91,11 +104,33 @@ def make_schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distribut
             f"only {len(items)} pretraining subjects for batches of {per_step}; "
             "lower --batch-size or ingest more subjects"
         )
+    warmup = train.warmup_steps
+    if warmup is None:
+        warmup = int(round(train.warmup_epochs * steps_per_epoch))
     return Schedule(
         items=items,
         sizes=[c.size for c in cohorts],
         per_step=per_step,
         steps_per_epoch=steps_per_epoch,
-        total_steps=steps_per_epoch * train.epochs,
-        warmup_steps=int(round(train.warmup_epochs * steps_per_epoch)),
+        total_steps=train.steps or steps_per_epoch * train.epochs,
+        warmup_steps=warmup,
+        validate_every=train.validate_every_steps or train.validate_every * steps_per_epoch,
     )
+
+
+def shuffled_pairs(cohorts: list[CohortData], train: TrainConfig) -> list[CohortData]:
+    """The cohorts with their pretraining subjects' scans deranged within each cohort: row i of
+    the table is read with the scan of another pretraining subject of the same cohort, the
+    same one at every step (a fixed derangement from the run's seed). Scans outside the
+    pretraining splits are never used."""
+    splits = ["train", "val"] if train.include_val else ["train"]
+    out = []
+    for index, cohort in enumerate(cohorts):
+        rows = np.nonzero(np.isin(cohort.splits, splits))[0]
+        rng = np.random.default_rng([train.seed, index, SHUFFLE_STREAM])
+        cycle = rows[rng.permutation(len(rows))]
+        image_rows = np.arange(cohort.size)
+        if len(cycle) > 1:
+            image_rows[cycle] = np.roll(cycle, -1)  # each row takes the next one's scan
+        out.append(cohort.with_image_rows(image_rows))
+    return out
