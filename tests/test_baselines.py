@@ -100,11 +100,10 @@ def test_random_twins_read_what_their_methods_read(pretrained: Path):
     cohort = load_cohort(project, "adni", headers.ensure_embedded(project, ["adni"]))
     shuffled = replace(cohort, z=cohort.z[::-1].copy(), level=cohort.level[::-1].copy())
     cpu = torch.device("cpu")
-    torch.manual_seed(core.RANDOM_INIT_SEED)
-    random = build_model(loaded.config.model).eval()
-    trained = loaded.model()
-    before = core._embeddings(loaded, cohort, trained, random, cpu)
-    after = core._embeddings(loaded, shuffled, trained, random, cpu)
+    torch.manual_seed(loaded.config.train.seed)
+    networks = {"citab": loaded.model(), "random": build_model(loaded.config.model).eval()}
+    before = core._embeddings(loaded, cohort, networks, cpu, "stored")
+    after = core._embeddings(loaded, shuffled, networks, cpu, "stored")
     assert set(features.RANDOM_TWIN.values()) - {"random_raw"} <= set(before)
     assert np.array_equal(before["random_image"], after["random_image"])
     assert np.array_equal(before["citab_image"], after["citab_image"])
@@ -117,6 +116,7 @@ def test_every_method_meets_its_twin_and_every_shared_baseline(method: str):
     pairs = features.comparison_pairs(features.FEATURES)
     baselines = [b for m, b in pairs if m == method]
     assert baselines == [features.RANDOM_TWIN[method], *features.SHARED_BASELINES]
+    assert ("oracle", "raw_table") in pairs  # the available gain, when there is an oracle
     without_floor = features.comparison_pairs([f for f in features.FEATURES if f != "floor"])
     assert all(b != "floor" for _, b in without_floor)
 

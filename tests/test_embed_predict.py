@@ -34,13 +34,14 @@ def classifier(pretrained: Path) -> Path:
 
 
 def _probe_features(root: Path, cohort: str) -> tuple[np.ndarray, list[str]]:
-    """What `citab probe` fits on for `cohort`: its multimodal embedding of labelled subjects."""
+    """What `citab probe --batchnorm stored` fits on for `cohort`: its multimodal embedding of
+    labelled subjects, with the network's stored BatchNorm statistics."""
     project = Project(root)
     loaded = load_checkpoint(project, "best.safetensors")
     (data,) = prepare_cohorts(project, loaded, [cohort], lambda t: None, "probe")
     device = torch.device("cpu")
     model = loaded.model()
-    features = probe_core._embeddings(loaded, data, model, model, device)
+    features = probe_core._embeddings(loaded, data, {"citab": model}, device, "stored")
     labelled = [i for i, label in enumerate(data.labels) if label is not None]
     return features["citab"][labelled], [data.subjects[i] for i in labelled]
 

@@ -37,7 +37,7 @@ def test_an_arm_identical_to_the_reference_gives_an_interval_around_zero():
     seeds = [_runs(0.4, s) for s in range(3)]
     same = hierarchical_difference(Y, seeds, seeds, "balanced_accuracy", 300)
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["p"] == 1.0
-    assert same["verdict"] == "no detectable difference"
+    assert same["verdict"] == "not detected"
 
 
 def test_seed_to_seed_variance_widens_the_interval():
@@ -68,4 +68,4 @@ def test_holm_against_a_hand_computation():
     assert holm([0.04]) == [True] and holm([float("nan"), 0.001]) == [False, True]
     entries = [{"p": 0.001, "difference": -0.2}, {"p": 0.04, "difference": 0.1},
                {"p": float("nan"), "difference": 0.0}]  # fmt: skip
-    assert adjusted_verdicts(entries) == ["worse", "no detectable difference", "not estimable"]
+    assert adjusted_verdicts(entries) == ["worse", "not detected", "not estimable"]

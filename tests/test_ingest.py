@@ -49,6 +49,7 @@ def test_layout_and_contents(ingested_dir: Path):
         "qc.png",
         "subjects.csv",
         "tabular.safetensors",
+        "truth.csv",  # the cohort came from citab synth: its latents, for the probe's oracle
     ]
     images = np.load(cohort / "images.npy", mmap_mode="r")
     assert images.shape == (SUBJECTS, SHAPE, SHAPE, SHAPE) and images.dtype == np.float16

@@ -13,6 +13,7 @@ from sklearn import metrics as sk
 from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import metrics
 from citab_cli.core.evaluation import probe as core
+from citab_cli.core.evaluation.labels import stratified_subset
 from citab_cli.core.training import loop as pretraining
 from tests.conftest import assert_user_error, ingest, run
 
@@ -65,13 +66,11 @@ def test_bootstrap_interval_contains_the_estimate():
 def test_stratified_subsets_keep_every_class_and_repeat_by_seed():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 3)
     for fraction in (0.01, 0.1, 0.5, 1.0):
-        pick = core.stratified_subset(labels, fraction, seed=2)
+        pick = stratified_subset(labels, fraction, seed=2)
         assert set(labels[pick]) == {0, 1, 2}
-        assert np.array_equal(pick, core.stratified_subset(labels, fraction, seed=2))
-    assert len(core.stratified_subset(labels, 1.0, 0)) == len(labels)
-    assert not np.array_equal(
-        core.stratified_subset(labels, 0.5, 0), core.stratified_subset(labels, 0.5, 1)
-    )
+        assert np.array_equal(pick, stratified_subset(labels, fraction, seed=2))
+    assert len(stratified_subset(labels, 1.0, 0)) == len(labels)
+    assert not np.array_equal(stratified_subset(labels, 0.5, 0), stratified_subset(labels, 0.5, 1))
 
 
 def _probe(root: Path, **kw):
@@ -96,6 +95,9 @@ def test_probe_report_layout_and_keys(pretrained: Path):
     document = json.loads((report.folder / "report.json").read_text())
     assert set(document) == {
         "kind",
+        "scored",
+        "batchnorm",
+        "random_init_seed",
         "checkpoint",
         "run",
         "step",
@@ -127,9 +129,19 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         assert twin in pairs
     assert ("citab_raw", "random_raw") in pairs
     assert ("citab_image", "random_multimodal") not in pairs
-    assert len(pairs) == len(core.METHODS) * 5
+    # the project came from citab synth: its oracle gives the gain available over the raw table
+    assert pairs[-1] == ("oracle", "raw_table")
+    assert len(pairs) == len(core.METHODS) * 5 + 1
     difference = document["comparisons"]["1"][0]["balanced_accuracy"]
-    assert set(difference) == {"difference", "ci95", "verdict"}
+    assert set(difference) == {"difference", "ci95", "verdict", "se", "mde", "n"}
+    assert difference["n"] == document["subjects"]["test"] == document["scored"]["subjects"]
+    assert difference["mde"] == pytest.approx(2.8016 * difference["se"], rel=1e-3)
+    against_raw = next(e for e in document["comparisons"]["1"] if e["baseline"] == "raw_table")
+    available = document["comparisons"]["1"][-1]["balanced_accuracy"]["difference"]
+    share = against_raw["balanced_accuracy"].get("share")
+    if available > 0:
+        assert share == pytest.approx(against_raw["balanced_accuracy"]["difference"] / available)
+    assert document["random_init_seed"] == 0 and document["batchnorm"] == "cohort"
     assert set(document["results"]) == set(core.FEATURES)
     entry = document["results"]["citab"]["1"]
     assert set(entry) == {*metrics.NAMES, "n_train"}
@@ -204,7 +216,7 @@ def test_cli_probe(pretrained: Path):
             "0.1,1", "--seeds", "1", "--project", str(pretrained)]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "100"})
     assert result.exit_code == 0, result.output
-    assert "adni: test balanced accuracy" in result.output and "raw table" in result.output
+    assert "adni: balanced accuracy" in result.output and "raw table" in result.output
     lines = result.output.splitlines()
     assert max(map(len, lines)) <= 100
     # every row on one line: a method's name and its numbers together, and the subset sizes

@@ -87,7 +87,7 @@ def test_pairing_narrows_the_interval():
 def test_verdicts():
     assert metrics.verdict(0.01, 0.2) == "better"
     assert metrics.verdict(-0.2, -0.01) == "worse"
-    assert metrics.verdict(-0.1, 0.1) == "no detectable difference"
+    assert metrics.verdict(-0.1, 0.1) == "not detected"
     assert metrics.verdict(float("nan"), 0.1) == "not estimable"
 
 

@@ -52,6 +52,24 @@ def probe(
         help="Cohorts whose test subjects the --train-on heads are scored on, besides the "
         "training cohort's own. " + default("none"),
     ),
+    cross_fit: int = typer.Option(
+        0,
+        "--cross-fit",
+        help="Score every labelled subject of each cohort once, by heads fitted on the other "
+        "folds of a stratified K-fold split (label fractions drawn inside each training fold), "
+        "instead of the test split alone: K times the test predictions from the same subjects. "
+        "Only for cohorts the checkpoint never saw. " + default("0: the test split"),
+    ),
+    batchnorm: str = typer.Option(
+        "cohort",
+        "--batchnorm",
+        help="BatchNorm statistics of the pretrained and the random network before embedding: "
+        "cohort (re-estimated on each cohort's train split, the same way for both) or stored. "
+        + default("cohort"),
+    ),
+    resamples: int = typer.Option(
+        10_000, "--resamples", help="Bootstrap resamples of every interval. " + default("10000")
+    ),
     device: Device = device_option("the embedding"),
     project: Path = ProjectOption,
 ) -> None:
@@ -67,10 +85,13 @@ def probe(
         fractions,
         seeds,
         device.value,
+        resamples=resamples,
         message=lambda text: err_console.print(f"[dim]{text}...[/]"),
         exclude_criteria=exclude_criteria,
         train_on=train_on,
         test_on=names(test_on),
+        cross_fit=cross_fit,
+        batchnorm=batchnorm,
     )
     for report in reports:
         _show(report, fractions, seeds, SHORT_TITLES)
@@ -91,17 +112,21 @@ SHORT_TITLES = {
     "raw_table_gbdt": "raw table, trees",
     "raw_image": "raw table + blocks",
     "floor": "age+sex(+edu) floor",
+    "oracle": "oracle: table+truth",
 }
 
 
 def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
+    from citab_cli.core.evaluation.metrics import verdict_words
+
     where = (
         report.cohort
         if report.train_cohort == report.cohort
         else f"{report.train_cohort} -> {report.cohort}"
     )
     table = Table(
-        title=f"{where}: test balanced accuracy (mean ± sd over {seeds} seeds)",
+        title=f"{where}: balanced accuracy of {len(report.y_test)} subjects, {report.design} "
+        f"(mean ± sd, {seeds} seeds)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -138,9 +163,14 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
             titles[entry["method"]],
             titles[entry["baseline"]],
             f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
-            d["verdict"],
+            verdict_words(d),
         )
     console.print(paired)
+    console.print(
+        "  smallest detectable: the difference this comparison would detect 80% of the time "
+        f"(two-sided 5%) on these {len(report.y_test)} subjects; anything smaller can hide "
+        'behind "not detected"'
+    )
     console.print(
         f"  report: {report.folder / 'report.md'} (every metric with 95% bootstrap intervals; "
         "paired differences in balanced accuracy and AUC; forest plot, confusion matrix, ROC, "

@@ -37,6 +37,14 @@ def synth(
         "words and sometimes units, written separately: matching is imperfect, as with real "
         "data).",
     ),
+    control: str = typer.Option(
+        None,
+        "--control",
+        help="Write a control with a known answer: positive (sources adni and nacc with twice "
+        "the subjects and one in five labelled; target aibl with balanced classes; see "
+        "docs/synthetic-data.md). With --image-signal 0 it is the negative control whose "
+        "scans carry nothing. " + default("none: ordinary cohorts"),
+    ),
     raw_scans: bool = typer.Option(
         False,
         "--raw-scans",
@@ -49,8 +57,9 @@ def synth(
     from citab_cli.core import synth as core
 
     names = [c.strip().lower() for c in cohorts.split(",") if c.strip()]
-    core.check_request(out, names, subjects, shape, image_signal, wording.value)
-    with progress_bar("Synthesising scans", len(names) * subjects) as advance:
+    core.check_request(out, names, subjects, shape, image_signal, wording.value, control)
+    total = sum(core.subjects_of(names, subjects, control).values())
+    with progress_bar("Synthesising scans", total) as advance:
         result = core.generate(
             out,
             names,
@@ -61,15 +70,18 @@ def synth(
             image_signal=image_signal,
             raw_scans=raw_scans,
             wording=wording.value,
+            control=control,
         )
     table = Table(title=f"Synthetic cohorts in {result.out}", title_justify="left")
-    for column in ("cohort", "subjects", "CSV rows", "CN/MCI/AD", "ceiling accuracy", "files"):
+    for column in ("cohort", "subjects", "labelled", "CSV rows", "CN/MCI/AD", "ceiling accuracy",
+                   "files"):  # fmt: skip
         table.add_column(column)
     for c in result.cohorts:
         counts = "/".join(str(c.class_counts[k]) for k in ("CN", "MCI", "AD"))
         table.add_row(
             c.name,
             str(c.subjects),
+            str(c.labelled),
             str(c.rows),
             counts,
             f"{c.ceiling_accuracy:.3f}",

@@ -20,6 +20,7 @@ from citab_cli.core.data.project import (
     QC_FILE,
     SUBJECTS_FILE,
     TABULAR_FILE,
+    TRUTH_FILE,
     Project,
 )
 from citab_cli.core.data.project_setup import project_settings
@@ -345,6 +346,9 @@ def _write_cohort(
     digests = [d.sha256 for d in done]
     (stage / SUBJECTS_FILE).write_text(manifest.subjects_csv(plan, split_of, digests))
     (stage / MANIFEST_FILE).write_text(json.dumps(manifest.manifest(plan, split_of), indent=2))
+    truth = manifest.synthetic_truth(plan.csv_path, plan.table.subjects)
+    if truth is not None:
+        (stage / TRUTH_FILE).write_text(truth)
     for name in os.listdir(stage):
         os.chmod(stage / name, 0o666 & ~atomic.umask())
         with open(stage / name, "rb") as handle:

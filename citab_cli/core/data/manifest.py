@@ -122,3 +122,34 @@ def subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> s
             ]
         )
     return out.getvalue()
+
+
+#: The latent columns of citab synth's truth.csv a cohort keeps (in this order).
+TRUTH_COLUMNS = ("severity", "severity_tabular", "severity_image")
+
+
+def synthetic_truth(csv_path, subjects: list[str]) -> str | None:
+    """The latents of a synthetic cohort's subjects, as CSV text in subject order, when the
+    CSV was written by `citab synth` (its truth.json and truth.csv beside it) and the truth
+    covers every subject; else None."""
+    import json
+
+    folder = csv_path.parent
+    try:
+        document = json.loads((folder / "truth.json").read_text())
+        with open(folder / "truth.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or "citab_version" not in document:
+        return None
+    cohort = csv_path.stem.lower()
+    by_subject = {r["subject"]: r for r in rows if r.get("cohort") == cohort}
+    if not subjects or any(s not in by_subject for s in subjects):
+        return None
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["subject", *TRUTH_COLUMNS])
+    for subject in subjects:
+        writer.writerow([subject, *(by_subject[subject].get(c, "") for c in TRUTH_COLUMNS)])
+    return out.getvalue()

@@ -33,6 +33,8 @@ TABULAR_FILE = "tabular.safetensors"
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
 QC_FILE = "qc.png"
+#: A synthetic cohort's latent variables per subject (copied from citab synth's truth.csv).
+TRUTH_FILE = "truth.csv"
 #: A run's files (runs/<run>/...).
 RUN_CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"

@@ -27,6 +27,7 @@ FEATURE_TITLES = {
     "raw_table_gbdt": "raw table, gradient-boosted trees",
     "raw_image": "raw table + image block means",
     "floor": "age + sex (+ education) floor",
+    "oracle": "oracle: raw table + the scan's true severity (synthetic truth)",
 }
 FEATURES = tuple(FEATURE_TITLES)
 #: What the pretrained model is read as.
@@ -42,6 +43,8 @@ RANDOM_TWIN = {
 #: Baselines every method is compared with: no pretrained model at all.
 SHARED_BASELINES = ("raw_table", "raw_table_gbdt", "raw_image", "floor")
 BASELINES = (*RANDOM_TWIN.values(), *SHARED_BASELINES)
+#: The oracle of a synthetic cohort (evaluation/oracle.py): not a baseline, the ceiling.
+ORACLE = "oracle"
 #: Feature sets read by gradient-boosted trees (the rest by the linear probe).
 TREE_FEATURES = ("raw_table_gbdt",)
 #: Covariate roles of the floor, in feature order.
@@ -62,7 +65,27 @@ def comparison_pairs(available) -> list[tuple[str, str]]:
         for baseline in (RANDOM_TWIN[method], *SHARED_BASELINES):
             if baseline in available:
                 pairs.append((method, baseline))
+    if ORACLE in available and "raw_table" in available:
+        pairs.append((ORACLE, "raw_table"))  # the gain available over the raw table
     return pairs
+
+
+def with_shares(comparisons: list[dict]) -> list[dict]:
+    """Each comparison against the raw table gains, per metric, `share`: the share of the gain
+    available over the raw table (oracle - raw table) that it recovered, when the report has an
+    oracle."""
+    from citab_cli.core.evaluation.oracle import share_recovered
+
+    available = next((e for e in comparisons if e["method"] == ORACLE), None)
+    if available is None:
+        return comparisons
+    for entry in comparisons:
+        if entry["baseline"] == "raw_table" and entry["method"] != ORACLE:
+            for name, oracle in available.items():
+                if isinstance(oracle, dict):
+                    entry[name]["share"] = share_recovered(entry[name]["difference"], 0.0,
+                                                           oracle["difference"])  # fmt: skip
+    return comparisons
 
 
 @dataclass(frozen=True)

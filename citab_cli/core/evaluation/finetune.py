@@ -63,6 +63,8 @@ class FinetuneReport:
     #: model -> test probabilities (N, K) per seed, for studies
     probabilities: dict = field(default_factory=dict)
     y_test: np.ndarray | None = None  # (N,) class index of each test subject
+    classes: list[str] = field(default_factory=list)
+    rows: np.ndarray | None = None  # (N,) cohort row of each test subject
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,9 @@ def finetune(
 
     report.write_report(folder, document, _markdown(document), extra)
     model_file = folder / "finetuned.safetensors"
-    return FinetuneReport(cohort, folder, summary, model_file, comparisons, runs, y_test)
+    result = FinetuneReport(cohort, folder, summary, model_file, comparisons, runs, y_test)
+    result.classes, result.rows = list(layout.classes), layout.rows["test"]
+    return result
 
 
 def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds, budget) -> dict:

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from citab_cli.core.evaluation.metrics import KERNELS, verdict
+from citab_cli.core.evaluation.metrics import ALPHA, KERNELS, NOT_DETECTED, detectable, verdict
 
 #: Stream that separates the seed draws from the subject draws of the same bootstrap seed.
 SEED_STREAM = 1
@@ -61,18 +61,22 @@ def hierarchical_difference(
         warnings.simplefilter("ignore", RuntimeWarning)
         values = np.nanmean(table[drawn.T, np.arange(resamples)[None]], axis=0)  # (R,)
         point = float(np.nanmean(estimate))
-    return _summary(point, values)
+    return {**_summary(point, values), "n": int(n)}
 
 
 def _summary(point: float, values: np.ndarray) -> dict:
-    """Estimate, 95% percentile interval, two-sided p and verdict from bootstrap values."""
+    """Estimate, 95% percentile interval, two-sided p, verdict, the bootstrap standard error
+    and the smallest effect detectable at 80% power, from bootstrap values."""
     finite = values[~np.isnan(values)]
     if not len(finite):
-        return {"difference": point, "ci95": [float("nan")] * 2, "p": float("nan"),
-                "verdict": "not estimable"}  # fmt: skip
+        nan = float("nan")
+        return {"difference": point, "ci95": [nan, nan], "p": nan, "verdict": "not estimable",
+                "se": nan, "mde": nan}  # fmt: skip
     low, high = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
     p = min(1.0, 2 * min(float(np.mean(finite <= 0)), float(np.mean(finite >= 0))))
-    return {"difference": point, "ci95": [low, high], "p": p, "verdict": verdict(low, high)}
+    se = float(np.std(finite))
+    return {"difference": point, "ci95": [low, high], "p": p, "verdict": verdict(low, high),
+            "se": se, "mde": detectable(se)}  # fmt: skip
 
 
 def holm(p_values: list[float], alpha: float = 0.05) -> list[bool]:
@@ -89,14 +93,20 @@ def holm(p_values: list[float], alpha: float = 0.05) -> list[bool]:
     return rejected
 
 
-def adjusted_verdicts(entries: list[dict], alpha: float = 0.05) -> list[str]:
+def adjusted_verdicts(entries: list[dict], alpha: float = ALPHA) -> list[str]:
     """The verdict of each comparison of one table after Holm's adjustment over the table:
     better or worse only when its test is rejected; the sign from its estimate."""
     rejected = holm([e["p"] for e in entries], alpha)
     out = []
     for entry, reject in zip(entries, rejected, strict=True):
         if not reject:
-            out.append("no detectable difference" if entry["p"] == entry["p"] else "not estimable")
+            out.append(NOT_DETECTED if entry["p"] == entry["p"] else "not estimable")
         else:
             out.append("better" if entry["difference"] > 0 else "worse")
     return out
+
+
+def holm_detectable(se: float, family: int, alpha: float = ALPHA) -> float:
+    """The smallest effect detectable at 80% power at Holm's first (strictest) step over a
+    family of `family` tests: the two-sided level alpha / family."""
+    return detectable(se, alpha / max(family, 1))

@@ -60,9 +60,10 @@ class LabelLayout:
         ]
 
 
-def label_layout(cohort: CohortData, task: str) -> LabelLayout:
+def label_layout(cohort: CohortData, task: str, test_split: bool = True) -> LabelLayout:
     """A cohort's labelled rows per split and its class order; a cohort with one class is
-    refused."""
+    refused, and (`test_split`: it is scored on its test split) one whose test split lacks a
+    class."""
     present = {lab for lab in cohort.labels if lab}
     classes = [c for c in cohort.classes if c in present] or sorted(present)
     index = {c: i for i, c in enumerate(classes)}
@@ -70,7 +71,7 @@ def label_layout(cohort: CohortData, task: str) -> LabelLayout:
     y = np.array([index.get(lab, -1) if lab else -1 for lab in cohort.labels])
     rows = {s: np.nonzero(labelled & (cohort.splits == s))[0] for s in ("train", "val", "test")}
     covered = len(np.unique(y[rows["test"]]))
-    if covered < len(classes):
+    if test_split and covered < len(classes):
         raise CitabError(
             f"cohort '{cohort.name}' has {len(rows['test'])} labelled test "
             f"subject(s) covering {covered} of {len(classes)} classes; a {task} "

@@ -169,7 +169,8 @@ KERNELS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] =
 
 
 def _interval(statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, seed: int):
-    """95% percentile interval of `statistic` (index (R, n) -> (R,)) over resamples of n."""
+    """95% percentile interval and standard error of `statistic` (index (R, n) -> (R,)) over
+    resamples of n: (low, high, se)."""
     import warnings
 
     from scipy.stats import bootstrap
@@ -188,9 +189,9 @@ def _interval(statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: 
         # resample of a small test split that holds one class only has no AUC)
         values = np.asarray(result.bootstrap_distribution, dtype=float)
         if np.isnan(values).all():
-            return float("nan"), float("nan")
+            return float("nan"), float("nan"), float("nan")
         low, high = np.nanpercentile(values, [2.5, 97.5])
-    return float(low), float(high)
+    return float(low), float(high), float(np.nanstd(values))
 
 
 def _mean_over_runs(name: str, y: np.ndarray, runs: list[np.ndarray]):
@@ -210,7 +211,8 @@ def bootstrap(
     """95% percentile intervals of each metric's mean over `runs` (probabilities (N, K) of
     the same N test subjects, one per seed), resampling the test subjects."""
     return {
-        name: _interval(_mean_over_runs(name, y, runs), len(y), resamples, seed) for name in NAMES
+        name: _interval(_mean_over_runs(name, y, runs), len(y), resamples, seed)[:2]
+        for name in NAMES
     }
 
 
@@ -233,8 +235,31 @@ def paired_difference(
 
     everyone = np.arange(len(y))[None]
     estimate = float(difference(everyone)[0])
-    low, high = _interval(difference, len(y), resamples, seed)
-    return {"difference": estimate, "ci95": [low, high], "verdict": verdict(low, high)}
+    low, high, se = _interval(difference, len(y), resamples, seed)
+    return {
+        "difference": estimate,
+        "ci95": [low, high],
+        "verdict": verdict(low, high),
+        "se": se,
+        "mde": detectable(se),
+        "n": int(len(y)),
+    }
+
+
+#: The power and two-sided level at which a comparison's smallest detectable effect is stated.
+POWER = 0.8
+ALPHA = 0.05
+#: What an interval that crosses 0 lets one say (with the smallest detectable effect beside it).
+NOT_DETECTED = "not detected"
+
+
+def detectable(se: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true difference that a two-sided test at level `alpha` detects with
+    probability `power`, for an estimate with standard error `se`: (z(1-alpha/2) + z(power))
+    se; 2.80 se at the defaults."""
+    from scipy.stats import norm
+
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
 
 
 def verdict(low: float, high: float) -> str:
@@ -245,4 +270,12 @@ def verdict(low: float, high: float) -> str:
         return "better"
     if high < 0:
         return "worse"
-    return "no detectable difference"
+    return NOT_DETECTED
+
+
+def verdict_words(entry: dict, key: str = "mde") -> str:
+    """A verdict as a reader should take it: "better", "worse", or "not detected (smallest
+    detectable ±x)" with the smallest effect the comparison could have detected (`key`)."""
+    if entry["verdict"] != NOT_DETECTED or key not in entry or entry[key] != entry[key]:
+        return entry["verdict"]
+    return f"{NOT_DETECTED} (smallest detectable ±{entry[key]:.2f})"

@@ -16,7 +16,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import linear, report, trees
+from citab_cli.core.evaluation import linear, oracle, report, trees
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
@@ -30,20 +30,18 @@ from citab_cli.core.evaluation.features import (
     layout,
     raw_table_features,
     table_features,
+    with_shares,
 )
-from citab_cli.core.evaluation.labels import (
-    LabelLayout,
-    check_fractions,
-    label_layout,
-    stratified_subset,
-)
+from citab_cli.core.evaluation.labels import LabelLayout, check_fractions, label_layout
 from citab_cli.core.evaluation.linear import describe_folds
 from citab_cli.core.evaluation.probe_report import markdown, write
+from citab_cli.core.evaluation.scoring import Scoring
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.runtime.dataset import CohortData, Collator
 from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
-from citab_cli.core.runtime.embedding import cohort_items, embed_subjects
+from citab_cli.core.runtime.embedding import cohort_items, embed_subjects, reestimate_batchnorm
 from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
+from citab_cli.core.runtime.run_config import PretrainConfig
 
 __all__ = [
     "BASELINES",
@@ -55,8 +53,15 @@ __all__ = [
     "raw_table_features",
 ]
 
-#: Seed of the randomly initialised baseline model.
-RANDOM_INIT_SEED = 0
+#: How the BatchNorm statistics of both networks are set before embedding a cohort:
+#: re-estimated on the cohort's train split ("cohort"), or as stored ("stored": the pretrained
+#: network's from pretraining, the random network's at their initial values).
+BATCHNORM = ("cohort", "stored")
+#: The feature sets each network's multimodal, tabular and image embeddings become.
+EMBEDDED_AS = {
+    "citab": ("citab", "citab_tabular", "citab_image"),
+    "random": ("random_multimodal", "random_tabular", "random_image"),
+}
 #: What an embedding that reads the scan saw of it.
 SCAN_SEEN = "the stored scan (image-encoder features; no table column)"
 #: Blocks per axis of the image block means, as the report records them.
@@ -74,8 +79,10 @@ class ProbeReport:
     train_cohort: str = ""
     #: feature -> fraction key -> test probabilities (N, K) per probe seed, for studies
     probabilities: dict = field(default_factory=dict)
-    y_test: np.ndarray | None = None  # (N,) class index of each test subject
+    y_test: np.ndarray | None = None  # (N,) class index of each scored subject
     classes: list[str] = field(default_factory=list)
+    rows: np.ndarray | None = None  # (N,) cohort row of each scored subject
+    design: str = "test split"  # or "cross-fitted over all N labelled subjects (k folds)"
 
 
 @dataclass(frozen=True)
@@ -94,17 +101,24 @@ def probe(
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
     seeds: int = 5,
     device: str = "auto",
-    resamples: int = 500,
+    resamples: int = 10_000,
     message: Callable[[str], None] = lambda text: None,
     exclude_criteria: bool = False,
     train_on: str | None = None,
     test_on: list[str] | None = None,
     features: tuple[str, ...] | None = None,
+    cross_fit: int = 0,
+    batchnorm: str = "cohort",
 ) -> list[ProbeReport]:
     """One report per evaluation: each cohort on itself, or `train_on` on itself and on each
     of `test_on`. `features` limits the feature sets fitted (default: every one; a study asks
-    for the multimodal embedding alone where the baselines are fitted elsewhere)."""
+    for the multimodal embedding alone where the baselines are fitted elsewhere).
+    `cross_fit` k > 0 scores every labelled subject of each cohort k-fold instead of its test
+    split (`scoring.Scoring.cross_fitted`); only for cohorts the checkpoint never saw.
+    `batchnorm` (BATCHNORM) sets both networks' BatchNorm statistics before embedding."""
     check_fractions(fractions)
+    if batchnorm not in BATCHNORM:
+        raise CitabError(f"--batchnorm {batchnorm}: choose one of {', '.join(BATCHNORM)}")
     unknown = sorted(set(features or ()) - set(FEATURES))
     if unknown:
         raise CitabError(f"unknown feature set(s) {', '.join(unknown)}; choose from {FEATURES}")
@@ -120,12 +134,21 @@ def probe(
     data = prepare_cohorts(project, loaded, names, message, "probe")
     if exclude_criteria:
         data = [c.without_criteria() for c in data]
+    if cross_fit:
+        if train_on is not None:
+            raise CitabError("--cross-fit scores each cohort on itself; drop --train-on/--test-on")
+        seen = [c.name for c in data if loaded.seen(c.name)]
+        if seen:
+            raise CitabError(
+                f"--cross-fit scores every labelled subject, so it needs cohorts the checkpoint "
+                f"never saw; {', '.join(seen)} was pretrained on: probe its test split instead"
+            )
     target = pick_device(device)
     message(f"embedding on {describe_device(target)}")
-    trained = model_layout(loaded.model(), target)
-    torch.manual_seed(RANDOM_INIT_SEED)
-    random = model_layout(build_model(loaded.config.model), target).eval()
-    embedded = {c.name: _embeddings(loaded, c, trained, random, target) for c in data}
+    networks = {"citab": model_layout(loaded.model(), target)}
+    if features is None or any(f.startswith("random_") for f in features):
+        networks["random"] = model_layout(random_twin(loaded.config), target)
+    embedded = {c.name: _embeddings(loaded, c, networks, target, batchnorm) for c in data}
     pairs = [(data[0], c) for c in data] if train_on is not None else [(c, c) for c in data]
     settings = {
         "fractions": fractions,
@@ -133,34 +156,44 @@ def probe(
         "resamples": resamples,
         "exclude_criteria": exclude_criteria,
         "features": features,
+        "cross_fit": cross_fit,
+        "batchnorm": batchnorm,
     }
     reports = []
     for train, test in pairs:
         what = train.name if train is test else f"{train.name} -> {test.name}"
         message(f"probing {what}")
-        sides = _sides(train, test, embedded, message)
+        latents = [oracle.scan_latent(project, c) for c in (train, test)]
+        sides = _sides(train, test, embedded, message, latents, not cross_fit)
         reports.append(_evaluate(project, loaded, sides, settings, message))
     return reports
 
 
+def random_twin(config: PretrainConfig) -> CITab:
+    """The network of `config` with random weights: the run's own initialisation, drawn from
+    its seed exactly as pretraining drew it before the first step, so every pretraining seed
+    meets a twin of its own."""
+    torch.manual_seed(config.train.seed)
+    return build_model(config.model).eval()
+
+
 def _embeddings(
-    loaded: LoadedCheckpoint, cohort: CohortData, trained: CITab, random: CITab, device
+    loaded: LoadedCheckpoint, cohort: CohortData, networks: dict[str, CITab], device, batchnorm
 ) -> dict[str, np.ndarray]:
     """Frozen embeddings of every labelled subject, as (N, D) arrays in cohort row order
-    (unlabelled rows are zeros and never read)."""
+    (unlabelled rows are zeros and never read); with `batchnorm` "cohort", each network's
+    BatchNorm statistics re-estimated on the cohort's train split first."""
     every = np.nonzero(np.array([label is not None for label in cohort.labels]))[0]
     collator = Collator.for_model([cohort], loaded.config.model)
     batch = loaded.config.train.batch_size
-    ours = embed_subjects(trained, collator, cohort_items(every), batch, device)
-    theirs = embed_subjects(random, collator, cohort_items(every), batch, device)
-    sets = {
-        "citab": ours["multimodal"],
-        "citab_tabular": ours["tabular"],
-        "citab_image": ours["image"],
-        "random_multimodal": theirs["multimodal"],
-        "random_tabular": theirs["tabular"],
-        "random_image": theirs["image"],
-    }
+    calibration = cohort_items(np.nonzero(cohort.splits == "train")[0])
+    sets = {}
+    for name, network in networks.items():
+        if batchnorm == "cohort":
+            reestimate_batchnorm(network, collator, calibration, batch, device)
+        got = embed_subjects(network, collator, cohort_items(every), batch, device)
+        names = EMBEDDED_AS[name]
+        sets.update(zip(names, (got["multimodal"], got["tabular"], got["image"]), strict=True))
     out = {}
     for name, x in sets.items():
         full = np.zeros((cohort.size, x.shape[1]), np.float32)
@@ -174,10 +207,12 @@ def _sides(
     test: CohortData,
     embedded: dict[str, dict[str, np.ndarray]],
     message: Callable[[str], None],
+    latents: list[np.ndarray | None] = (None, None),
+    test_split: bool = True,
 ) -> tuple[Side, Side, dict]:
     """Both sides' feature sets (the raw table and the floor laid out by meaning, so a head
     fitted on one cohort reads another), and which columns each feature set saw."""
-    train_labels = label_layout(train, "probe")
+    train_labels = label_layout(train, "probe", test_split)
     test_labels = train_labels if test is train else label_layout(test, "probe")
     if train_labels.classes != test_labels.classes:
         raise CitabError(
@@ -194,9 +229,14 @@ def _sides(
             f"no age/sex/education columns marked (covariate:) in both {train.name} and "
             f"{test.name}: the report has no demographic floor"
         )
+    # the oracle reads both sides' synthetic truth, when both have one
+    truth = latents if all(latent is not None for latent in latents) else (None, None)
     sides = [
-        Side(cohort, labels, _table_sets(cohort, embedded[cohort.name], raw, floor))
-        for cohort, labels in ((train, train_labels), (test, test_labels))
+        Side(cohort, labels, _table_sets(cohort, embedded[cohort.name], raw, floor, latent))
+        for cohort, labels, latent in (
+            (train, train_labels, truth[0]),
+            (test, test_labels, truth[1]),
+        )
     ]
     model_columns = {"train": train.columns, "test": test.columns}
     scan = {"image": SCAN_SEEN}
@@ -208,10 +248,14 @@ def _sides(
     seen["citab_raw"] = seen["random_raw"] = {**with_scan, "raw_headers": raw.names()}
     if floor.columns:
         seen["floor"] = {"roles": floor.names()}
+    if truth[0] is not None:
+        seen["oracle"] = {"headers": raw.names(), "truth": oracle.ORACLE_LATENT}
     return sides[0], sides[1], seen
 
 
-def _table_sets(cohort: CohortData, embedded: dict, raw, floor) -> dict[str, np.ndarray]:
+def _table_sets(
+    cohort: CohortData, embedded: dict, raw, floor, latent: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """Every feature set of one cohort, in report order: its embeddings, and the baselines
     that read the raw table (and the scan's block means) laid out by meaning."""
     features = dict(embedded)
@@ -219,18 +263,23 @@ def _table_sets(cohort: CohortData, embedded: dict, raw, floor) -> dict[str, np.
     features["raw_table_gbdt"] = table_features(cohort, raw, native_missing=True)
     features["raw_image"] = np.concatenate([features["raw_table"], image_block_means(cohort)], 1)
     features["citab_raw"] = np.concatenate([features["citab"], features["raw_table"]], 1)
-    features["random_raw"] = np.concatenate(
-        [features["random_multimodal"], features["raw_table"]], 1
-    )
+    if "random_multimodal" in features:  # the random twin, when it was embedded
+        features["random_raw"] = np.concatenate(
+            [features["random_multimodal"], features["raw_table"]], 1
+        )
     if floor.columns:
         features["floor"] = table_features(cohort, floor)
+    if latent is not None:
+        features["oracle"] = oracle.oracle_features(features["raw_table"], latent)
     return {k: features[k] for k in FEATURES if k in features}
 
 
-def _fit_all(train: Side, test: Side, settings: dict) -> tuple[dict, dict, list[int]]:
-    """feature -> fraction -> test probabilities per seed; C chosen per fit; folds used."""
+def _fit_all(
+    train: Side, test: Side, scoring: Scoring, settings: dict
+) -> tuple[dict, dict, list[int]]:
+    """feature -> fraction -> probabilities of the scored subjects per seed; C chosen per fit;
+    folds used."""
     classes = len(train.labels.classes)
-    rows, test_rows = train.labels.rows["train"], test.labels.rows["test"]
     y = train.labels.y
     runs: dict = {}
     chosen: dict = {}
@@ -238,20 +287,22 @@ def _fit_all(train: Side, test: Side, settings: dict) -> tuple[dict, dict, list[
     for feature in train.features:
         if settings.get("features") and feature not in settings["features"]:
             continue
-        x, x_test = train.features[feature], test.features[feature][test_rows]
+        x, x_test = train.features[feature], test.features[feature][scoring.rows]
+        reader = trees if feature in TREE_FEATURES else linear
         runs[feature] = {}
         for fraction in settings["fractions"]:
             key = report.fraction_key(fraction)
             runs[feature][key], chosen[f"{feature}@{key}"] = [], []
             for seed in range(settings["seeds"]):
-                subset = rows[stratified_subset(y[rows], fraction, seed)]
-                reader = trees if feature in TREE_FEATURES else linear
-                fit = reader.fit_predict(x[subset], y[subset], x_test, classes, seed)
-                runs[feature][key].append(fit.probabilities)
-                chosen[f"{feature}@{key}"].append(
-                    trees.setting_of(fit) if reader is trees else fit.c
-                )
-                folds.append(fit.folds)
+                scores = np.zeros((len(scoring.rows), classes))
+                for subset, scored in scoring.fits(y, fraction, seed):
+                    fit = reader.fit_predict(x[subset], y[subset], x_test[scored], classes, seed)
+                    scores[scored] = fit.probabilities
+                    chosen[f"{feature}@{key}"].append(
+                        trees.setting_of(fit) if reader is trees else fit.c
+                    )
+                    folds.append(fit.folds)
+                runs[feature][key].append(scores)
     return runs, chosen, folds
 
 
@@ -263,18 +314,23 @@ def _evaluate(
     message: Callable[[str], None],
 ) -> ProbeReport:
     train, test, seen = sides
-    runs, chosen, folds = _fit_all(train, test, settings)
+    if settings["cross_fit"]:
+        scoring = Scoring.cross_fitted(test.labels, settings["cross_fit"])
+    else:
+        scoring = Scoring.test_split(train.labels, test.labels)
+    runs, chosen, folds = _fit_all(train, test, scoring, settings)
     note = describe_folds(folds)
     if note:
         message(note)
-    y_test = test.labels.labels("test")
-    summary = _summaries(runs, y_test, train, settings)
+    y_test = test.labels.y[scoring.rows]
+    summary = _summaries(runs, y_test, train, scoring, settings)
     pairs = comparison_pairs(runs)
     comparisons = {
-        key: report.compare(y_test, runs, pairs, key, settings["resamples"])
+        key: with_shares(report.compare(y_test, runs, pairs, key, settings["resamples"]))
         for key in (report.fraction_key(f) for f in settings["fractions"])
     }
     document = _document(loaded, train, test, seen, settings, summary, comparisons, chosen, note)
+    document["scored"] = {"design": scoring.design, "subjects": int(len(scoring.rows))}
     kind = "probe"
     transfer = train.cohort is not test.cohort
     name = f"{train.cohort.name}-on-{test.cohort.name}" if transfer else test.cohort.name
@@ -289,10 +345,14 @@ def _evaluate(
         runs,
         y_test,
         list(test.labels.classes),
+        scoring.rows,
+        scoring.design,
     )
 
 
-def _summaries(runs: dict, y_test: np.ndarray, train: Side, settings: dict) -> dict:
+def _summaries(
+    runs: dict, y_test: np.ndarray, train: Side, scoring: Scoring, settings: dict
+) -> dict:
     """feature -> fraction -> metric summaries, with the size of the label subset."""
     summary: dict = {}
     for feature, per_fraction in runs.items():
@@ -300,8 +360,8 @@ def _summaries(runs: dict, y_test: np.ndarray, train: Side, settings: dict) -> d
         for fraction in settings["fractions"]:
             key = report.fraction_key(fraction)
             entry = report.summarize(y_test, per_fraction[key], settings["resamples"])
-            subset = stratified_subset(train.labels.labels("train"), fraction, 0)
-            summary[feature][key] = {**entry, "n_train": int(len(subset))}
+            n_train = scoring.training_size(train.labels.y, fraction)
+            summary[feature][key] = {**entry, "n_train": n_train}
     return summary
 
 
@@ -324,6 +384,8 @@ def _document(loaded, train: Side, test: Side, seen, settings, summary, comparis
         },
         "split_gaps": train.labels.gaps,
         "exclude_criteria": settings["exclude_criteria"],
+        "batchnorm": settings["batchnorm"],
+        "random_init_seed": loaded.config.train.seed,
         "pretrained_without_criteria": loaded.config.exclude_criteria,
         "columns_seen": seen,
         "label_fractions": list(settings["fractions"]),

@@ -59,9 +59,9 @@ def _header(document: dict) -> list[str]:
         f"{document['step']}). {where}",
         f"Classes: {', '.join(document['classes'])}. Labelled subjects: {counts}. {criteria}",
         "Class-balanced logistic regression on standardised features, C chosen by stratified "
-        "cross-validation inside each labelled training subset, scored on the test subjects; "
-        f"{document['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap interval over test "
-        f"subjects ({document['bootstrap_resamples']} resamples).",
+        f"cross-validation inside each labelled training subset, scored on {_scored(document)}; "
+        f"{document['seeds']} seed(s); mean ± sd over seeds, 95% bootstrap interval over the "
+        f"scored subjects ({document['bootstrap_resamples']} resamples). {_networks(document)}",
         *(
             [f"Note: {document['cross_validation_note']}."]
             if document["cross_validation_note"]
@@ -70,6 +70,32 @@ def _header(document: dict) -> list[str]:
         *report.gap_lines(document),
         "",
     ]
+
+
+def _scored(document: dict) -> str:
+    scored = document.get("scored", {"design": "test split"})
+    if scored["design"] == "test split":
+        return "the test subjects"
+    return (
+        f"every labelled subject once, {scored['design']}: each fold's heads learn from the other "
+        "folds only, the label fraction drawn inside them"
+    )
+
+
+def _networks(document: dict) -> str:
+    seed = document.get("random_init_seed", 0)
+    if document.get("batchnorm", "stored") == "cohort":
+        norm = (
+            "Before embedding, the BatchNorm statistics of both networks were re-estimated on "
+            "this cohort's train split (the same way for both)."
+        )
+    else:
+        norm = "Both networks kept their stored BatchNorm statistics."
+    return (
+        f"The random-weights twin is the run's own initialisation (seed {seed}). {norm} "
+        '"Not detected" comes with the smallest difference the comparison would detect 80% of '
+        "the time (two-sided 5%)."
+    )
 
 
 def _columns(document: dict) -> list[str]:

@@ -97,8 +97,10 @@ def comparison_table(entries: list[dict], titles: dict[str, str]) -> list[str]:
         cells = []
         for name in metrics.PAIRED:
             d = e[name]
-            cells += [f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"]
-            cells += [d["verdict"]]
+            share = d.get("share")
+            gained = f" ({share:.0%} of the available gain)" if share == share and share else ""
+            cells += [f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{gained}"]
+            cells += [metrics.verdict_words(d)]
         lines.append(
             f"| {titles[e['method']]} | {titles[e['baseline']]} | " + " | ".join(cells) + " |"
         )

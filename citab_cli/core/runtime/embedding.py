@@ -65,3 +65,35 @@ def embed_subjects(
         for key in parts:
             parts[key].append(batch[key])
     return {k: np.concatenate(v) if v else np.zeros((0, 0)) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def reestimate_batchnorm(
+    model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
+) -> int:
+    """Replace the running statistics of every BatchNorm layer of `model` with those of the
+    scans of `items` (M, 2): the layers reset, then a cumulative average over batches of the
+    image encoder in training mode, without gradients or augmentation (as
+    `torch.optim.swa_utils.update_bn` does). A pretrained network and a random one treated
+    this way are compared on equal terms: neither keeps statistics the other lacks. Returns
+    the number of layers re-estimated."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not layers or len(items) < 2:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches
+    was_training = model.training
+    model.train()
+    try:
+        # batches of at least two scans: the last one joins its neighbour
+        for chunk in np.array_split(items, max(1, len(items) // batch_size)):
+            images = image_layout(torch.from_numpy(collator.images(chunk)), device)
+            with autocast(device):
+                model.encode_image(images)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+        model.train(was_training)
+    return len(layers)

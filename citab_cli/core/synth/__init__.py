@@ -14,7 +14,7 @@ import numpy as np
 from citab_cli import __version__
 from citab_cli.core import atomic
 from citab_cli.core.errors import CitabError
-from citab_cli.core.synth import anatomy, latent
+from citab_cli.core.synth import anatomy, controls, latent
 from citab_cli.core.synth.cohorts import COHORTS
 from citab_cli.core.synth.wording import WORDINGS, reword_rows, reword_schema
 
@@ -22,6 +22,8 @@ from citab_cli.core.synth.wording import WORDINGS, reword_rows, reword_schema
 _STREAM = {"adni": 1, "nacc": 2, "aibl": 3}
 #: Sub-stream of a subject's scan: (seed, cohort stream, subject, _SCAN_STREAM).
 _SCAN_STREAM = 1
+#: Sub-stream of which subjects of a control's source cohort keep their diagnosis.
+_LABEL_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class SynthCohort:
     images: Path
     ceiling_accuracy: float
     class_counts: dict[str, int]
+    prevalence: tuple[float, ...] = ()
+    labelled: int = 0  # subjects whose diagnosis the CSV gives
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,17 @@ def check_request(
     shape: int,
     image_signal: float = 1.0,
     wording: str = "shared",
+    control: str | None = None,
 ) -> None:
     """Refuse a synth request that cannot be met (unknown cohorts, sizes, an output that exists)."""
+    if control is not None:
+        design = controls.design(control)
+        absent = [c for c in (design.target, *design.sources) if c not in cohorts]
+        if absent:
+            raise CitabError(
+                f"--control {control} needs the cohorts {design.target} (target) and "
+                f"{', '.join(design.sources)} (sources); add {', '.join(absent)} to --cohorts"
+            )
     if wording not in WORDINGS:
         raise CitabError(f"--wording {wording} is not one of {', '.join(WORDINGS)}")
     if not 0 <= image_signal <= 1:
@@ -76,6 +89,12 @@ def check_request(
         )
 
 
+def subjects_of(cohorts: list[str], subjects: int, control: str | None) -> dict[str, int]:
+    """Subjects each cohort of a request gets (a control's sources get more)."""
+    design = controls.design(control) if control is not None else None
+    return {name: controls.Role.of(design, name, subjects).subjects for name in cohorts}
+
+
 def _csv_text(rows: list[dict[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -94,22 +113,26 @@ def generate(
     image_signal: float = 1.0,
     raw_scans: bool = False,
     wording: str = "shared",
+    control: str | None = None,
 ) -> SynthResult:
     """Write OUT/<cohort>.csv, OUT/<cohort>.yaml (its schema), OUT/<cohort>_mri/**.nii.gz and
     OUT/truth.{csv,json}. `wording` "independent" describes each cohort's columns in its own
     words (synth/wording.py); the values are the same as with "shared" but for NACC's education,
-    recorded as a level.
+    recorded as a level. `control` "positive" writes a control with a known answer
+    (synth/controls.py): large, mostly unlabelled source cohorts and a balanced target.
 
     Deterministic: the same arguments give byte-identical files.
     """
-    check_request(out, cohorts, subjects, shape, image_signal, wording)
+    check_request(out, cohorts, subjects, shape, image_signal, wording, control)
+    design = controls.design(control) if control is not None else None
     grid = anatomy.Grid(shape)
     truth_rows: list[dict[str, str]] = []
     summary: list[SynthCohort] = []
     with atomic.staged_directory(out) as stage:
         for name in cohorts:
+            role = controls.Role.of(design, name, subjects)
             cohort, truth = _write_cohort(
-                stage, out, name, subjects, grid, seed, advance, image_signal, raw_scans, wording
+                stage, out, name, grid, seed, advance, image_signal, raw_scans, wording, role
             )
             summary.append(cohort)
             truth_rows.extend(truth)
@@ -118,6 +141,7 @@ def generate(
         document["model"]["image_signal"] = image_signal
         document["raw_scans"] = raw_scans
         document["wording"] = wording
+        document["control"] = controls.describe(design)
         atomic.write_text(stage / "truth.json", json.dumps(document, indent=2) + "\n")
     return SynthResult(out=out, cohorts=summary, truth=out / "truth.json")
 
@@ -126,25 +150,30 @@ def _write_cohort(
     stage: Path,
     out: Path,
     name: str,
-    subjects: int,
     grid: anatomy.Grid,
     seed: int,
     advance: Callable[[], None] | None,
-    image_signal: float = 1.0,
-    raw_scans: bool = False,
-    wording: str = "shared",
+    image_signal: float,
+    raw_scans: bool,
+    wording: str,
+    role: controls.Role,
 ) -> tuple[SynthCohort, list[dict[str, str]]]:
     """One cohort's CSV, scans and schema under `stage`; its summary and its truth rows."""
     spec = COHORTS[name]
+    prevalence = role.prevalence or spec.prevalence
+    subjects = role.subjects
     rng = np.random.default_rng([seed, _STREAM[name]])
-    lat = latent.sample(
-        rng, subjects, spec.prevalence, spec.age_mean, spec.education_mean, image_signal
-    )
+    lat = latent.sample(rng, subjects, prevalence, spec.age_mean, spec.education_mean, image_signal)
+    keeps = np.random.default_rng([seed, _STREAM[name], _LABEL_STREAM]).random(subjects)
     rows: list[dict[str, str]] = []
     truth_rows: list[dict[str, str]] = []
     images = stage / f"{name}_mri"
     for i in range(subjects):
         subject, subject_rows, image_path = spec.rows(lat, i, rng)
+        labelled = bool(keeps[i] < role.labelled)
+        if not labelled:  # a source subject whose diagnosis the control hides
+            for row in subject_rows:
+                row[spec.label_column] = ""
         rows.extend(subject_rows)
         subject_rng = np.random.default_rng([seed, _STREAM[name], i, _SCAN_STREAM])
         target = images / image_path
@@ -164,6 +193,9 @@ def _write_cohort(
                 "severity_image": f"{lat.severity_image[i]:.4f}",
                 "age": f"{lat.age[i]:.2f}",
                 "sex": "female" if lat.female[i] else "male",
+                "education": f"{lat.education[i]:g}",
+                "apoe4": str(int(lat.apoe4[i])),
+                "labelled": "yes" if labelled else "no",
                 "image": f"{name}_mri/{image_path}",
                 **({"brain_mask": f"{name}_truth/{subject}_brainmask.nii.gz"} if raw_scans else {}),
             }
@@ -181,8 +213,10 @@ def _write_cohort(
         rows=len(rows),
         csv=out / f"{name}.csv",
         images=out / f"{name}_mri",
-        ceiling_accuracy=latent.ceiling_accuracy(lat, spec.prevalence),
+        ceiling_accuracy=latent.ceiling_accuracy(lat, prevalence),
         class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
+        prevalence=tuple(prevalence),
+        labelled=int((keeps < role.labelled).sum()),
     )
     return cohort, truth_rows
 
@@ -243,8 +277,9 @@ def _truth_document(
         "cohorts": {
             c.name: {
                 "subjects": c.subjects,
+                "labelled": c.labelled,
                 "csv_rows": c.rows,
-                "prevalence": list(COHORTS[c.name].prevalence),
+                "prevalence": list(c.prevalence),
                 "class_counts": c.class_counts,
                 "ceiling_accuracy": round(c.ceiling_accuracy, 4),
                 # age rises with severity too: neither a driver nor a non-driver

@@ -60,6 +60,7 @@ class CohortSpec:
     #: columns generated without any link to it: the truth explanations are checked against.
     drivers: tuple[str, ...] = ()
     non_drivers: tuple[str, ...] = ()
+    label_column: str = ""  # the column that holds the diagnosis
 
 
 def _adni_rows(lat: CohortLatents, i: int, rng: np.random.Generator) -> tuple[str, list[Row], str]:
@@ -208,6 +209,7 @@ COHORTS: dict[str, CohortSpec] = {
         _adni_rows,
         drivers=("MMSE", "MOCA", "CDRSB", "ADAS13", "RAVLT_immediate", "FAQ", "ABETA", "APOE4"),
         non_drivers=("PTGENDER", "PTEDUCAT"),
+        label_column="DX",
     ),
     "nacc": CohortSpec(
         "nacc",
@@ -234,6 +236,7 @@ COHORTS: dict[str, CohortSpec] = {
             "NACCNE4S",
         ),  # fmt: skip
         non_drivers=("SEX", "EDUC", "NACCBMI"),
+        label_column="NACCUDSD",
     ),
     "aibl": CohortSpec(
         "aibl",
@@ -251,5 +254,6 @@ COHORTS: dict[str, CohortSpec] = {
         _aibl_rows,
         drivers=("MMSCORE", "CDGLOBAL", "LIMMTOTAL", "LDELTOTAL", "APGEN1", "APGEN2"),
         non_drivers=("PTGENDER", "BAT126", "MH16SMOK"),
+        label_column="DXCURREN",
     ),
 }

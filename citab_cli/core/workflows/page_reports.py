@@ -10,6 +10,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation.explain_markdown import routing_lines
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 from citab_cli.core.evaluation.finetune import TITLES as FINETUNE_TITLES
+from citab_cli.core.evaluation.metrics import verdict_words
 from citab_cli.core.workflows.page_data import Gallery
 
 #: Figures of each report kind, in page order, with what they show.
@@ -50,7 +51,7 @@ def _verdicts(comparisons: list[dict], titles: dict[str, str]) -> list[dict]:
                 "method": titles.get(entry["method"], entry["method"]),
                 "baseline": titles.get(entry["baseline"], entry["baseline"]),
                 "interval": _interval(score),
-                "verdict": score["verdict"],
+                "verdict": verdict_words(score),
                 "tone": VERDICT_CLASS.get(score["verdict"], "neutral"),
             }
         )
@@ -118,13 +119,15 @@ def _study(document: dict) -> dict:
         ]  # fmt: skip
         verdicts = [
             {"method": c["comparison"], "baseline": "", "interval": _interval(c),
-             "verdict": c["verdict"], "tone": VERDICT_CLASS.get(c["verdict"], "neutral")}
+             "verdict": verdict_words(c, "mde_holm"),
+             "tone": VERDICT_CLASS.get(c["verdict"], "neutral")}
             for c in table["balanced_accuracy"]
         ]  # fmt: skip
         tables.append(
             {
                 "title": f"{table['cohort']}, {table['fraction']:.0%} of labels, "
-                f"{table['checkpoint']} checkpoint",
+                f"{table['checkpoint']} checkpoint, {table.get('scope', 'test split')} "
+                f"({table.get('subjects', '?')} subjects)",
                 "rows": arms,
                 "verdicts": verdicts,
             }

@@ -1,0 +1,47 @@
+"""The oracle of a synthetic cohort: what a probe reaches when it reads the severity the scan
+carries straight from the generator, beside the raw table.
+
+`citab synth` knows every subject's latent severity and the part of it the scan shows
+(`severity_image`); ingest keeps them (cohorts/<cohort>/truth.csv). A probe on the raw table plus
+that one number is as much as any image pathway could add to the table, so (oracle - raw table)
+is the gain available to pretraining, and (method - raw table) / (oracle - raw table) the share
+a method recovered.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from citab_cli.core.data.project import TRUTH_FILE, Project
+from citab_cli.core.runtime.dataset import CohortData
+
+#: The latent the oracle reads: the severity the generator put into the scan.
+ORACLE_LATENT = "severity_image"
+
+
+def scan_latent(project: Project, cohort: CohortData) -> np.ndarray | None:
+    """(N,) the severity each subject's scan carries, in cohort row order; None when the cohort
+    has no synthetic truth (it did not come from `citab synth`) or it misses a subject."""
+    path = project.cohort_file(cohort.name, TRUTH_FILE)
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        values = {row["subject"]: row.get(ORACLE_LATENT, "") for row in csv.DictReader(handle)}
+    try:
+        return np.array([float(values[s]) for s in cohort.subjects], np.float32)
+    except (KeyError, ValueError):
+        return None
+
+
+def oracle_features(raw_table: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """(N, F + 1): the raw table's features with the scan's latent severity as one more."""
+    return np.concatenate([raw_table, latent[:, None]], 1).astype(np.float32)
+
+
+def share_recovered(method: float, raw: float, oracle: float) -> float:
+    """(method - raw) / (oracle - raw): the share of the gain available over the raw table that
+    a method recovered; NaN when the oracle gains nothing."""
+    available = oracle - raw
+    return float((method - raw) / available) if available > 0 else float("nan")
