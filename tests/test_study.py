@@ -70,13 +70,25 @@ def test_the_plan_lays_out_every_run_with_equal_steps_for_single_cohorts(project
     assert cross.config.exclude_criteria and cross.config.train.seed == 0
     assert by_name["small-dense-cross-s1"].config.model.tabular.ffn == "dense"
     assert by_name["small-dense-cross-s1"].config.train.seed == 1
+    assert cross.config.train.steps is None  # cross-cohort runs count in epochs
     for cohort in ("adni", "aibl"):
         single = by_name[f"small-reference-single-{cohort}-s0"]
-        per_epoch = single.steps // single.config.train.epochs
-        assert cross.steps <= single.steps < cross.steps + per_epoch  # as many steps, rounded up
         loo = by_name[f"small-reference-loo-{cohort}-s0"]
         assert cohort not in loo.config.cohorts and loo.probe_on == (cohort,)
         assert loo.held_out == cohort
+        # every regime: the cross-cohort run's steps, warm-up and validation points exactly
+        for other in (single, loo):
+            train = other.config.train
+            assert other.steps == train.steps == cross.steps
+            assert train.warmup_steps == round(cross.config.train.warmup_epochs * cross.steps)
+            assert train.validate_every_steps == cross.steps  # validate_every: 1 epoch
+            assert train.epochs * _per_epoch(project, other) >= train.steps
+
+
+def _per_epoch(project: Path, run) -> int:
+    from citab_cli.core.workflows.study_plan import steps_per_epoch
+
+    return steps_per_epoch(Project(project), run.config)
 
 
 def test_an_arm_override_that_is_not_a_setting_is_refused(project: Path):
@@ -92,6 +104,10 @@ def test_dry_run_lists_the_runs_and_trains_nothing(project: Path):
     result = run("study", path, "--project", project, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "small-reference-cross-s0" in result.output and "Dry run" in result.output
+    # what the study can detect, before anything runs: the test split and, cross-fitted, the
+    # held-out cohort's every labelled subject
+    assert "What it can detect" in result.output and "held out" in result.output
+    assert "smallest detectable" in result.output.replace("\n", " ")
     assert not (project / "runs").exists()
     missing = _study(project.parent, SMALL.replace("[adni, aibl]", "[adni, oasis]"), "m.yaml")
     assert_user_error(run("study", missing, "--project", project, "--dry-run"), "oasis")
@@ -154,3 +170,12 @@ def test_every_regime_and_fine_tuning_reach_the_report(embedded: Path):
         "single-cohort",
         "leave-one-out",
     }
+    assert table["scope"] == "test split" and table["subjects"] == sum(table["classes"])
+    assert all(e["n"] == table["subjects"] for e in table["balanced_accuracy"])
+    # the held-out cohort, cross-fitted over every labelled subject, has its own table
+    held = next(t for t in document["tables"] if t["scope"] == "held out")
+    assert held["subjects"] > table["subjects"]
+    names = [e["comparison"] for e in held["balanced_accuracy"]]
+    assert names[0] == "left out − raw table (logistic regression)"
+    assert "like for like: left out image pooled − random weights image pooled" in names
+    assert all("mde" in e and "mde_holm" in e for e in held["balanced_accuracy"])

@@ -8,7 +8,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from citab_cli.commands.console import console, err_console
+from citab_cli.commands.console import console, err_console, new_progress
 from citab_cli.commands.options import Device, ProjectOption, default, device_option
 
 
@@ -28,6 +28,7 @@ def study(
     from citab_cli.core.data.project import Project
     from citab_cli.core.workflows import study as core
     from citab_cli.core.workflows.study_plan import plan_study
+    from citab_cli.core.workflows.study_power import power_rows
     from citab_cli.core.workflows.study_spec import load_study
 
     store = Project(project)
@@ -35,17 +36,29 @@ def study(
     spec = load_study(study_file)
     runs = plan_study(spec, store)
     _show_plan(spec.study, runs, store)
+    _show_power(power_rows(spec, store))
     if dry_run:
         console.print("[bold]Dry run:[/] nothing was trained.")
         return
-    result = core.run_study(
-        store, spec, device.value, message=lambda text: err_console.print(f"[dim]{text}[/]")
-    )
+    with new_progress("stage") as bar:
+        task = bar.add_task(f"study {spec.study}", total=len(runs), stage="")
+
+        def stage(number: int, run, what: str) -> None:
+            bar.update(task, stage=f"run {number}/{len(runs)} {run.name}: {what}")
+
+        hooks = core.StudyHooks(
+            message=lambda text: err_console.print(f"[dim]{text}[/]"),
+            stage=stage,
+            finished=lambda number: bar.update(task, completed=number),
+        )
+        result = core.run_study(store, spec, device.value, hooks)
     if result.report is None:
         console.print("[yellow]No run has been scored yet; nothing to report.[/]")
     else:
         console.print(f"Study report: {result.report / 'report.md'}")
     console.print(f"Study folder: {result.folder} (plan, test scores of every scored run)")
+    minutes, seconds = divmod(round(result.seconds), 60)
+    console.print(f"Wall time: {minutes} min {seconds} s for {len(runs)} runs")
 
 
 def _show_plan(name: str, runs, store) -> None:
@@ -66,3 +79,31 @@ def _show_plan(name: str, runs, store) -> None:
         table.add_row(run.name, run.regime, str(run.config.train.epochs), str(run.steps), state)
     console.print(table)
     console.print(f"Optimiser steps in all: {sum(r.steps for r in runs)} (one process)")
+
+
+def _show_power(rows: list[dict]) -> None:
+    """What the study can detect, from the rule of thumb (docs/studies.md)."""
+    from citab_cli.core.workflows.study_power import DISAGREEMENT, subjects_needed
+
+    table = Table(
+        title="What it can detect (rule of thumb, before anything runs)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for column in ("cohort", "table", "subjects", "per class", "smallest detectable"):
+        table.add_column(column, justify="right" if column == "subjects" else "left")
+    for row in rows:
+        table.add_row(
+            row["cohort"],
+            row["scope"],
+            str(row["subjects"]),
+            "/".join(str(c) for c in row["classes"]),
+            f"±{row['mde']:.2f} (±{row['mde_holm']:.2f} after Holm over {row['family']})",
+        )
+    console.print(table)
+    console.print(
+        "  Smallest difference in balanced accuracy detected 80% of the time (two-sided 5%), "
+        f"if paired probes disagree on {DISAGREEMENT:.0%} of subjects and pretraining seeds "
+        f"agree; ±0.05 needs about {subjects_needed(0.05)} scored subjects with balanced "
+        "classes. The report measures it for every comparison."
+    )

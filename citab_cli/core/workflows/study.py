@@ -11,6 +11,7 @@ a study cut short still reports what it has.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +38,26 @@ class StudyResult:
     runs: list[PlannedRun]
     folder: Path
     report: Path | None
+    seconds: float = 0.0
+
+
+@dataclass
+class StudyHooks:
+    """How a study reports; all optional. `stage(number, run, what)` says which run (1-based)
+    is at which stage ("pretraining", "probing aibl", ...); `finished(number)` that a run is
+    done (pretrained and scored)."""
+
+    message: Callable[[str], None] = lambda text: None
+    stage: Callable[[int, PlannedRun, str], None] = lambda number, run, what: None
+    finished: Callable[[int], None] = lambda number: None
 
 
 def run_study(
-    project: Project,
-    spec: StudySpec,
-    device: str = "auto",
-    message: Callable[[str], None] = lambda text: None,
+    project: Project, spec: StudySpec, device: str = "auto", hooks: StudyHooks | None = None
 ) -> StudyResult:
     """Pretrain and score every run of the study that is not done yet, then write its report."""
+    hooks = hooks or StudyHooks()
+    started = time.perf_counter()
     runs = plan_study(spec, project)
     folder = project.study_dir(spec.study)
     (folder / "scores").mkdir(parents=True, exist_ok=True)
@@ -53,12 +65,14 @@ def run_study(
     write_plan(folder, runs)
     target = str(pick_device(device))
     for number, run in enumerate(runs, 1):
-        message(f"run {number}/{len(runs)}: {run.name} ({run.steps} steps)")
-        _pretrain(project, run, target, message)
+        hooks.stage(number, run, f"pretraining ({run.steps} steps)")
+        _pretrain(project, run, target, hooks.message)
         for checkpoint in spec.checkpoints:
-            _score(project, spec, run, checkpoint, folder, target, message)
+            _score(project, spec, run, checkpoint, folder, target, hooks, number)
+        hooks.finished(number)
+    hooks.stage(len(runs), runs[-1], "writing the report")
     report = write_study_report(project, spec, runs, folder)
-    return StudyResult(runs, folder, report)
+    return StudyResult(runs, folder, report, time.perf_counter() - started)
 
 
 def _pretrain(project: Project, run: PlannedRun, device: str, message) -> None:
@@ -75,43 +89,55 @@ def _pretrain(project: Project, run: PlannedRun, device: str, message) -> None:
     )
 
 
-def _score(project, spec: StudySpec, run: PlannedRun, checkpoint: str, folder, device, message):
+#: What the runs that do not fit every feature set are probed through: their own embeddings.
+OWN_EMBEDDINGS = ("citab", "citab_tabular", "citab_image")
+
+
+def fits_everything(spec: StudySpec, run: PlannedRun) -> bool:
+    """Whether a run's probes fit every feature set (baselines, random twins, the oracle): the
+    reference's cross-cohort runs, and its cross-fitted leave-one-out runs; every other run is
+    probed through its own embeddings alone (multimodal, tabular CLS, image)."""
+    if run.arm != spec.reference:
+        return False
+    return run.regime == "cross-cohort" or (run.regime == "leave-one-out" and spec.cross_fit > 0)
+
+
+def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks, number: int):
     """Probe (and for leave-one-out, fine-tune) the run's checkpoint on its cohorts, unless
-    its scores are already kept."""
+    its scores are already kept. A held-out cohort is cross-fitted over all its labelled
+    subjects (`spec.cross_fit` folds)."""
     files = project.run_files(run.name)
     path = files.best if checkpoint == "best" else files.last
-    todo = [c for c in run.probe_on if not score_path(folder, run.name, checkpoint, c).is_file()]
-    if todo:
-        # the reference's cross-cohort runs fit every feature set (baselines, random twins);
-        # every other run is compared through its multimodal embedding alone
-        everything = run.arm == spec.reference and run.regime == "cross-cohort"
-        reports = probe.probe(
-            project,
-            str(path),
-            todo,
-            tuple(spec.label_fractions),
-            spec.probe_seeds,
-            device=device,
-            resamples=PROBE_RESAMPLES,
-            message=message,
-            exclude_criteria=spec.exclude_criteria,
-            features=None if everything else ("citab",),
-        )
-        for report in reports:
-            runs = dict(report.probabilities)
-            if spec.finetune and run.held_out == report.cohort:
-                runs.update(_finetuned(project, spec, str(path), report.cohort, device, message))
-            save_scores(
-                score_path(folder, run.name, checkpoint, report.cohort),
-                report.y_test,
-                report.classes,
-                runs,
+    held_out = run.regime == "leave-one-out"
+    for cohort in run.probe_on:
+        target = score_path(folder, run.name, checkpoint, cohort)
+        if not target.is_file():
+            hooks.stage(number, run, f"probing {cohort} ({checkpoint} checkpoint)")
+            (report,) = probe.probe(
+                project,
+                str(path),
+                [cohort],
+                tuple(spec.label_fractions),
+                spec.probe_seeds,
+                device=device,
+                resamples=PROBE_RESAMPLES,
+                message=hooks.message,
+                exclude_criteria=spec.exclude_criteria,
+                features=None if fits_everything(spec, run) else OWN_EMBEDDINGS,
+                cross_fit=spec.cross_fit if held_out else 0,
             )
+            save_scores(target, report.y_test, report.classes, report.probabilities, report.rows)
+        tuned = score_path(folder, run.name, checkpoint, cohort, "finetune")
+        if spec.finetune and run.held_out == cohort and not tuned.is_file():
+            hooks.stage(number, run, f"fine-tuning on {cohort} ({checkpoint} checkpoint)")
+            y, classes, rows, runs = _finetuned(project, spec, str(path), cohort, device, hooks)
+            save_scores(tuned, y, classes, runs, rows)
 
 
-def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, message) -> dict:
+def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, hooks):
     """Trainable fine-tuning against the same network from scratch with the same steps, at
-    each of the study's label fractions: name -> fraction key -> probabilities per seed."""
+    each of the study's label fractions, on the cohort's test split: (y, classes, rows, name ->
+    fraction key -> probabilities per seed)."""
     from citab_cli.core.evaluation.report import fraction_key
 
     out: dict = {"finetuned": {}, "scratch": {}}
@@ -125,12 +151,12 @@ def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, m
             spec.probe_seeds,
             device=device,
             resamples=PROBE_RESAMPLES,
-            message=message,
+            message=hooks.message,
             exclude_criteria=spec.exclude_criteria,
         )
         for kind in out:
             out[kind][fraction_key(fraction)] = report.probabilities[kind]
-    return out
+    return report.y_test, report.classes, report.rows, out
 
 
 def write_plan(folder: Path, runs: list[PlannedRun]) -> None:

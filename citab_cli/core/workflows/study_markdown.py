@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from citab_cli.core.evaluation.report import fraction_key
+from citab_cli.core.evaluation.metrics import verdict_words
+from citab_cli.core.workflows.study_tables import forest_name
 
 METRIC_TITLES = {"balanced_accuracy": "balanced accuracy", "macro_auc": "macro AUC"}
 
@@ -16,12 +17,23 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _share(entry: dict) -> str:
+    share = entry.get("share")
+    return "" if share is None or share != share else f"{share:.0%}"
+
+
 def _header(document: dict) -> list[str]:
     spec = document["study"]
     regimes = ", ".join(
         f"{r} ({', '.join(spec['arms'] if a == 'all' else a)})" for r, a in spec["regimes"].items()
     )
     runs = len(document["plan"])
+    held_out = (
+        f" A held-out cohort is scored on every labelled subject, cross-fitted over "
+        f"{spec['cross_fit']} folds (never seen in pretraining, so no subject is special)."
+        if spec.get("cross_fit")
+        else ""
+    )
     return [
         f"# Study: {spec['study']}",
         "",
@@ -30,14 +42,19 @@ def _header(document: dict) -> list[str]:
         f"{', '.join(spec['arms'])} (reference: **{spec['reference']}**); pretraining seeds "
         f"{', '.join(str(s) for s in spec['seeds'])}; regimes: {regimes}. {runs} pretraining "
         f"runs, {len(document['scored'])} scored (run, checkpoint, cohort) sets. Criteria "
-        f"{'excluded from pretraining and every probe' if spec['exclude_criteria'] else 'used'}.",
+        f"{'excluded from pretraining and every probe' if spec['exclude_criteria'] else 'used'}."
+        f"{held_out}",
         "",
-        "Every cell: the mean over pretraining seeds of the paired difference in test "
-        f"performance (probes averaged over {spec['probe_seeds']} probe seeds and label "
+        "Every cell: the mean over pretraining seeds of the paired difference in performance on "
+        f"the same subjects (probes averaged over {spec['probe_seeds']} probe seeds and label "
         "subsets), with a 95% interval from a hierarchical bootstrap that resamples pretraining "
-        f"seeds, then test subjects ({spec['resamples']} resamples), and a two-sided bootstrap "
-        "p. Verdicts are Holm-adjusted within each table (the family: every row of that table "
-        "for that metric); 'better' / 'worse' only when the adjusted test rejects.",
+        f"seeds, then subjects ({spec['resamples']} resamples), and a two-sided bootstrap p. "
+        "Verdicts are Holm-adjusted within each table (the family: every comparison of that "
+        "table for that metric, the oracle row excepted); 'better' / 'worse' only when the "
+        "adjusted test rejects. **Smallest detectable**: the true difference the comparison "
+        "would detect 80% of the time — 2.8 bootstrap standard errors at a two-sided 5% level "
+        "(unadjusted), and at Holm's first step (level 5% / family size); 'not detected' "
+        "never means 'no difference' when the difference asked about is smaller than that.",
         "",
     ]
 
@@ -57,33 +74,68 @@ def _arm_lines(table: dict) -> list[str]:
     return lines
 
 
+def _notes(document: dict, table: dict) -> list[str]:
+    notes = []
+    if table.get("seeds", 2) < 2:
+        notes.append(
+            "One pretraining seed: the intervals hold the test subjects' noise only, not the "
+            "seed-to-seed noise of pretraining (run ≥ 3 seeds for a claim)."
+        )
+    entries = table["balanced_accuracy"]
+    if any("share" in e for e in entries):
+        notes.append(
+            "Share: (method − raw table) / (oracle − raw table), the part of the gain available "
+            "over the raw table (what a probe reading the scan's true severity beside the table "
+            "reaches) that the method recovered; point estimates."
+        )
+    return notes
+
+
+def _scope_line(document: dict, table: dict) -> str:
+    scope = table.get("scope", "test split")
+    described = document.get("scopes", {}).get(scope, scope)
+    classes = "/".join(str(c) for c in table.get("classes", []))
+    counts = f" (per class {classes})" if classes else ""
+    return f"Scored on {described}: **{table.get('subjects', '?')} subjects**{counts}."
+
+
 def markdown(document: dict) -> str:
-    """report.md: the header, then per cohort, label fraction and checkpoint the arms'
+    """report.md: the header, then per cohort, label fraction, checkpoint and scope the arms'
     summaries and one table per metric."""
     lines = _header(document)
     for table in document["tables"]:
+        scope = table.get("scope", "test split")
         lines += [
             f"## {table['cohort']}, {table['fraction']:.0%} of labels "
-            f"({table['checkpoint']} checkpoint)",
+            f"({table['checkpoint']} checkpoint, {scope})",
+            "",
+            _scope_line(document, table),
             "",
             *_arm_lines(table),
             "",
         ]
         for metric, title in METRIC_TITLES.items():
             entries = table[metric]
+            family = sum(e.get("family", True) for e in entries)
             lines += [
-                f"Δ {title} (family of {len(entries)} for Holm):",
+                f"Δ {title} (family of {family} for Holm):",
                 "",
-                "| comparison | seeds | Δ [95% CI] | p | verdict (Holm) | unadjusted |",
-                "|---|---|---|---|---|---|",
+                "| comparison | seeds | Δ [95% CI] | share of the available gain | p | smallest "
+                "detectable (80% power): unadjusted / Holm | verdict (Holm) | unadjusted |",
+                "|---|---|---|---|---|---|---|---|",
             ]
             for e in entries:
+                holm = "control, not in the family" if not e.get("family", True) else (
+                    verdict_words(e, "mde_holm")
+                )  # fmt: skip
                 lines.append(
-                    f"| {e['comparison']} | {e['seeds']} | {_interval(e)} | {_p(e['p'])} | "
-                    f"{e['verdict']} | {e['verdict_unadjusted']} |"
+                    f"| {e['comparison']} | {e['seeds']} | {_interval(e)} | {_share(e)} | "
+                    f"{_p(e['p'])} | ±{e.get('mde', float('nan')):.3f} / "
+                    f"±{e.get('mde_holm', float('nan')):.3f} | {holm} | "
+                    f"{e['verdict_unadjusted']} |"
                 )
             lines.append("")
-        name = f"forest-{table['cohort']}-{fraction_key(table['fraction'])}"
-        lines += [f"![paired differences]({name}-{table['checkpoint']}.png)", ""]
+        lines += [f"- {note}" for note in _notes(document, table)]
+        lines += ["", f"![paired differences]({forest_name(table)})", ""]
     lines += ["![validation curves of the cross-cohort runs](validation_curves.png)", ""]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """A study's runs, before anything runs: one ordinary pretraining run per (arm, regime, cohort
 set, seed), each with its full configuration, the cohorts it is probed on, and its optimiser
-steps. Single-cohort runs get as many steps as the cross-cohort run of their seed (a cohort
-alone has fewer subjects per epoch, so it gets more epochs)."""
+steps. Single-cohort and leave-one-out runs get exactly the optimiser steps, warm-up and
+validation interval of the cross-cohort run of their seed, counted in steps (their cohorts have
+fewer subjects per epoch, so they run more epochs)."""
 
 from __future__ import annotations
 
@@ -69,13 +70,10 @@ def _run(
     cohorts: list[str],
     probe_on: list[str],
     held_out: str | None = None,
-    epochs: int | None = None,
 ) -> PlannedRun:
     """One run: the arm's configuration with the seed, cohorts and criteria set, named."""
     config = arm_config(spec, arm)
-    train = config.train.model_copy(
-        update={"seed": seed, **({"epochs": epochs} if epochs is not None else {})}
-    )
+    train = config.train.model_copy(update={"seed": seed})
     config = config.model_copy(
         update={"cohorts": list(cohorts), "train": train, "exclude_criteria": spec.exclude_criteria}
     )
@@ -84,9 +82,52 @@ def _run(
     return PlannedRun(name, arm, regime, seed, config, tuple(probe_on), 0, held_out)
 
 
+@dataclass(frozen=True)
+class StepBudget:
+    """A cross-cohort run's schedule in optimiser steps, given to the runs of other regimes."""
+
+    steps: int
+    warmup: int
+    validate_every: int
+
+    @classmethod
+    def of(cls, project: Project, config: PretrainConfig) -> StepBudget:
+        """The schedule `config` has on its cohorts, counted in steps."""
+        train = config.train
+        per_epoch = steps_per_epoch(project, config)
+        return cls(
+            steps=train.steps or per_epoch * train.epochs,
+            warmup=train.warmup_steps
+            if train.warmup_steps is not None
+            else int(round(train.warmup_epochs * per_epoch)),
+            validate_every=train.validate_every_steps or train.validate_every * per_epoch,
+        )
+
+    def apply(self, project: Project, run: PlannedRun) -> PlannedRun:
+        """`run` with this many steps, this warm-up and validation interval (its epochs: as
+        many as the steps begin, for display)."""
+        per_epoch = steps_per_epoch(project, run.config)
+        if per_epoch == 0:
+            raise CitabError(
+                f"run {run.name}: its cohorts have fewer train subjects than a batch of "
+                f"{run.config.train.batch_size}; lower the study's batch size"
+            )
+        train = run.config.train.model_copy(
+            update={
+                "steps": self.steps,
+                "epochs": max(1, math.ceil(self.steps / per_epoch)),
+                "warmup_steps": self.warmup,
+                "validate_every_steps": self.validate_every,
+            }
+        )
+        return replace(run, config=run.config.model_copy(update={"train": train}), steps=self.steps)
+
+
 def plan_study(spec: StudySpec, project: Project) -> list[PlannedRun]:
     """Every run of the study, in the order they run: cross-cohort first (arm by arm, seed by
-    seed), then single-cohort, then leave-one-out."""
+    seed), then single-cohort, then leave-one-out. Single-cohort and leave-one-out runs get
+    the cross-cohort run's optimiser steps, warm-up and validation interval, counted in steps
+    (their cohorts have fewer subjects an epoch, so they run more epochs)."""
     known = project.cohorts()
     missing = [c for c in spec.cohorts if c not in known]
     if missing:
@@ -95,36 +136,25 @@ def plan_study(spec: StudySpec, project: Project) -> list[PlannedRun]:
             f"{', '.join(missing)} (ingested: {', '.join(known) or 'none'})"
         )
     runs: list[PlannedRun] = []
-    cross_steps: dict[tuple[str, int], int] = {}
+    budgets: dict[tuple[str, int], StepBudget] = {}
     for arm in spec.arms_in("cross-cohort"):
         for seed in spec.seeds:
             run = _run(spec, arm, "cross-cohort", seed, spec.cohorts, spec.scored)
-            steps = steps_per_epoch(project, run.config) * run.config.train.epochs
-            cross_steps[(arm, seed)] = steps
-            runs.append(_with_steps(run, steps))
+            budgets[(arm, seed)] = StepBudget.of(project, run.config)
+            runs.append(replace(run, steps=budgets[(arm, seed)].steps))
+
+    def budget(arm: str, seed: int) -> StepBudget:
+        return budgets.get((arm, seed)) or budgets[(spec.reference, seed)]
+
     for arm in spec.arms_in("single-cohort"):
         for seed in spec.seeds:
-            target = cross_steps.get((arm, seed)) or cross_steps[(spec.reference, seed)]
             for cohort in spec.scored:
                 run = _run(spec, arm, "single-cohort", seed, [cohort], [cohort])
-                per_epoch = steps_per_epoch(project, run.config)
-                if per_epoch == 0:
-                    raise CitabError(
-                        f"cohort '{cohort}' has fewer train subjects than a batch of "
-                        f"{run.config.train.batch_size}; lower the study's batch size"
-                    )
-                epochs = max(1, math.ceil(target / per_epoch))
-                run = _run(spec, arm, "single-cohort", seed, [cohort], [cohort], epochs=epochs)
-                runs.append(_with_steps(run, per_epoch * epochs))
+                runs.append(budget(arm, seed).apply(project, run))
     for arm in spec.arms_in("leave-one-out"):
         for seed in spec.seeds:
             for held in spec.scored:
                 rest = [c for c in spec.cohorts if c != held]
                 run = _run(spec, arm, "leave-one-out", seed, rest, [held], held_out=held)
-                steps = steps_per_epoch(project, run.config) * run.config.train.epochs
-                runs.append(_with_steps(run, steps))
+                runs.append(budget(arm, seed).apply(project, run))
     return runs
-
-
-def _with_steps(run: PlannedRun, steps: int) -> PlannedRun:
-    return replace(run, steps=steps)

@@ -21,6 +21,8 @@ probe_seeds: 3
 finetune: false                  # leave-one-out: fine-tune on the held-out cohort vs scratch
 exclude_criteria: true           # out of pretraining and of every probe
 checkpoints: [best]              # best, last, or both
+cross_fit: 5                     # leave-one-out: every labelled held-out subject scored, 5-fold
+resamples: 10000                 # bootstrap resamples of each comparison
 ```
 """
 
@@ -62,7 +64,13 @@ class StudySpec(BaseModel):
     finetune: bool = False
     exclude_criteria: bool = True
     checkpoints: list[Literal["best", "last"]] = Field(default=["best"], min_length=1)
-    resamples: int = Field(1000, ge=50, description="bootstrap resamples of each comparison")
+    cross_fit: int = Field(
+        5,
+        ge=0,
+        description="leave-one-out: score the held-out cohort's every labelled subject, k-fold "
+        "(0: its test split only)",
+    )
+    resamples: int = Field(10_000, ge=50, description="bootstrap resamples of each comparison")
 
     @field_validator("study")
     @classmethod
