@@ -295,3 +295,15 @@ def test_only_a_complete_synthetic_truth_is_kept(raw: Path, tmp_path: Path):
     (elsewhere / "truth.json").write_text("{}")
     (elsewhere / "truth.csv").write_bytes((raw / "truth.csv").read_bytes())
     assert synthetic_truth(elsewhere / "aibl.csv", subjects) is None  # not citab's truth.json
+
+
+def test_no_share_of_a_gain_the_oracle_does_not_show():
+    """On scans that carry nothing the oracle's interval straddles 0: no share is given."""
+    y = np.random.default_rng(1).integers(0, 3, 200)
+    raw, method = _probabilities(y, 0.3, 1), _probabilities(y, 0.6, 2)
+    rows = [
+        Row("reference − raw table", y, [[method]], [[raw]], against_raw=True),
+        Row(ORACLE_ROW, y, [[raw]], [[raw]], family=False),  # the oracle gains nothing
+    ]
+    first, oracle = table(rows, "balanced_accuracy", 300)
+    assert oracle["verdict"] == "not detected" and "share" not in first

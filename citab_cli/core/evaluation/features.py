@@ -73,7 +73,7 @@ def comparison_pairs(available) -> list[tuple[str, str]]:
 def with_shares(comparisons: list[dict]) -> list[dict]:
     """Each comparison against the raw table gains, per metric, `share`: the share of the gain
     available over the raw table (oracle - raw table) that it recovered, when the report has an
-    oracle."""
+    oracle and the oracle's gain is detected."""
     from citab_cli.core.evaluation.oracle import share_recovered
 
     available = next((e for e in comparisons if e["method"] == ORACLE), None)
@@ -82,7 +82,8 @@ def with_shares(comparisons: list[dict]) -> list[dict]:
     for entry in comparisons:
         if entry["baseline"] == "raw_table" and entry["method"] != ORACLE:
             for name, oracle in available.items():
-                if isinstance(oracle, dict):
+                # a share only of a gain the oracle shows (its interval above 0)
+                if isinstance(oracle, dict) and oracle["verdict"] == "better":
                     entry[name]["share"] = share_recovered(entry[name]["difference"], 0.0,
                                                            oracle["difference"])  # fmt: skip
     return comparisons

@@ -107,16 +107,28 @@ def comparison_table(entries: list[dict], titles: dict[str, str]) -> list[str]:
     return lines
 
 
-def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[str, str]) -> None:
-    """Paired differences with their 95% intervals, one row per method-baseline pair, one
-    colour per label fraction, one panel per metric; zero marked."""
+#: Axis titles of the forest plot's panels.
+FOREST_AXES = {"balanced_accuracy": "Δ balanced accuracy", "macro_auc": "Δ macro AUC"}
+
+
+def forest_figure(
+    path: Path,
+    comparisons: dict[str, list[dict]],
+    titles: dict[str, str],
+    detectable: str = "mde",
+    subjects: str = "the same test subjects",
+) -> None:
+    """Paired differences with their 95% intervals, one row per method-baseline pair in table
+    order from the top, one colour per label fraction, one panel per metric; zero marked, and
+    behind each row a grey band of ± its smallest detectable effect (`detectable`: the entry's
+    key), so a difference inside the band is one the comparison could not tell from 0."""
     plt = figures.pyplot()
     keys = list(comparisons)
     pairs = [(e["method"], e["baseline"]) for e in comparisons[keys[0]]]
     fig, axes = plt.subplots(
         1,
         len(metrics.PAIRED),
-        figsize=(5.2 * len(metrics.PAIRED), 0.42 * len(pairs) * max(1, len(keys)) ** 0.5 + 1.6),
+        figsize=(5.2 * len(metrics.PAIRED), 0.42 * len(pairs) * max(1, len(keys)) ** 0.5 + 1.8),
         sharey=True,
         layout="constrained",
     )
@@ -126,6 +138,12 @@ def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[s
             for row, e in enumerate(comparisons[key]):
                 d = e[name]
                 low, high = d["ci95"]
+                band = d.get(detectable)
+                if band is not None and band == band:
+                    first = row == 0 and n == 0
+                    ax.plot([-band, band], [row + offset] * 2, color="0.85", linewidth=6,
+                            solid_capstyle="butt", zorder=0,
+                            label="± smallest detectable" if first else None)  # fmt: skip
                 ax.errorbar(
                     d["difference"],
                     row + offset,
@@ -137,15 +155,16 @@ def forest_figure(path: Path, comparisons: dict[str, list[dict]], titles: dict[s
                     label=f"{float(key):.0%} of labels" if row == 0 else None,
                 )
         ax.axvline(0, color="grey", linestyle=":")
-        ax.set_xlabel(f"difference in {name.replace('_', ' ')} (method - baseline)")
+        ax.set_xlabel(f"{FOREST_AXES.get(name, name)} (method − baseline)")
         labels = [f"{titles[m]}\n vs {titles[b]}" if b else titles[m] for m, b in pairs]
         ax.set_yticks(range(len(pairs)), labels)
         ax.tick_params(axis="y", labelsize=7)
-        ax.invert_yaxis()
+    np.atleast_1d(axes)[0].set_ylim(len(pairs) - 0.5, -0.5)  # shared: the first row on top
     last = np.atleast_1d(axes)[-1]
     if last.get_legend_handles_labels()[0]:
-        last.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Paired differences on the same test subjects (95% bootstrap intervals)")
+        fig.legend(*last.get_legend_handles_labels(), fontsize=7, loc="outside lower center",
+                   ncols=4)  # fmt: skip
+    fig.suptitle(f"Paired differences on {subjects} (95% bootstrap intervals)")
     figures.save(fig, path, dpi=120)
 
 

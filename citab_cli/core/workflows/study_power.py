@@ -9,10 +9,10 @@ sqrt(d * sum_k 1 / n_k) / K, and the smallest effect detectable at 80% power (tw
 2.80 times that. With K balanced classes this is 2.80 sqrt(d / n).
 
 d is an assumption: 0.11, the value at which the rule reproduces the bootstrap standard errors
-of docs/results.md's confirmation study (probes averaged over 3 probe seeds and 3 pretraining
-seeds, 23-24 test subjects per cohort). Probes that disagree more, a single seed, or the
-seed-to-seed noise of pretraining make the real figure larger: the study report states the
-measured one next to every comparison.
+of the first confirmation study (docs/results.md, Appendix B: probes averaged over 3 probe seeds
+and 3 pretraining seeds, 23-24 test subjects per cohort). Probes that disagree more, a single
+seed, or the seed-to-seed noise of pretraining make the real figure larger: the study report
+states the measured one next to every comparison.
 """
 
 from __future__ import annotations

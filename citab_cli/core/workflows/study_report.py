@@ -122,7 +122,9 @@ def _forest(path: Path, table: dict) -> None:
         ]
     }
     titles = {e["comparison"]: e["comparison"] for e in table[METRICS[0]]}
-    report.forest_figure(path, comparisons, titles)
+    scope = table.get("scope", "test split")
+    subjects = f"{table.get('subjects', 'the')} {'test' if scope == 'test split' else 'held-out'}"
+    report.forest_figure(path, comparisons, titles, "mde_holm", f"{subjects} subjects")
 
 
 def _curves(path: Path, project: Project, spec: StudySpec, runs: list[PlannedRun]) -> None:

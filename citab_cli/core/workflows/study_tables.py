@@ -192,7 +192,8 @@ def table(rows: list[Row], metric: str, resamples: int) -> list[dict]:
     """Each row's hierarchical paired comparison in `metric`: difference, interval, p, the
     smallest detectable effect (unadjusted and at Holm's first step), the verdict after Holm's
     adjustment over the family rows and before it, and the share of the available gain of a
-    row against the raw table when the table has an oracle row."""
+    row against the raw table when the table's oracle row shows a gain (its interval above 0;
+    a share of a gain that may be nothing is noise over noise)."""
     entries = []
     for row in rows:
         result = hierarchical_difference(row.y, row.method, row.baseline, metric, resamples)
@@ -208,7 +209,7 @@ def table(rows: list[Row], metric: str, resamples: int) -> list[dict]:
         entry.setdefault("verdict_unadjusted", entry["verdict"])
         entry.setdefault("mde_holm", entry["mde"])
     oracle = next((e for e in entries if e["comparison"] == ORACLE_ROW), None)
-    if oracle is not None:
+    if oracle is not None and oracle["verdict"] == "better":  # a gain there is to share
         for entry, row in zip(entries, rows, strict=True):
             if row.against_raw:
                 entry["share"] = share_recovered(entry["difference"], 0.0, oracle["difference"])
