@@ -126,3 +126,12 @@ def test_fewer_folds_for_a_tiny_class_and_none_for_a_single_subject():
     rng = np.random.default_rng(0)
     fit = linear.fit_predict(rng.normal(size=(11, 3)), np.array([0] * 10 + [1]), np.ones((2, 3)), 2)
     assert fit.folds == 0 and fit.c == linear.FALLBACK_C
+
+
+def test_a_verdict_in_words_gives_the_smallest_detectable_effect():
+    entry = {"verdict": "not detected", "mde": 0.2049}
+    assert metrics.verdict_words(entry) == "not detected (smallest detectable ±0.20)"
+    assert metrics.verdict_words({"verdict": "better", "mde": 0.2}) == "better"
+    same = metrics.verdict_words({"verdict": "not detected", "mde": 0.0})
+    assert same == "not detected (the same predictions on every resample)"
+    assert metrics.verdict_words({"verdict": "not detected"}) == "not detected"

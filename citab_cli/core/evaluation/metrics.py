@@ -278,4 +278,6 @@ def verdict_words(entry: dict, key: str = "mde") -> str:
     detectable ±x)" with the smallest effect the comparison could have detected (`key`)."""
     if entry["verdict"] != NOT_DETECTED or key not in entry or entry[key] != entry[key]:
         return entry["verdict"]
+    if entry[key] == 0:  # no resample moved the difference: the two predict alike
+        return f"{NOT_DETECTED} (the same predictions on every resample)"
     return f"{NOT_DETECTED} (smallest detectable ±{entry[key]:.2f})"
