@@ -27,6 +27,7 @@ from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_ma
 from citab_cli.core.runtime.device import autocast, image_layout, model_layout, to_device
 from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
 from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig, extends
+from citab_cli.core.training.diagnostics import gradient_norms
 from citab_cli.core.training.loader import Prefetcher
 from citab_cli.core.training.run import Progress, RunWriter, load_run_config, resolve_config
 from citab_cli.core.training.sampling import (
@@ -278,6 +279,9 @@ def _loop(
             # while the host waits. A non-finite loss gives gradients that are never applied.
             losses["loss"].backward()
             # every rank takes the same decision, or the ones that step wait for the others
+            logged = (progress.step + 1) % train.log_every == 0
+            if logged or progress.step + 1 == schedule.total_steps:
+                losses.update(gradient_norms(model))  # before clipping, on logged steps only
             if dist.all(torch.isfinite(losses["loss"]), target):
                 progress.bad_in_a_row = 0
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -361,7 +365,7 @@ class _Window:
             "step": progress.step,
             "epoch": epoch,
             "lr": rate,
-            **{k: float(v.detach()) for k, v in losses.items()},
+            **{k: float(v.detach()) if torch.is_tensor(v) else v for k, v in losses.items()},
             "samples_per_s": self.samples / max(elapsed, 1e-9),
             "memory_mb": _memory_mb(device),
             "skipped_steps": progress.skipped,

@@ -16,6 +16,7 @@ from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.runtime.dataset import CohortData, Collator, subjects_in
 from citab_cli.core.runtime.device import autocast, image_layout
 from citab_cli.core.runtime.embedding import cohort_items, embed_subjects, encoded_batches
+from citab_cli.core.training.diagnostics import effective_rank
 from citab_cli.core.training.sampling import step_generator
 
 #: The recall@k of image <-> table retrieval logged at each validation.
@@ -162,6 +163,18 @@ def matching_auc(
     return float(np.mean(aucs)) if aucs else None
 
 
+def embedding_ranks(encoded: list[Encoded]) -> dict[str, float]:
+    """The effective rank of the pooled image features and of the tabular CLS, within each
+    cohort (another cohort's offset would add a direction of its own), averaged over cohorts:
+    val_rank_image, val_rank_tabular."""
+    out = {}
+    for name, pick in (("image", lambda e: e.image), ("tabular", lambda e: e.cls)):
+        ranks = [effective_rank(pick(e)) for e in encoded if len(e.cls) >= 2]
+        if ranks:
+            out[f"val_rank_{name}"] = float(np.mean(ranks))
+    return out
+
+
 @torch.no_grad()
 def validate(
     model: CITab,
@@ -173,8 +186,8 @@ def validate(
 ) -> dict:
     """Validation scores (in the training precision). Label-free: val_loss (and its parts),
     val_itm_accuracy (on the negatives ITM trains with), val_itm_auc (see `matching_auc`),
-    val_recall_at_1/5 (within each cohort) and their chance levels (val_recall_at_k_chance).
-    Label-based:
+    val_recall_at_1/5 (within each cohort) and their chance levels (val_recall_at_k_chance),
+    val_rank_image and val_rank_tabular (`embedding_ranks`). Label-based:
     val_probe_{multimodal,tabular,image} and val_probe_bacc (the multimodal one)."""
     model.eval()
     val = subjects_in(cohorts, {"val"})
@@ -190,6 +203,7 @@ def validate(
         )
         scores.update(retrieval_recall(image, table, groups.to(device)))
         scores.update(recall_chance(groups))
+        scores.update(embedding_ranks(encoded))
         if model.config.loss.itm_weight > 0:
             auc = matching_auc(model, encoded, batch_size, device, seed)
             if auc is not None:
