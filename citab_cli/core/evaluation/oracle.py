@@ -3,9 +3,10 @@ carries straight from the generator, beside the raw table.
 
 `citab synth` knows every subject's latent severity and the part of it the scan shows
 (`severity_image`); ingest keeps them (cohorts/<cohort>/truth.csv). A probe on the raw table plus
-that one number is as much as any image pathway could add to the table, so (oracle - raw table)
-is the gain available to pretraining, and (method - raw table) / (oracle - raw table) the share
-a method recovered.
+that one number is a reference for what an image pathway can add to the table, so (oracle - raw
+table) is the gain available to pretraining, and (method - raw table) / (oracle - raw table) the
+share a method recovered. It is not a strict ceiling: the oracle is itself a linear probe fitted
+on few subjects, and a method can exceed it.
 """
 
 from __future__ import annotations
