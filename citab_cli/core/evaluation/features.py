@@ -43,7 +43,8 @@ RANDOM_TWIN = {
 #: Baselines every method is compared with: no pretrained model at all.
 SHARED_BASELINES = ("raw_table", "raw_table_gbdt", "raw_image", "floor")
 BASELINES = (*RANDOM_TWIN.values(), *SHARED_BASELINES)
-#: The oracle of a synthetic cohort (evaluation/oracle.py): not a baseline, the ceiling.
+#: The oracle of a synthetic cohort (evaluation/oracle.py): not a baseline, a reference for
+#: the gain a scan can add.
 ORACLE = "oracle"
 #: Feature sets read by gradient-boosted trees (the rest by the linear probe).
 TREE_FEATURES = ("raw_table_gbdt",)
@@ -74,6 +75,7 @@ def with_shares(comparisons: list[dict]) -> list[dict]:
     """Each comparison against the raw table gains, per metric, `share`: the share of the gain
     available over the raw table (oracle - raw table) that it recovered, when the report has an
     oracle and the oracle's gain is detected."""
+    from citab_cli.core.evaluation.metrics import PAIRED
     from citab_cli.core.evaluation.oracle import share_recovered
 
     available = next((e for e in comparisons if e["method"] == ORACLE), None)
@@ -81,11 +83,10 @@ def with_shares(comparisons: list[dict]) -> list[dict]:
         return comparisons
     for entry in comparisons:
         if entry["baseline"] == "raw_table" and entry["method"] != ORACLE:
-            for name, oracle in available.items():
-                # a share only of a gain the oracle shows (its interval above 0)
-                if isinstance(oracle, dict) and oracle["verdict"] == "better":
-                    entry[name]["share"] = share_recovered(entry[name]["difference"], 0.0,
-                                                           oracle["difference"])  # fmt: skip
+            for name in PAIRED:
+                share = share_recovered(entry[name]["difference"], available[name])
+                if share is not None:
+                    entry[name]["share"] = share
     return comparisons
 
 

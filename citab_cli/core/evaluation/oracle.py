@@ -41,8 +41,11 @@ def oracle_features(raw_table: np.ndarray, latent: np.ndarray) -> np.ndarray:
     return np.concatenate([raw_table, latent[:, None]], 1).astype(np.float32)
 
 
-def share_recovered(method: float, raw: float, oracle: float) -> float:
-    """(method - raw) / (oracle - raw): the share of the gain available over the raw table that
-    a method recovered; NaN when the oracle gains nothing."""
-    available = oracle - raw
-    return float((method - raw) / available) if available > 0 else float("nan")
+def share_recovered(gain: float, oracle: dict) -> float | None:
+    """gain / (oracle - raw table): the share of the gain available over the raw table that a
+    method's paired difference with the raw table (`gain`) recovered; `oracle` is the oracle's
+    own paired comparison with the raw table. None unless the oracle shows a gain (its
+    interval above 0): a share of a gain that may be nothing is noise over noise."""
+    if oracle["verdict"] != "better":
+        return None
+    return float(gain / oracle["difference"])

@@ -100,8 +100,8 @@ def _twins(mine: dict[int, Scores], twins: dict[int, Scores], key: str, who: str
 
 
 def _baselines(scores: dict[int, Scores], key: str, who: str) -> list[Row]:
-    """`who`'s multimodal probe against the model-free baselines and its random twins, and
-    the oracle control row, from one run set's scores (every feature set fitted)."""
+    """`who`'s multimodal probe against the model-free baselines and its random twins, from
+    one run set's scores (every feature set fitted)."""
     seeds = sorted(scores)
     first = scores[seeds[0]]
     y, method = first.y, _feature(scores, seeds, "citab", key)
@@ -110,11 +110,17 @@ def _baselines(scores: dict[int, Scores], key: str, who: str) -> list[Row]:
         for name, title in MODEL_FREE
         if name in first.runs
     ]
-    rows += _twins(scores, scores, key, who)
-    if "oracle" in first.runs:
-        oracle, raw = [first.runs["oracle"][key]], [first.runs["raw_table"][key]]
-        rows.append(Row(ORACLE_ROW, y, oracle, raw, family=False))
-    return rows
+    return rows + _twins(scores, scores, key, who)
+
+
+def _oracle(scores: dict[int, Scores], key: str) -> list[Row]:
+    """The control row of a synthetic cohort (the oracle against the raw table), if any; it
+    does not depend on pretraining, so the first seed's probes serve."""
+    first = scores[min(scores)]
+    if "oracle" not in first.runs:
+        return []
+    oracle, raw = [first.runs["oracle"][key]], [first.runs["raw_table"][key]]
+    return [Row(ORACLE_ROW, first.y, oracle, raw, family=False)]
 
 
 def _against(ref: dict[int, Scores], other: dict[int, Scores], key: str, label: str) -> list[Row]:
@@ -169,8 +175,7 @@ def test_split_rows(
                 _feature(tuned, seeds, "scratch", key),
             )
         )
-    order = [row for row in rows if row.family] + [row for row in rows if not row.family]
-    return order
+    return rows + _oracle(ref, key)
 
 
 def held_out_rows(
@@ -184,8 +189,7 @@ def held_out_rows(
     loo = scored(folder, runs, checkpoint, cohort, arm=spec.reference, regime="leave-one-out")
     if not loo or "raw_table" not in loo[min(loo)].runs:
         return []
-    rows = _baselines(loo, key, "left out")
-    return [row for row in rows if row.family] + [row for row in rows if not row.family]
+    return _baselines(loo, key, "left out") + _oracle(loo, key)
 
 
 def table(rows: list[Row], metric: str, resamples: int) -> list[dict]:
@@ -209,10 +213,10 @@ def table(rows: list[Row], metric: str, resamples: int) -> list[dict]:
         entry.setdefault("verdict_unadjusted", entry["verdict"])
         entry.setdefault("mde_holm", entry["mde"])
     oracle = next((e for e in entries if e["comparison"] == ORACLE_ROW), None)
-    if oracle is not None and oracle["verdict"] == "better":  # a gain there is to share
-        for entry, row in zip(entries, rows, strict=True):
-            if row.against_raw:
-                entry["share"] = share_recovered(entry["difference"], 0.0, oracle["difference"])
+    for entry, row in zip(entries, rows, strict=True):
+        share = share_recovered(entry["difference"], oracle) if oracle and row.against_raw else None
+        if share is not None:
+            entry["share"] = share
     return entries
 
 
