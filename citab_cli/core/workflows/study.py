@@ -108,30 +108,32 @@ def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks
     subjects (`spec.cross_fit` folds)."""
     files = project.run_files(run.name)
     path = files.best if checkpoint == "best" else files.last
-    held_out = run.regime == "leave-one-out"
-    for cohort in run.probe_on:
-        target = score_path(folder, run.name, checkpoint, cohort)
-        if not target.is_file():
-            hooks.stage(number, run, f"probing {cohort} ({checkpoint} checkpoint)")
-            (report,) = probe.probe(
-                project,
-                str(path),
-                [cohort],
-                tuple(spec.label_fractions),
-                spec.probe_seeds,
-                device=device,
-                resamples=PROBE_RESAMPLES,
-                message=hooks.message,
-                exclude_criteria=spec.exclude_criteria,
-                features=None if fits_everything(spec, run) else OWN_EMBEDDINGS,
-                cross_fit=spec.cross_fit if held_out else 0,
-            )
+    todo = [c for c in run.probe_on if not score_path(folder, run.name, checkpoint, c).is_file()]
+    if todo:  # one call: the checkpoint is read and the networks built once for every cohort
+        hooks.stage(number, run, f"probing {', '.join(todo)} ({checkpoint} checkpoint)")
+        reports = probe.probe(
+            project,
+            str(path),
+            todo,
+            tuple(spec.label_fractions),
+            spec.probe_seeds,
+            device=device,
+            resamples=PROBE_RESAMPLES,
+            message=hooks.message,
+            exclude_criteria=spec.exclude_criteria,
+            features=None if fits_everything(spec, run) else OWN_EMBEDDINGS,
+            cross_fit=spec.cross_fit if run.regime == "leave-one-out" else 0,
+        )
+        for report in reports:
+            target = score_path(folder, run.name, checkpoint, report.cohort)
             save_scores(target, report.y_test, report.classes, report.probabilities, report.rows)
-        tuned = score_path(folder, run.name, checkpoint, cohort, "finetune")
-        if spec.finetune and run.held_out == cohort and not tuned.is_file():
-            hooks.stage(number, run, f"fine-tuning on {cohort} ({checkpoint} checkpoint)")
-            y, classes, rows, runs = _finetuned(project, spec, str(path), cohort, device, hooks)
-            save_scores(tuned, y, classes, runs, rows)
+    if not spec.finetune or run.held_out is None:
+        return
+    tuned = score_path(folder, run.name, checkpoint, run.held_out, "finetune")
+    if not tuned.is_file():
+        hooks.stage(number, run, f"fine-tuning on {run.held_out} ({checkpoint} checkpoint)")
+        y, classes, rows, runs = _finetuned(project, spec, str(path), run.held_out, device, hooks)
+        save_scores(tuned, y, classes, runs, rows)
 
 
 def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, hooks):
