@@ -149,6 +149,13 @@ def test_a_study_runs_reports_and_a_rerun_redoes_nothing(embedded: Path, monkeyp
     monkeypatch.setattr(probe, "probe", lambda *a, **k: calls.append(a) or [])
     again = study.run_study(Project(embedded), spec, "cpu")
     assert calls == [] and again.report is not None  # scored runs are not probed again
+    # the study file edited since: its kept run is refused, not extended under the old scores
+    longer = load_study(
+        _study(embedded.parent, ONE_RUN.replace("epochs: 1", "epochs: 3"), "l.yaml")
+    )
+    with pytest.raises(CitabError, match="run 'one-reference-cross-s0' .* train.epochs 1, the "
+                       "study now asks for 3; remove that run"):  # fmt: skip
+        plan_study(longer, Project(embedded))
 
 
 @pytest.mark.slow

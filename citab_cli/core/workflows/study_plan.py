@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from citab_cli.core import yaml_io
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.runtime.run_config import PretrainConfig, pretrain_preset
+from citab_cli.core.runtime.run_config import PretrainConfig, differences, pretrain_preset
 from citab_cli.core.workflows.study_spec import StudySpec
 
 #: How run names spell each regime.
@@ -157,4 +157,28 @@ def plan_study(spec: StudySpec, project: Project) -> list[PlannedRun]:
                 rest = [c for c in spec.cohorts if c != held]
                 run = _run(spec, arm, "leave-one-out", seed, rest, [held], held_out=held)
                 runs.append(budget(arm, seed).apply(project, run))
+    for run in runs:
+        _refuse_another_budget(spec, project, run)
     return runs
+
+
+#: Settings a run takes from the project when it starts, not from the study.
+FROM_THE_PROJECT = ("model.header_dim", "model.image.shape", "model.tabular.vocabulary")
+
+
+def _refuse_another_budget(spec: StudySpec, project: Project, run: PlannedRun) -> None:
+    """A run the project already holds must have been started with the configuration the study
+    plans for it: a study file edited since (more epochs, another arm setting) would otherwise
+    extend or keep the old run and report its old scores under the new design."""
+    path = project.run_files(run.name).config
+    if not path.is_file():
+        return
+    saved = yaml_io.load_model(path, PretrainConfig, "run config")
+    changed = [d for d in differences(saved, run.config) if not d[0].startswith(FROM_THE_PROJECT)]
+    if changed:
+        key, was, now = changed[0]
+        raise CitabError(
+            f"study '{spec.study}': run '{run.name}' in {project.runs_dir} was started with "
+            f"{key} {was}, the study now asks for {now}; remove that run and the study's "
+            f"scores/{run.name}* files to train it anew, or give the study another name"
+        )
