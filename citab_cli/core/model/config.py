@@ -133,6 +133,12 @@ class ModelConfig(_Strict):
 
     header_dim: int = Field(384, ge=1, description="dimension of the header embeddings")
     projection_dim: int = Field(128, ge=1)
+    projection_norm: Literal["none", "batchnorm"] = Field(
+        "none",
+        description="normalisation in the ITC projection heads: batchnorm (BatchNorm after "
+        "each layer, the presets' choice) or none (as the released code; runs written before "
+        "this setting existed read as none)",
+    )
     tabular: TabularConfig = TabularConfig()
     image: ImageConfig = ImageConfig()
     fusion: FusionConfig = FusionConfig()

@@ -34,6 +34,12 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     balance_cohorts: bool = Field(False, description="equal cohort shares instead of proportional")
+    batches: Literal["mixed", "cohort"] = Field(
+        "mixed",
+        description="cohort: every step's subjects come from one cohort (ITC then has a whole "
+        "batch of same-cohort candidates, and BatchNorm sees one cohort at a time); mixed: "
+        "subjects of all cohorts shuffled together",
+    )
     include_val: bool = Field(False, description="pretrain on validation subjects too")
     checkpoint_every: int = Field(200, ge=1, description="steps between last.safetensors writes")
     validate_every: int = Field(

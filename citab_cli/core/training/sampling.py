@@ -61,6 +61,37 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
     return torch.Generator(device=device).manual_seed(int(seed) * STEP_SEED_STRIDE + step)
 
 
+def cohort_batches(
+    items: np.ndarray, sizes: list[int], size: int, seed: int, epoch: int, balance: bool
+) -> np.ndarray:
+    """This epoch's batches of `size` (cohort, row) items, each from one cohort, as (N, size, 2),
+    deterministic in (seed, epoch); N = len(items) // size, as with mixed batches.
+
+    Each cohort's subjects are shuffled and cut into batches, its last batch filled from its
+    own start, so a cohort of n subjects gives ceil(n / size) batches; the batches are then
+    shuffled and the first N kept. Proportional: a cohort's share of the epoch's batches is its
+    share of the subjects (up to one batch). Balanced: each batch's cohort drawn equally, the
+    cohort's subjects cycling through its shuffle."""
+    rng = np.random.default_rng([seed, epoch, EPOCH_ORDER_STREAM])
+    by_cohort = [items[items[:, 0] == c] for c in range(len(sizes))]
+    by_cohort = [rows[rng.permutation(len(rows))] for rows in by_cohort if len(rows)]
+    wanted = len(items) // size
+    if balance:
+        picks = rng.integers(0, len(by_cohort), wanted)
+    else:
+        picks = np.concatenate(
+            [np.full(-(-len(rows) // size), c) for c, rows in enumerate(by_cohort)]
+        )
+        picks = picks[rng.permutation(len(picks))][:wanted]
+    cursor = [0] * len(by_cohort)
+    out = np.empty((wanted, size, 2), dtype=items.dtype)
+    for index, c in enumerate(picks):
+        rows = by_cohort[c]
+        out[index] = rows[(cursor[c] + np.arange(size)) % len(rows)]
+        cursor[c] += size
+    return out
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Which subjects each step of the run sees."""
@@ -76,7 +107,12 @@ class Schedule:
     def batches(self, train: TrainConfig, epoch: int, offset: int, dist: Distributed):
         """This process's (B, 2) items for each remaining step of `epoch` (the last epoch of a
         run counted in steps ends where the run does)."""
-        order = epoch_order(self.items, self.sizes, train.seed, epoch, train.balance_cohorts)
+        if train.batches == "cohort":
+            order = cohort_batches(
+                self.items, self.sizes, self.per_step, train.seed, epoch, train.balance_cohorts
+            ).reshape(-1, 2)
+        else:
+            order = epoch_order(self.items, self.sizes, train.seed, epoch, train.balance_cohorts)
         mine = slice(dist.rank * train.batch_size, (dist.rank + 1) * train.batch_size)
         end = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         for index in range(offset, end):
