@@ -125,3 +125,20 @@ def test_batchnorm_projection_takes_away_what_every_subject_shares():
     plain = build_model(config.model_copy(update={"projection_norm": "none"})).requires_grad_(False)
     out = torch.nn.functional.normalize(plain.image_projection(features), dim=-1)
     assert float((out @ out.T)[~torch.eye(32, dtype=torch.bool)].mean()) > 0.9
+
+
+def test_every_screened_candidate_is_a_valid_run_configuration():
+    from citab_cli.core import yaml_io
+    from citab_cli.core.runtime.run_config import pretrain_preset
+    from tests.benchmark_scripts import load
+
+    screen = load("plateau_screen")
+    base = pretrain_preset("tiny").model_dump(mode="json")
+    for name in screen.CANDIDATES:
+        merged = yaml_io.merge(base, screen.candidate_config(name, 256, 64))
+        config = PretrainConfig.model_validate(merged)
+        assert config.train.steps == 256 and config.train.validate_every_steps == 64
+    both = screen.candidate_config("lr3e-3+cohort-batches", 512, 64)
+    assert both["train"]["learning_rate"] == 3e-3 and both["train"]["batches"] == "cohort"
+    with pytest.raises(SystemExit, match="unknown candidate 'wide'"):
+        screen.candidate_config("wide", 256, 64)
