@@ -158,6 +158,20 @@ def test_probe_report_layout_and_keys(pretrained: Path):
         assert Image.open(report.folder / png).size[0] > 100
 
 
+def test_a_probe_of_own_embeddings_alone_draws_no_empty_forest(pretrained: Path):
+    import warnings
+
+    with warnings.catch_warnings():
+        # an empty forest plot made matplotlib warn of identical ylims before
+        warnings.filterwarnings("error", message=".*identical low and high ylims")
+        (report,) = _probe(pretrained, features=("citab", "citab_tabular", "citab_image"))
+    assert not any(report.comparisons.values())
+    assert not (report.folder / "paired_differences.png").exists()
+    text = (report.folder / "report.md").read_text()
+    assert "paired_differences.png" not in text and "Paired differences" not in text
+    assert (report.folder / "roc.png").is_file()
+
+
 def test_same_seed_same_numbers(pretrained: Path):
     (a,) = _probe(pretrained)
     (b,) = _probe(pretrained)

@@ -32,11 +32,18 @@ def write(folder: Path, document: dict, text: str, runs: dict, y_test: np.ndarra
             report.fraction_key,
             FEATURE_TITLES,
         )
-        report.forest_figure(
-            stage / "paired_differences.png", document["comparisons"], FEATURE_TITLES
-        )
+        if compared(document):  # a probe of a run's own embeddings alone compares nothing
+            report.forest_figure(
+                stage / "paired_differences.png", document["comparisons"], FEATURE_TITLES
+            )
 
     report.write_report(folder, document, text, figures)
+
+
+def compared(document: dict) -> bool:
+    """Whether the probe holds any paired comparison (one of a run's own embeddings alone,
+    as a study fits for its non-reference runs, holds none)."""
+    return any(document["comparisons"].values())
 
 
 def _header(document: dict) -> list[str]:
@@ -121,6 +128,8 @@ def markdown(document: dict) -> str:
         ]
         lines += [f"## {fraction:.0%} of the labelled train subjects", ""]
         lines += report.metrics_table(rows, "features") + [""]
+        if not document["comparisons"].get(key):
+            continue
         lines += [
             "Paired differences (same test subjects, same label subsets and seeds); "
             "'better' needs the whole interval above 0:",
@@ -128,8 +137,9 @@ def markdown(document: dict) -> str:
         ]
         lines += report.comparison_table(document["comparisons"][key], FEATURE_TITLES) + [""]
     lines += _columns(document)
+    if compared(document):
+        lines.append("![paired differences](paired_differences.png)")
     lines += [
-        "![paired differences](paired_differences.png)",
         "![confusion matrix](confusion_matrix.png)",
         "![ROC curves](roc.png)",
         "![balanced accuracy by label fraction](label_fraction_curve.png)",
