@@ -33,6 +33,8 @@ CANDIDATES: dict[str, dict] = {
     "any-cohort-negatives": {"model": {"loss": {"itc_same_cohort": False}}},
     "cohort-batches": {"train": {"batches": "cohort"}},
     "projection-batchnorm": {"model": {"projection_norm": "batchnorm"}},
+    "lr2e-3": {"train": {"learning_rate": 2e-3}},
+    "mtr-mask0.5": {"model": {"loss": {"mtr_mask_fraction": 0.5}}},
     "no-mtr": {"model": {"loss": {"mtr_weight": 0.0}}},
     "mtr3": {"model": {"loss": {"mtr_weight": 3.0}}},
     "no-itm": {"model": {"loss": {"itm_weight": 0.0}}},
