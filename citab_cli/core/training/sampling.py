@@ -39,16 +39,27 @@ def epoch_order(
     rng = np.random.default_rng([seed, epoch, EPOCH_ORDER_STREAM])
     if not balance:
         return items[rng.permutation(len(items))]
-    by_cohort = [items[items[:, 0] == c] for c in range(len(sizes))]
-    by_cohort = [rows[rng.permutation(len(rows))] for rows in by_cohort if len(rows)]
+    by_cohort = _shuffled_by_cohort(items, len(sizes), rng)
     picks = rng.integers(0, len(by_cohort), len(items))
+    return _cycled(by_cohort, picks, 1)[:, 0]
+
+
+def _shuffled_by_cohort(items: np.ndarray, cohorts: int, rng: np.random.Generator):
+    """Each non-empty cohort's (cohort, row) items, shuffled."""
+    by_cohort = [items[items[:, 0] == c] for c in range(cohorts)]
+    return [rows[rng.permutation(len(rows))] for rows in by_cohort if len(rows)]
+
+
+def _cycled(by_cohort: list[np.ndarray], picks: np.ndarray, size: int) -> np.ndarray:
+    """(len(picks), size, 2): for each pick, the next `size` items of that cohort, each cohort
+    cycling through its own order."""
     cursor = [0] * len(by_cohort)
-    out = []
-    for c in picks:
+    out = np.empty((len(picks), size, 2), dtype=by_cohort[0].dtype)
+    for index, c in enumerate(picks):
         rows = by_cohort[c]
-        out.append(rows[cursor[c] % len(rows)])
-        cursor[c] += 1
-    return np.array(out)
+        out[index] = rows[(cursor[c] + np.arange(size)) % len(rows)]
+        cursor[c] += size
+    return out
 
 
 def subject_ids(items: np.ndarray) -> np.ndarray:
@@ -73,8 +84,7 @@ def cohort_batches(
     share of the subjects (up to one batch). Balanced: each batch's cohort drawn equally, the
     cohort's subjects cycling through its shuffle."""
     rng = np.random.default_rng([seed, epoch, EPOCH_ORDER_STREAM])
-    by_cohort = [items[items[:, 0] == c] for c in range(len(sizes))]
-    by_cohort = [rows[rng.permutation(len(rows))] for rows in by_cohort if len(rows)]
+    by_cohort = _shuffled_by_cohort(items, len(sizes), rng)
     wanted = len(items) // size
     if balance:
         picks = rng.integers(0, len(by_cohort), wanted)
@@ -83,13 +93,7 @@ def cohort_batches(
             [np.full(-(-len(rows) // size), c) for c, rows in enumerate(by_cohort)]
         )
         picks = picks[rng.permutation(len(picks))][:wanted]
-    cursor = [0] * len(by_cohort)
-    out = np.empty((wanted, size, 2), dtype=items.dtype)
-    for index, c in enumerate(picks):
-        rows = by_cohort[c]
-        out[index] = rows[(cursor[c] + np.arange(size)) % len(rows)]
-        cursor[c] += size
-    return out
+    return _cycled(by_cohort, picks, size)
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ def plan_study(spec: StudySpec, project: Project) -> list[PlannedRun]:
                 run = _run(spec, arm, "leave-one-out", seed, rest, [held], held_out=held)
                 runs.append(budget(arm, seed).apply(project, run))
     for run in runs:
-        _refuse_another_budget(spec, project, run)
+        _refuse_changed_run(spec, project, run)
     return runs
 
 
@@ -166,7 +166,7 @@ def plan_study(spec: StudySpec, project: Project) -> list[PlannedRun]:
 FROM_THE_PROJECT = ("model.header_dim", "model.image.shape", "model.tabular.vocabulary")
 
 
-def _refuse_another_budget(spec: StudySpec, project: Project, run: PlannedRun) -> None:
+def _refuse_changed_run(spec: StudySpec, project: Project, run: PlannedRun) -> None:
     """A run the project already holds must have been started with the configuration the study
     plans for it: a study file edited since (more epochs, another arm setting) would otherwise
     extend or keep the old run and report its old scores under the new design."""
