@@ -99,14 +99,13 @@ def _prepare_step_inputs(path: Path, folder: Path) -> None:
     ants = t1_linear._deterministic_ants()
     image = ants.image_read(str(folder / "head.nii.gz"))
     ants_mask = ants.image_read(str(folder / "mask.nii.gz"))
-    brain = ants.n4_bias_field_correction(image, mask=ants_mask) * ants_mask
+    brain = t1_linear.crop_to_brain(t1_linear.n4(image, ants_mask) * ants_mask, mask)
     ants.image_write(brain, str(folder / "brain.nii.gz"))
 
 
 def _run_step(step: str, folder: Path) -> dict:
     """In a fresh process: load the libraries and the step's input, then run only the step."""
     import nibabel as nib
-    from nilearn.datasets import load_mni152_template
 
     from citab_cli.core.scans import t1_linear
     from citab_cli.core.scans.engines import peak_memory_mb, reset_peak_memory
@@ -116,8 +115,7 @@ def _run_step(step: str, folder: Path) -> dict:
     head = nib.Nifti1Image(np.asarray(head.dataobj, np.float32), head.affine)
     image, mask = (ants.image_read(str(folder / n)) for n in ("head.nii.gz", "mask.nii.gz"))
     brain = ants.image_read(str(folder / "brain.nii.gz"))
-    nib.save(load_mni152_template(resolution=2), folder / "template.nii.gz")
-    fixed = ants.image_read(str(folder / "template.nii.gz"))
+    t1_linear._mni_2mm()  # the template read before the baseline
     t1_linear._extractor(False)  # the network loaded before the baseline
     reset_peak_memory()
     baseline = peak_memory_mb()
@@ -125,9 +123,9 @@ def _run_step(step: str, folder: Path) -> dict:
     if step == "brain_extraction":
         t1_linear._brain_mask(head, folder / "head.nii.gz")
     elif step == "n4":
-        ants.n4_bias_field_correction(image, mask=mask)
+        t1_linear.n4(image, mask)
     else:
-        ants.registration(fixed=fixed, moving=brain, type_of_transform="Affine")
+        t1_linear.register(brain)
     return {"baseline_mb": round(baseline), "peak_mb": round(peak_memory_mb()),
             "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
 
