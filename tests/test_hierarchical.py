@@ -69,3 +69,26 @@ def test_holm_against_a_hand_computation():
     entries = [{"p": 0.001, "difference": -0.2}, {"p": 0.04, "difference": 0.1},
                {"p": float("nan"), "difference": 0.0}]  # fmt: skip
     assert adjusted_verdicts(entries) == ["worse", "not detected", "not estimable"]
+
+
+@pytest.mark.parametrize("name", ["balanced_accuracy", "macro_auc"])
+def test_a_shared_memo_gives_the_same_numbers_and_computes_each_run_set_once(name, monkeypatch):
+    """A table's rows share methods and baselines: with one memo each probe run set's metric
+    is computed once per kind of index, and every row's numbers are those computed afresh."""
+    from citab_cli.core.evaluation import hierarchical
+
+    reference = [_runs(0.6, s) for s in range(3)]
+    raw, other = [_runs(0.3, 40)], [_runs(0.5, s + 10) for s in range(3)]
+    rows = [(reference, raw), (reference, other), (other, raw), (reference, raw)]
+    fresh = [hierarchical_difference(Y, m, b, name, 300, seed=2) for m, b in rows]
+    computed = []
+    real = hierarchical._per_seed
+    monkeypatch.setattr(hierarchical, "_per_seed",
+                        lambda *a: computed.append(1) or real(*a))  # fmt: skip
+    memo: dict = {}
+    shared = [hierarchical_difference(Y, m, b, name, 300, seed=2, memo=memo) for m, b in rows]
+    assert shared == fresh
+    distinct = 3 + 1 + 3  # reference's seeds, the raw table, the other arm's seeds
+    assert len(computed) == 2 * distinct  # on the resamples and on every subject, once each
+    with_one = hierarchical_difference(Y, reference, raw, name, 1, seed=2, memo={})
+    assert with_one["difference"] == fresh[0]["difference"]  # one resample: no mix-up of keys

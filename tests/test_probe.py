@@ -475,3 +475,55 @@ def test_raw_table_and_floor_line_up_by_meaning_across_cohorts(pretrained: Path)
     np.testing.assert_allclose(b[:, offset], np.where(nacc.missing[:, k], 0, nacc.z[:, k]))
     floor = layout([adni, nacc], "role", FLOOR_ROLES)
     assert floor.names() == ["age", "sex", "education"]
+
+
+def test_a_fit_cache_fits_each_baseline_once_and_changes_no_number(pretrained: Path, monkeypatch):
+    """Two probes of one checkpoint sharing a FitCache: the second fits nothing (every feature
+    set, the random twin's included, reads the same features, labels and subjects), and its
+    numbers are those of a probe without the cache. Another checkpoint of the run would
+    refit only its own embeddings; here the content decides, not the feature set's name."""
+    (fresh,) = _probe(pretrained)
+    cache = core.FitCache()
+    calls: list[int] = []
+    for reader in (core.linear, core.trees):
+        real = reader.fit_predict
+
+        def spy(*args, real=real):
+            calls.append(1)
+            return real(*args)
+
+        monkeypatch.setattr(reader, "fit_predict", spy)
+    (first,) = _probe(pretrained, fits=cache)
+    fitted = len(calls)
+    (second,) = _probe(pretrained, fits=cache)
+    assert fitted > 0 and len(calls) == fitted  # the second probe fitted nothing
+    assert cache.reused == len(first.summary)
+    for report in (first, second):
+        assert json.dumps(report.summary) == json.dumps(fresh.summary)
+        assert json.dumps(report.comparisons) == json.dumps(fresh.comparisons)
+
+
+def test_the_fit_cache_key_sees_every_input():
+    """A head is reused only when its features, labels, scored and pooled subjects, reader
+    and design are all the same."""
+    from citab_cli.core.evaluation.scoring import Scoring
+
+    rng = np.random.default_rng(0)
+    x, x_test = rng.normal(size=(20, 3)), rng.normal(size=(6, 3))
+    y = np.arange(20) % 2
+    scoring = Scoring(rows=np.arange(6), pool=np.arange(20))
+    settings = {"fractions": (1.0,), "seeds": 2}
+    base = core.FitCache.key(core.linear, x, y, x_test, scoring, settings, 2)
+    changed = [
+        core.FitCache.key(core.trees, x, y, x_test, scoring, settings, 2),
+        core.FitCache.key(core.linear, x + 1e-9, y, x_test, scoring, settings, 2),
+        core.FitCache.key(core.linear, x, 1 - y, x_test, scoring, settings, 2),
+        core.FitCache.key(core.linear, x, y, x_test[::-1], scoring, settings, 2),
+        core.FitCache.key(
+            core.linear, x, y, x_test, Scoring(np.arange(6), np.arange(19)), settings, 2
+        ),  # fmt: skip
+        core.FitCache.key(core.linear, x, y, x_test, scoring, {**settings, "seeds": 3}, 2),
+        core.FitCache.key(core.linear, x, y, x_test, scoring, settings, 3),
+    ]
+    assert base == core.FitCache.key(core.linear, x.copy(), y, x_test, scoring, settings, 2)
+    assert len({base, *changed}) == len(changed) + 1

@@ -130,7 +130,7 @@ resamples: 50
 
 def test_a_study_runs_reports_and_a_rerun_redoes_nothing(embedded: Path, monkeypatch):
     from citab_cli.core.evaluation import probe
-    from citab_cli.core.workflows import study
+    from citab_cli.core.workflows import study, study_report
 
     spec = load_study(_study(embedded.parent, ONE_RUN))
     result = study.run_study(Project(embedded), spec, "cpu")
@@ -145,10 +145,24 @@ def test_a_study_runs_reports_and_a_rerun_redoes_nothing(embedded: Path, monkeyp
     text = (result.report / "report.md").read_text()
     assert "family of" in text and "Holm" in text
     assert (result.folder / "scores" / "one-reference-cross-s0--best--adni.npz").is_file()
+    # where the time went: every part of the study, in the report and kept for the next run
+    parts = {row["part"]: row["seconds"] for row in document["time"]["parts"]}
+    expected = {study.PRETRAINING, *probe.PARTS.values(), study_report.REPORT_PARTS[0]}
+    assert expected <= set(parts), expected - set(parts)
+    assert all(seconds >= 0 for seconds in parts.values()) and parts[study.PRETRAINING] > 0
+    assert abs(sum(parts.values()) - document["time"]["total_seconds"]) < 0.5
+    assert "## Where the time went" in text and "| pretraining |" in text
+    kept = json.loads((result.folder / study.TIMINGS).read_text())
+    assert set(kept) == expected - {study_report.REPORT_PARTS[0]}
     calls = []
     monkeypatch.setattr(probe, "probe", lambda *a, **k: calls.append(a) or [])
     again = study.run_study(Project(embedded), spec, "cpu")
     assert calls == [] and again.report is not None  # scored runs are not probed again
+    again_kept = json.loads((result.folder / study.TIMINGS).read_text())
+    assert {k: again_kept[k] for k in probe.PARTS.values()} == {
+        k: kept[k] for k in probe.PARTS.values()
+    }  # nothing probed again, nothing counted again
+    assert again_kept[study.PRETRAINING] >= kept[study.PRETRAINING]
     # the study file edited since: its kept run is refused, not extended under the old scores
     longer = load_study(
         _study(embedded.parent, ONE_RUN.replace("epochs: 1", "epochs: 3"), "l.yaml")

@@ -59,6 +59,25 @@ def study(
     console.print(f"Study folder: {result.folder} (plan, test scores of every scored run)")
     minutes, seconds = divmod(round(result.seconds), 60)
     console.print(f"Wall time: {minutes} min {seconds} s for {len(runs)} runs")
+    if result.stopwatch is not None:
+        _show_time(result.stopwatch)
+
+
+def _show_time(watch) -> None:
+    """Where the time went, largest part first."""
+    from citab_cli.core.runtime.stopwatch import minutes
+
+    table = Table(
+        title="Where the time went (the runs' parts over every invocation of this study)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    table.add_column("part")
+    table.add_column("time", justify="right")
+    table.add_column("share", justify="right")
+    for row in watch.rows():
+        table.add_row(row["part"], minutes(row["seconds"]), f"{row['share']:.0%}")
+    console.print(table)
 
 
 def _show_plan(name: str, runs, store) -> None:

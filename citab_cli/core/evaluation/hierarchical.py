@@ -30,6 +30,18 @@ def _per_seed(name: str, y: np.ndarray, runs: list[np.ndarray], index: np.ndarra
         return np.nanmean(np.stack([kernel(y, p, index) for p in runs]), axis=0)
 
 
+def _digest(*arrays: np.ndarray) -> str:
+    """A key for the content of some arrays (shapes and dtypes included)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def hierarchical_difference(
     y: np.ndarray,
     method: list[list[np.ndarray]],
@@ -37,12 +49,16 @@ def hierarchical_difference(
     name: str,
     resamples: int = 1000,
     seed: int = 0,
+    memo: dict | None = None,
 ) -> dict:
     """method[s], baseline[s]: the probe runs (probabilities (N, K) on the same N test
     subjects) of pretraining seed s. A baseline that does not depend on pretraining (the raw
     table) has one entry, used with every seed. Returns the mean difference over seeds on all
     subjects, the 95% percentile interval, a two-sided bootstrap p-value and the verdict of the
-    interval (before any multiplicity adjustment)."""
+    interval (before any multiplicity adjustment). `memo` (a dict kept by the caller) holds each
+    probe run set's metric on the resamples, so a table whose rows share a method or a
+    baseline computes it once (the same numbers: the resamples depend only on `seed`, the
+    number of resamples and of subjects)."""
     seeds = len(method)
     if len(baseline) not in (1, seeds):
         raise ValueError(f"baseline has {len(baseline)} seeds; the method has {seeds}")
@@ -51,11 +67,18 @@ def hierarchical_difference(
     subjects = np.random.default_rng(seed).integers(0, n, (resamples, n))
     drawn = np.random.default_rng([seed, SEED_STREAM]).integers(0, seeds, (resamples, seeds))
     everyone = np.arange(n)[None]
+    memo = {} if memo is None else memo
+
+    def metric(runs: list[np.ndarray], index: np.ndarray) -> np.ndarray:
+        key = (name, seed, index is everyone, index.shape, _digest(y, *runs))
+        if key not in memo:
+            memo[key] = _per_seed(name, y, runs, index)
+        return memo[key]
+
     per_seed, estimate = [], []
     for runs, others in zip(method, paired, strict=True):
-        per_seed.append(_per_seed(name, y, runs, subjects) - _per_seed(name, y, others, subjects))
-        whole = _per_seed(name, y, runs, everyone)[0] - _per_seed(name, y, others, everyone)[0]
-        estimate.append(whole)
+        per_seed.append(metric(runs, subjects) - metric(others, subjects))
+        estimate.append(metric(runs, everyone)[0] - metric(others, everyone)[0])
     table = np.stack(per_seed)  # (S, R): seed s's difference on subject resample r
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

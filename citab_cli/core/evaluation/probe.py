@@ -24,6 +24,7 @@ from citab_cli.core.evaluation.features import (
     FLOOR_ROLES,
     IMAGE_BLOCKS,
     METHODS,
+    RANDOM_TWIN,
     TREE_FEATURES,
     comparison_pairs,
     image_block_means,
@@ -42,11 +43,13 @@ from citab_cli.core.runtime.device import describe_device, model_layout, pick_de
 from citab_cli.core.runtime.embedding import cohort_items, embed_subjects, reestimate_batchnorm
 from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
 from citab_cli.core.runtime.run_config import PretrainConfig
+from citab_cli.core.runtime.stopwatch import Stopwatch
 
 __all__ = [
     "BASELINES",
     "FEATURES",
     "FEATURE_TITLES",
+    "FitCache",
     "METHODS",
     "ProbeReport",
     "probe",
@@ -61,6 +64,18 @@ BATCHNORM = ("cohort", "stored")
 EMBEDDED_AS = {
     "citab": ("citab", "citab_tabular", "citab_image"),
     "random": ("random_multimodal", "random_tabular", "random_image"),
+}
+#: The parts of a probe its stopwatch times.
+PARTS = {
+    "load": "probes: reading the checkpoint and cohorts",
+    "embed": "probes: embedding (pretrained and random networks)",
+    "features": "probes: table features, image block means, oracle",
+    "methods": "probes: fitting heads on the pretrained embeddings",
+    "twins": "probes: fitting heads on the random twin's embeddings",
+    "baselines": "probes: fitting the linear baselines (raw table, floor, oracle)",
+    "trees": "probes: fitting gradient-boosted trees",
+    "bootstrap": "probes: bootstrapping intervals",
+    "write": "probes: writing reports and figures",
 }
 #: What an embedding that reads the scan saw of it.
 SCAN_SEEN = "the stored scan (image-encoder features; no table column)"
@@ -109,13 +124,17 @@ def probe(
     features: tuple[str, ...] | None = None,
     cross_fit: int = 0,
     batchnorm: str = "cohort",
+    stopwatch: Stopwatch | None = None,
+    fits: FitCache | None = None,
 ) -> list[ProbeReport]:
     """One report per evaluation: each cohort on itself, or `train_on` on itself and on each
     of `test_on`. `features` limits the feature sets fitted (default: every one; a study asks
     for the multimodal embedding alone where the baselines are fitted elsewhere).
     `cross_fit` k > 0 scores every labelled subject of each cohort k-fold instead of its test
     split (`scoring.Scoring.cross_fitted`); only for cohorts the checkpoint never saw.
-    `batchnorm` (BATCHNORM) sets both networks' BatchNorm statistics before embedding."""
+    `batchnorm` (BATCHNORM) sets both networks' BatchNorm statistics before embedding.
+    `stopwatch` is given the seconds of each part (PARTS); `fits` reuses heads fitted before
+    on the same features, labels and subjects (a study's baselines, once per cohort)."""
     check_fractions(fractions)
     if batchnorm not in BATCHNORM:
         raise CitabError(f"--batchnorm {batchnorm}: choose one of {', '.join(BATCHNORM)}")
@@ -126,12 +145,14 @@ def probe(
         raise CitabError("--seeds must be at least 1")
     if (train_on is None) != (test_on is None):
         raise CitabError("--train-on and --test-on go together: --train-on A --test-on B,C")
-    loaded = load_checkpoint(project, ckpt)
-    if train_on is not None:
-        names = list(dict.fromkeys([train_on, *(test_on or [])]))
-    else:
-        names = cohorts or list(loaded.config.cohorts) or project.cohorts()
-    data = prepare_cohorts(project, loaded, names, message, "probe")
+    watch = stopwatch if stopwatch is not None else Stopwatch()
+    with watch.part(PARTS["load"]):
+        loaded = load_checkpoint(project, ckpt)
+        if train_on is not None:
+            names = list(dict.fromkeys([train_on, *(test_on or [])]))
+        else:
+            names = cohorts or list(loaded.config.cohorts) or project.cohorts()
+        data = prepare_cohorts(project, loaded, names, message, "probe")
     if exclude_criteria:
         data = [c.without_criteria() for c in data]
     if cross_fit:
@@ -145,10 +166,11 @@ def probe(
             )
     target = pick_device(device)
     message(f"embedding on {describe_device(target)}")
-    networks = {"citab": model_layout(loaded.model(), target)}
-    if features is None or any(f.startswith("random_") for f in features):
-        networks["random"] = model_layout(random_twin(loaded.config), target)
-    embedded = {c.name: _embeddings(loaded, c, networks, target, batchnorm) for c in data}
+    with watch.part(PARTS["embed"]):
+        networks = {"citab": model_layout(loaded.model(), target)}
+        if features is None or any(f.startswith("random_") for f in features):
+            networks["random"] = model_layout(random_twin(loaded.config), target)
+        embedded = {c.name: _embeddings(loaded, c, networks, target, batchnorm) for c in data}
     pairs = [(data[0], c) for c in data] if train_on is not None else [(c, c) for c in data]
     settings = {
         "fractions": fractions,
@@ -158,14 +180,16 @@ def probe(
         "features": features,
         "cross_fit": cross_fit,
         "batchnorm": batchnorm,
+        "fits": fits,
     }
     reports = []
     for train, test in pairs:
         what = train.name if train is test else f"{train.name} -> {test.name}"
         message(f"probing {what}")
-        latents = [oracle.scan_latent(project, c) for c in (train, test)]
-        sides = _sides(train, test, embedded, message, latents, not cross_fit)
-        reports.append(_evaluate(project, loaded, sides, settings, message))
+        with watch.part(PARTS["features"]):
+            latents = [oracle.scan_latent(project, c) for c in (train, test)]
+            sides = _sides(train, test, embedded, message, latents, not cross_fit)
+        reports.append(_evaluate(project, loaded, sides, settings, message, watch))
     return reports
 
 
@@ -274,8 +298,17 @@ def _table_sets(
     return {k: features[k] for k in FEATURES if k in features}
 
 
+def fit_part(feature: str) -> str:
+    """The stopwatch part a feature set's probe heads are timed under."""
+    if feature in TREE_FEATURES:
+        return PARTS["trees"]
+    if feature in METHODS:
+        return PARTS["methods"]
+    return PARTS["twins"] if feature in RANDOM_TWIN.values() else PARTS["baselines"]
+
+
 def _fit_all(
-    train: Side, test: Side, scoring: Scoring, settings: dict
+    train: Side, test: Side, scoring: Scoring, settings: dict, watch: Stopwatch
 ) -> tuple[dict, dict, list[int]]:
     """feature -> fraction -> probabilities of the scored subjects per seed; C chosen per fit;
     folds used."""
@@ -289,20 +322,75 @@ def _fit_all(
             continue
         x, x_test = train.features[feature], test.features[feature][scoring.rows]
         reader = trees if feature in TREE_FEATURES else linear
-        runs[feature] = {}
-        for fraction in settings["fractions"]:
-            key = report.fraction_key(fraction)
-            runs[feature][key], chosen[f"{feature}@{key}"] = [], []
-            for seed in range(settings["seeds"]):
-                scores = np.zeros((len(scoring.rows), classes))
-                for subset, scored in scoring.fits(y, fraction, seed):
-                    fit = reader.fit_predict(x[subset], y[subset], x_test[scored], classes, seed)
-                    scores[scored] = fit.probabilities
-                    chosen[f"{feature}@{key}"].append(
-                        trees.setting_of(fit) if reader is trees else fit.c
-                    )
-                    folds.append(fit.folds)
-                runs[feature][key].append(scores)
+        with watch.part(fit_part(feature)):
+            runs[feature], chosen_here, folds_here = _fitted(
+                reader, x, y, x_test, scoring, settings, classes
+            )
+        chosen.update({f"{feature}@{key}": c for key, c in chosen_here.items()})
+        folds.extend(folds_here)
+    return runs, chosen, folds
+
+
+class FitCache:
+    """Probe heads already fitted in this process, by everything they were fitted on. A
+    study's baselines (the raw table, its trees, the floor, the oracle) read the same features,
+    labels and subjects for every pretraining seed and arm, so each is fitted once per cohort;
+    a fit is deterministic, so a reused one is the one a new fit would give."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, tuple] = {}
+        self.reused = 0
+
+    @staticmethod
+    def key(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for array in (x, y, x_test, scoring.rows, scoring.pool):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        layout = (reader.__name__, scoring.folds, settings["fractions"], settings["seeds"], classes)
+        digest.update(repr(layout).encode())
+        return digest.hexdigest()
+
+    def fitted(self, key: str, fit: Callable[[], tuple]) -> tuple:
+        if key in self._found:
+            self.reused += 1
+        else:
+            self._found[key] = fit()
+        return self._found[key]
+
+
+def _fitted(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int):
+    """_fit_one, or the same fit kept by the settings' FitCache."""
+    cache = settings.get("fits")
+
+    def fit() -> tuple:
+        return _fit_one(reader, x, y, x_test, scoring, settings, classes)
+
+    if cache is None:
+        return fit()
+    return cache.fitted(FitCache.key(reader, x, y, x_test, scoring, settings, classes), fit)
+
+
+def _fit_one(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int):
+    """One feature set's heads at every fraction and seed: (fraction key -> probabilities per
+    seed, fraction key -> C or setting per fit, folds used)."""
+    runs: dict = {}
+    chosen: dict = {}
+    folds: list[int] = []
+    for fraction in settings["fractions"]:
+        key = report.fraction_key(fraction)
+        runs[key], chosen[key] = [], []
+        for seed in range(settings["seeds"]):
+            scores = np.zeros((len(scoring.rows), classes))
+            for subset, scored in scoring.fits(y, fraction, seed):
+                fit = reader.fit_predict(x[subset], y[subset], x_test[scored], classes, seed)
+                scores[scored] = fit.probabilities
+                chosen[key].append(trees.setting_of(fit) if reader is trees else fit.c)
+                folds.append(fit.folds)
+            runs[key].append(scores)
     return runs, chosen, folds
 
 
@@ -312,30 +400,33 @@ def _evaluate(
     sides: tuple[Side, Side, dict],
     settings: dict,
     message: Callable[[str], None],
+    watch: Stopwatch,
 ) -> ProbeReport:
     train, test, seen = sides
     if settings["cross_fit"]:
         scoring = Scoring.cross_fitted(test.labels, settings["cross_fit"])
     else:
         scoring = Scoring.test_split(train.labels, test.labels)
-    runs, chosen, folds = _fit_all(train, test, scoring, settings)
+    runs, chosen, folds = _fit_all(train, test, scoring, settings, watch)
     note = describe_folds(folds)
     if note:
         message(note)
     y_test = test.labels.y[scoring.rows]
-    summary = _summaries(runs, y_test, train, scoring, settings)
-    pairs = comparison_pairs(runs)
-    comparisons = {
-        key: with_shares(report.compare(y_test, runs, pairs, key, settings["resamples"]))
-        for key in (report.fraction_key(f) for f in settings["fractions"])
-    }
+    with watch.part(PARTS["bootstrap"]):
+        summary = _summaries(runs, y_test, train, scoring, settings)
+        pairs = comparison_pairs(runs)
+        comparisons = {
+            key: with_shares(report.compare(y_test, runs, pairs, key, settings["resamples"]))
+            for key in (report.fraction_key(f) for f in settings["fractions"])
+        }
     document = _document(loaded, train, test, seen, settings, summary, comparisons, chosen, note)
     document["scored"] = {"design": scoring.design, "subjects": int(len(scoring.rows))}
     kind = "probe"
     transfer = train.cohort is not test.cohort
     name = f"{train.cohort.name}-on-{test.cohort.name}" if transfer else test.cohort.name
     folder = report.report_folder(project, kind, loaded.run, name)
-    write(folder, document, markdown(document), runs, y_test)
+    with watch.part(PARTS["write"]):
+        write(folder, document, markdown(document), runs, y_test)
     return ProbeReport(
         test.cohort.name,
         folder,

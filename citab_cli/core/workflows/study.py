@@ -20,6 +20,7 @@ from citab_cli.core import atomic
 from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import finetune, probe
 from citab_cli.core.runtime.device import pick_device
+from citab_cli.core.runtime.stopwatch import Stopwatch
 from citab_cli.core.training import loop
 from citab_cli.core.workflows.study_plan import PlannedRun, plan_study
 from citab_cli.core.workflows.study_report import write_study_report
@@ -39,6 +40,8 @@ class StudyResult:
     folder: Path
     report: Path | None
     seconds: float = 0.0
+    #: Where the time went: every run's parts over all invocations, the report's of this one.
+    stopwatch: Stopwatch | None = None
 
 
 @dataclass
@@ -64,15 +67,42 @@ def run_study(
     atomic.write_text(folder / "study.json", spec.model_dump_json(indent=2) + "\n")
     write_plan(folder, runs)
     target = str(pick_device(device))
+    watch = read_timings(folder)
+    fits = probe.FitCache()  # every run's baselines of a cohort are fitted once
     for number, run in enumerate(runs, 1):
         hooks.stage(number, run, f"pretraining ({run.steps} steps)")
-        _pretrain(project, run, target, hooks.message)
+        with watch.part(PRETRAINING):
+            _pretrain(project, run, target, hooks.message)
         for checkpoint in spec.checkpoints:
-            _score(project, spec, run, checkpoint, folder, target, hooks, number)
+            _score(project, spec, run, checkpoint, folder, target, hooks, number, watch, fits)
+        write_timings(folder, watch)
         hooks.finished(number)
     hooks.stage(len(runs), runs[-1], "writing the report")
-    report = write_study_report(project, spec, runs, folder)
-    return StudyResult(runs, folder, report, time.perf_counter() - started)
+    everything = Stopwatch(watch.seconds)  # the report's parts are this invocation's alone
+    report = write_study_report(project, spec, runs, folder, everything)
+    return StudyResult(runs, folder, report, time.perf_counter() - started, everything)
+
+
+#: The stopwatch's parts a study adds to a probe's (evaluation.probe.PARTS).
+PRETRAINING = "pretraining"
+FINETUNING = "fine-tuning against scratch"
+#: Where a study keeps the seconds of its runs' parts, summed over every invocation.
+TIMINGS = "timings.json"
+
+
+def read_timings(folder: Path) -> Stopwatch:
+    """The seconds earlier invocations of the study spent on its runs (none at first)."""
+    path = folder / TIMINGS
+    if not path.is_file():
+        return Stopwatch()
+    try:
+        return Stopwatch({str(k): float(v) for k, v in json.loads(path.read_text()).items()})
+    except (ValueError, AttributeError):  # unreadable: the times restart, nothing else depends
+        return Stopwatch()
+
+
+def write_timings(folder: Path, watch: Stopwatch) -> None:
+    atomic.write_text(folder / TIMINGS, json.dumps(watch.seconds, indent=2) + "\n")
 
 
 def _pretrain(project: Project, run: PlannedRun, device: str, message) -> None:
@@ -102,7 +132,8 @@ def fits_everything(spec: StudySpec, run: PlannedRun) -> bool:
     return run.regime == "cross-cohort" or (run.regime == "leave-one-out" and spec.cross_fit > 0)
 
 
-def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks, number: int):
+def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks, number: int,
+           watch: Stopwatch, fits: probe.FitCache):  # fmt: skip
     """Probe (and for leave-one-out, fine-tune) the run's checkpoint on its cohorts, unless
     its scores are already kept. A held-out cohort is cross-fitted over all its labelled
     subjects (`spec.cross_fit` folds)."""
@@ -123,6 +154,8 @@ def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks
             exclude_criteria=spec.exclude_criteria,
             features=None if fits_everything(spec, run) else OWN_EMBEDDINGS,
             cross_fit=spec.cross_fit if run.regime == "leave-one-out" else 0,
+            stopwatch=watch,
+            fits=fits,
         )
         for report in reports:
             target = score_path(folder, run.name, checkpoint, report.cohort)
@@ -132,7 +165,9 @@ def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks
     tuned = score_path(folder, run.name, checkpoint, run.held_out, "finetune")
     if not tuned.is_file():
         hooks.stage(number, run, f"fine-tuning on {run.held_out} ({checkpoint} checkpoint)")
-        y, classes, rows, runs = _finetuned(project, spec, str(path), run.held_out, device, hooks)
+        with watch.part(FINETUNING):
+            y, classes, rows, runs = _finetuned(project, spec, str(path), run.held_out, device,
+                                                hooks)  # fmt: skip
         save_scores(tuned, y, classes, runs, rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from citab_cli.core.evaluation.metrics import verdict_words
+from citab_cli.core.runtime.stopwatch import minutes
 from citab_cli.core.workflows.study_tables import forest_name
 
 METRIC_TITLES = {"balanced_accuracy": "balanced accuracy", "macro_auc": "macro AUC"}
@@ -138,4 +139,25 @@ def markdown(document: dict) -> str:
         lines += [f"- {note}" for note in _notes(document, table)]
         lines += ["", f"![paired differences]({forest_name(table)})", ""]
     lines += ["![validation curves of the cross-cohort runs](validation_curves.png)", ""]
+    lines += time_lines(document.get("time"))
     return "\n".join(lines)
+
+
+def time_lines(time: dict | None) -> list[str]:
+    """Where the study's time went, largest part first (absent in reports written before the
+    study timed itself)."""
+    if not time:
+        return []
+    lines = [
+        "## Where the time went",
+        "",
+        f"{minutes(time['total_seconds'])} in all, summed over every invocation of the study "
+        "for its runs' parts (a run finished by an earlier invocation counts once), and this "
+        "report's bootstrap; writing its files and figures is not in it.",
+        "",
+        "| part | time | share |",
+        "|---|---|---|",
+    ]
+    for row in time["parts"]:
+        lines.append(f"| {row['part']} | {minutes(row['seconds'])} | {row['share']:.0%} |")
+    return [*lines, ""]

@@ -11,6 +11,7 @@ import numpy as np
 from citab_cli.core import figures
 from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import report
+from citab_cli.core.runtime.stopwatch import Stopwatch
 from citab_cli.core.workflows import study_tables as tables
 from citab_cli.core.workflows.study_plan import PlannedRun
 from citab_cli.core.workflows.study_scores import plan_rows
@@ -87,13 +88,26 @@ def study_document(spec: StudySpec, runs: list[PlannedRun], folder: Path) -> dic
     }
 
 
-def write_study_report(project: Project, spec, runs, folder: Path) -> Path | None:
-    """reports/study-<study>-<time>/: report.json, report.md, forest plots, curves."""
+#: The parts of writing a study's report its stopwatch times.
+REPORT_PARTS = (
+    "study report: bootstrapping its tables",
+    "study report: writing it and its figures",
+)
+
+
+def write_study_report(
+    project: Project, spec, runs, folder: Path, watch: Stopwatch | None = None
+) -> Path | None:
+    """reports/study-<study>-<time>/: report.json, report.md, forest plots, curves; with
+    `watch`, the report says where the study's time went (its own writing excepted)."""
     from citab_cli.core.workflows.study_markdown import markdown
 
-    document = study_document(spec, runs, folder)
+    watch = watch if watch is not None else Stopwatch()
+    with watch.part(REPORT_PARTS[0]):
+        document = study_document(spec, runs, folder)
     if not document["tables"]:
         return None
+    document["time"] = {"total_seconds": round(watch.total, 1), "parts": watch.rows()}
     target = report.report_folder(project, "study", spec.study, "all")
 
     def extra(stage: Path) -> None:
@@ -101,7 +115,8 @@ def write_study_report(project: Project, spec, runs, folder: Path) -> Path | Non
             _forest(stage / tables.forest_name(table), table)
         _curves(stage / "validation_curves.png", project, spec, runs)
 
-    report.write_report(target, document, markdown(document), extra)
+    with watch.part(REPORT_PARTS[1]):
+        report.write_report(target, document, markdown(document), extra)
     return target
 
 

@@ -199,8 +199,11 @@ def table(rows: list[Row], metric: str, resamples: int) -> list[dict]:
     row against the raw table when the table's oracle row shows a gain (its interval above 0;
     a share of a gain that may be nothing is noise over noise)."""
     entries = []
+    memo: dict = {}  # each probe run set's metric on the resamples, computed once per table
     for row in rows:
-        result = hierarchical_difference(row.y, row.method, row.baseline, metric, resamples)
+        result = hierarchical_difference(
+            row.y, row.method, row.baseline, metric, resamples, memo=memo
+        )
         entries.append(
             {"comparison": row.label, "seeds": len(row.method), "family": row.family, **result}
         )
