@@ -11,7 +11,7 @@ import torch
 from sklearn import metrics as sk
 
 from citab_cli.core.data.project import Project
-from citab_cli.core.evaluation import metrics
+from citab_cli.core.evaluation import linear, metrics, trees
 from citab_cli.core.evaluation import probe as core
 from citab_cli.core.evaluation.labels import stratified_subset
 from citab_cli.core.training import loop as pretraining
@@ -190,7 +190,7 @@ def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
     native = core.table_features(cohort, core.layout([cohort], "text"), native_missing=True)
     native_test = {native[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
     seen: list[np.ndarray] = []
-    for reader in (core.linear, core.trees):
+    for reader in (linear, trees):
         real = reader.fit_predict
 
         def spy(x_train, *args, real=real):
@@ -485,7 +485,7 @@ def test_a_fit_cache_fits_each_baseline_once_and_changes_no_number(pretrained: P
     (fresh,) = _probe(pretrained)
     cache = core.FitCache()
     calls: list[int] = []
-    for reader in (core.linear, core.trees):
+    for reader in (linear, trees):
         real = reader.fit_predict
 
         def spy(*args, real=real):
@@ -513,17 +513,17 @@ def test_the_fit_cache_key_sees_every_input():
     y = np.arange(20) % 2
     scoring = Scoring(rows=np.arange(6), pool=np.arange(20))
     settings = {"fractions": (1.0,), "seeds": 2}
-    base = core.FitCache.key(core.linear, x, y, x_test, scoring, settings, 2)
+    base = core.FitCache.key(linear, x, y, x_test, scoring, settings, 2)
     changed = [
-        core.FitCache.key(core.trees, x, y, x_test, scoring, settings, 2),
-        core.FitCache.key(core.linear, x + 1e-9, y, x_test, scoring, settings, 2),
-        core.FitCache.key(core.linear, x, 1 - y, x_test, scoring, settings, 2),
-        core.FitCache.key(core.linear, x, y, x_test[::-1], scoring, settings, 2),
+        core.FitCache.key(trees, x, y, x_test, scoring, settings, 2),
+        core.FitCache.key(linear, x + 1e-9, y, x_test, scoring, settings, 2),
+        core.FitCache.key(linear, x, 1 - y, x_test, scoring, settings, 2),
+        core.FitCache.key(linear, x, y, x_test[::-1], scoring, settings, 2),
         core.FitCache.key(
-            core.linear, x, y, x_test, Scoring(np.arange(6), np.arange(19)), settings, 2
+            linear, x, y, x_test, Scoring(np.arange(6), np.arange(19)), settings, 2
         ),  # fmt: skip
-        core.FitCache.key(core.linear, x, y, x_test, scoring, {**settings, "seeds": 3}, 2),
-        core.FitCache.key(core.linear, x, y, x_test, scoring, settings, 3),
+        core.FitCache.key(linear, x, y, x_test, scoring, {**settings, "seeds": 3}, 2),
+        core.FitCache.key(linear, x, y, x_test, scoring, settings, 3),
     ]
-    assert base == core.FitCache.key(core.linear, x.copy(), y, x_test, scoring, settings, 2)
+    assert base == core.FitCache.key(linear, x.copy(), y, x_test, scoring, settings, 2)
     assert len({base, *changed}) == len(changed) + 1

@@ -16,7 +16,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import linear, oracle, report, trees
+from citab_cli.core.evaluation import oracle, report
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
@@ -24,8 +24,6 @@ from citab_cli.core.evaluation.features import (
     FLOOR_ROLES,
     IMAGE_BLOCKS,
     METHODS,
-    RANDOM_TWIN,
-    TREE_FEATURES,
     comparison_pairs,
     image_block_means,
     layout,
@@ -35,6 +33,7 @@ from citab_cli.core.evaluation.features import (
 )
 from citab_cli.core.evaluation.labels import LabelLayout, check_fractions, label_layout
 from citab_cli.core.evaluation.linear import describe_folds
+from citab_cli.core.evaluation.probe_fits import PARTS, FitCache, fit_all
 from citab_cli.core.evaluation.probe_report import markdown, write
 from citab_cli.core.evaluation.scoring import Scoring
 from citab_cli.core.model.citab import CITab, build_model
@@ -64,18 +63,6 @@ BATCHNORM = ("cohort", "stored")
 EMBEDDED_AS = {
     "citab": ("citab", "citab_tabular", "citab_image"),
     "random": ("random_multimodal", "random_tabular", "random_image"),
-}
-#: The parts of a probe its stopwatch times.
-PARTS = {
-    "load": "probes: reading the checkpoint and cohorts",
-    "embed": "probes: embedding (pretrained and random networks)",
-    "features": "probes: table features, image block means, oracle",
-    "methods": "probes: fitting heads on the pretrained embeddings",
-    "twins": "probes: fitting heads on the random twin's embeddings",
-    "baselines": "probes: fitting the linear baselines (raw table, floor, oracle)",
-    "trees": "probes: fitting gradient-boosted trees",
-    "bootstrap": "probes: bootstrapping intervals",
-    "write": "probes: writing reports and figures",
 }
 #: What an embedding that reads the scan saw of it.
 SCAN_SEEN = "the stored scan (image-encoder features; no table column)"
@@ -135,16 +122,7 @@ def probe(
     `batchnorm` (BATCHNORM) sets both networks' BatchNorm statistics before embedding.
     `stopwatch` is given the seconds of each part (PARTS); `fits` reuses heads fitted before
     on the same features, labels and subjects (a study's baselines, once per cohort)."""
-    check_fractions(fractions)
-    if batchnorm not in BATCHNORM:
-        raise CitabError(f"--batchnorm {batchnorm}: choose one of {', '.join(BATCHNORM)}")
-    unknown = sorted(set(features or ()) - set(FEATURES))
-    if unknown:
-        raise CitabError(f"unknown feature set(s) {', '.join(unknown)}; choose from {FEATURES}")
-    if seeds < 1:
-        raise CitabError("--seeds must be at least 1")
-    if (train_on is None) != (test_on is None):
-        raise CitabError("--train-on and --test-on go together: --train-on A --test-on B,C")
+    _check_arguments(fractions, seeds, batchnorm, features, train_on, test_on)
     watch = stopwatch if stopwatch is not None else Stopwatch()
     with watch.part(PARTS["load"]):
         loaded = load_checkpoint(project, ckpt)
@@ -191,6 +169,20 @@ def probe(
             sides = _sides(train, test, embedded, message, latents, not cross_fit)
         reports.append(_evaluate(project, loaded, sides, settings, message, watch))
     return reports
+
+
+def _check_arguments(fractions, seeds: int, batchnorm: str, features, train_on, test_on) -> None:
+    """A CitabError for arguments no probe can run with."""
+    check_fractions(fractions)
+    if batchnorm not in BATCHNORM:
+        raise CitabError(f"--batchnorm {batchnorm}: choose one of {', '.join(BATCHNORM)}")
+    unknown = sorted(set(features or ()) - set(FEATURES))
+    if unknown:
+        raise CitabError(f"unknown feature set(s) {', '.join(unknown)}; choose from {FEATURES}")
+    if seeds < 1:
+        raise CitabError("--seeds must be at least 1")
+    if (train_on is None) != (test_on is None):
+        raise CitabError("--train-on and --test-on go together: --train-on A --test-on B,C")
 
 
 def random_twin(config: PretrainConfig) -> CITab:
@@ -298,102 +290,6 @@ def _table_sets(
     return {k: features[k] for k in FEATURES if k in features}
 
 
-def fit_part(feature: str) -> str:
-    """The stopwatch part a feature set's probe heads are timed under."""
-    if feature in TREE_FEATURES:
-        return PARTS["trees"]
-    if feature in METHODS:
-        return PARTS["methods"]
-    return PARTS["twins"] if feature in RANDOM_TWIN.values() else PARTS["baselines"]
-
-
-def _fit_all(
-    train: Side, test: Side, scoring: Scoring, settings: dict, watch: Stopwatch
-) -> tuple[dict, dict, list[int]]:
-    """feature -> fraction -> probabilities of the scored subjects per seed; C chosen per fit;
-    folds used."""
-    classes = len(train.labels.classes)
-    y = train.labels.y
-    runs: dict = {}
-    chosen: dict = {}
-    folds: list[int] = []
-    for feature in train.features:
-        if settings.get("features") and feature not in settings["features"]:
-            continue
-        x, x_test = train.features[feature], test.features[feature][scoring.rows]
-        reader = trees if feature in TREE_FEATURES else linear
-        with watch.part(fit_part(feature)):
-            runs[feature], chosen_here, folds_here = _fitted(
-                reader, x, y, x_test, scoring, settings, classes
-            )
-        chosen.update({f"{feature}@{key}": c for key, c in chosen_here.items()})
-        folds.extend(folds_here)
-    return runs, chosen, folds
-
-
-class FitCache:
-    """Probe heads already fitted in this process, by everything they were fitted on. A
-    study's baselines (the raw table, its trees, the floor, the oracle) read the same features,
-    labels and subjects for every pretraining seed and arm, so each is fitted once per cohort;
-    a fit is deterministic, so a reused one is the one a new fit would give."""
-
-    def __init__(self) -> None:
-        self._found: dict[str, tuple] = {}
-        self.reused = 0
-
-    @staticmethod
-    def key(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int) -> str:
-        import hashlib
-
-        digest = hashlib.sha256()
-        for array in (x, y, x_test, scoring.rows, scoring.pool):
-            array = np.ascontiguousarray(array)
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(array.tobytes())
-        layout = (reader.__name__, scoring.folds, settings["fractions"], settings["seeds"], classes)
-        digest.update(repr(layout).encode())
-        return digest.hexdigest()
-
-    def fitted(self, key: str, fit: Callable[[], tuple]) -> tuple:
-        if key in self._found:
-            self.reused += 1
-        else:
-            self._found[key] = fit()
-        return self._found[key]
-
-
-def _fitted(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int):
-    """_fit_one, or the same fit kept by the settings' FitCache."""
-    cache = settings.get("fits")
-
-    def fit() -> tuple:
-        return _fit_one(reader, x, y, x_test, scoring, settings, classes)
-
-    if cache is None:
-        return fit()
-    return cache.fitted(FitCache.key(reader, x, y, x_test, scoring, settings, classes), fit)
-
-
-def _fit_one(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int):
-    """One feature set's heads at every fraction and seed: (fraction key -> probabilities per
-    seed, fraction key -> C or setting per fit, folds used)."""
-    runs: dict = {}
-    chosen: dict = {}
-    folds: list[int] = []
-    for fraction in settings["fractions"]:
-        key = report.fraction_key(fraction)
-        runs[key], chosen[key] = [], []
-        for seed in range(settings["seeds"]):
-            scores = np.zeros((len(scoring.rows), classes))
-            for subset, scored in scoring.fits(y, fraction, seed):
-                fit = reader.fit_predict(x[subset], y[subset], x_test[scored], classes, seed)
-                scores[scored] = fit.probabilities
-                chosen[key].append(trees.setting_of(fit) if reader is trees else fit.c)
-                folds.append(fit.folds)
-            runs[key].append(scores)
-    return runs, chosen, folds
-
-
 def _evaluate(
     project: Project,
     loaded: LoadedCheckpoint,
@@ -407,7 +303,7 @@ def _evaluate(
         scoring = Scoring.cross_fitted(test.labels, settings["cross_fit"])
     else:
         scoring = Scoring.test_split(train.labels, test.labels)
-    runs, chosen, folds = _fit_all(train, test, scoring, settings, watch)
+    runs, chosen, folds = fit_all(train, test, scoring, settings, watch)
     note = describe_folds(folds)
     if note:
         message(note)

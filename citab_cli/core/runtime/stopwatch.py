@@ -24,6 +24,7 @@ class Stopwatch:
             self.add(name, time.perf_counter() - start)
 
     def add(self, name: str, seconds: float) -> None:
+        """Count `seconds` more for the part `name`."""
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def merged(self, other: Stopwatch | dict[str, float]) -> Stopwatch:
@@ -35,6 +36,7 @@ class Stopwatch:
 
     @property
     def total(self) -> float:
+        """Seconds of every part together."""
         return sum(self.seconds.values())
 
     def rows(self) -> list[dict]:

@@ -102,6 +102,7 @@ def read_timings(folder: Path) -> Stopwatch:
 
 
 def write_timings(folder: Path, watch: Stopwatch) -> None:
+    """Keep the seconds of the study's runs so far (studies/<study>/timings.json)."""
     atomic.write_text(folder / TIMINGS, json.dumps(watch.seconds, indent=2) + "\n")
 
 
