@@ -182,7 +182,7 @@ def test_a_planted_driver_ranks_above_a_categorical_and_a_scan_shifting_binary_n
     store = Project(project)
     loop.pretrain(store, tiny("toy", epochs=1), "base")
     tuned = finetune.finetune(
-        store, "best.safetensors", "toy", strategy="trainable", epochs=25, patience=25,
+        store, "best.safetensors", "toy", strategy="trainable", epochs=12, patience=12,
         learning_rate=3e-3, device="cpu",
     )  # fmt: skip
     assert tuned.summary["finetuned"]["balanced_accuracy"]["mean"] > 0.8

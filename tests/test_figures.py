@@ -51,17 +51,29 @@ def test_legends_use_the_reports_names_and_epochs_are_whole(tmp_path: Path, monk
 
 
 def test_the_qc_montage_captions_each_outlier_with_its_reason(tmp_path: Path, monkeypatch):
+    from matplotlib.patches import Rectangle
+
     from citab_cli.core import figures
     from citab_cli.core.scans import qc
 
     seen = {}
     monkeypatch.setattr(figures, "save", lambda fig, path, dpi=120: seen.setdefault(path, fig))
     volumes = np.random.default_rng(0).random((5, 8, 8, 8)).astype(np.float32)
+    volumes[3] = np.linspace(0, 1, 8)[None, None, :]  # S3: brightest at the top of every slice
     subjects = [f"S{i}" for i in range(5)]
     qc.montage(tmp_path / "qc.png", volumes, subjects, {"S3": ["brain_volume_ml"]}, "demo")
-    titles = [ax.get_title() for ax in seen[tmp_path / "qc.png"].axes if ax.get_title()]
-    assert titles[0] == "S3\nbrain_volume_ml"  # outliers first, with what they stand out on
-    assert set(titles[1:]) == {"S0", "S1", "S2", "S4"}
+    (ax,) = seen[tmp_path / "qc.png"].axes
+    captions = [t.get_text() for t in ax.texts]
+    assert captions[0] == "S3\nbrain_volume_ml"  # outliers first, with what they stand out on
+    assert set(captions[1:]) == {"S0", "S1", "S2", "S4"}
+    assert [t.get_color() for t in ax.texts][:2] == ["red", "black"]
+    outlines = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(outlines) == 3 and all(p.get_edgecolor()[:3] == (1.0, 0.0, 0.0) for p in outlines)
+    mosaic = ax.images[0].get_array()
+    assert mosaic.shape == (2 * (8 + 4), round(4 * 3.3 * 8 - 0.3 * 8))  # 2 rows of 4 subjects
+    first = np.ma.filled(mosaic[4:12, 8:16], np.nan)  # S3's coronal mid-slice, first tile row
+    np.testing.assert_allclose(first[:, 0], np.linspace(1, 0, 8))  # the last axis points up
+    assert np.isnan(np.ma.filled(mosaic[4:12, 24:26], np.nan)).all()  # the gap: background
 
 
 def test_the_qc_hint_is_a_path_the_user_can_open_from_where_they_stand(tmp_path: Path, monkeypatch):

@@ -482,7 +482,8 @@ def test_a_fit_cache_fits_each_baseline_once_and_changes_no_number(pretrained: P
     set, the random twin's included, reads the same features, labels and subjects), and its
     numbers are those of a probe without the cache. Another checkpoint of the run would
     refit only its own embeddings; here the content decides, not the feature set's name."""
-    (fresh,) = _probe(pretrained)
+    light = {"fractions": (1.0,), "seeds": 1}
+    (fresh,) = _probe(pretrained, **light)
     cache = core.FitCache()
     calls: list[int] = []
     for reader in (linear, trees):
@@ -493,9 +494,9 @@ def test_a_fit_cache_fits_each_baseline_once_and_changes_no_number(pretrained: P
             return real(*args)
 
         monkeypatch.setattr(reader, "fit_predict", spy)
-    (first,) = _probe(pretrained, fits=cache)
+    (first,) = _probe(pretrained, fits=cache, **light)
     fitted = len(calls)
-    (second,) = _probe(pretrained, fits=cache)
+    (second,) = _probe(pretrained, fits=cache, **light)
     assert fitted > 0 and len(calls) == fitted  # the second probe fitted nothing
     assert cache.reused == len(first.summary)
     for report in (first, second):
