@@ -528,3 +528,13 @@ def test_the_fit_cache_key_sees_every_input():
     ]
     assert base == core.FitCache.key(linear, x.copy(), y, x_test, scoring, settings, 2)
     assert len({base, *changed}) == len(changed) + 1
+
+
+def test_heads_fitted_in_two_processes_give_the_same_numbers(pretrained: Path):
+    """A study fits each feature set's label subsets and probe seeds in several processes;
+    every fit is deterministic, so the report is the one a single process writes."""
+    light = {"fractions": (0.5, 1.0), "seeds": 2, "features": ("citab", "raw_table_gbdt")}
+    (alone,) = _probe(pretrained, **light)
+    (shared,) = _probe(pretrained, workers=2, **light)
+    assert json.dumps(shared.summary) == json.dumps(alone.summary)
+    assert json.dumps(shared.comparisons) == json.dumps(alone.comparisons)

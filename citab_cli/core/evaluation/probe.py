@@ -113,6 +113,7 @@ def probe(
     batchnorm: str = "cohort",
     stopwatch: Stopwatch | None = None,
     fits: FitCache | None = None,
+    workers: int = 1,
 ) -> list[ProbeReport]:
     """One report per evaluation: each cohort on itself, or `train_on` on itself and on each
     of `test_on`. `features` limits the feature sets fitted (default: every one; a study asks
@@ -121,7 +122,8 @@ def probe(
     split (`scoring.Scoring.cross_fitted`); only for cohorts the checkpoint never saw.
     `batchnorm` (BATCHNORM) sets both networks' BatchNorm statistics before embedding.
     `stopwatch` is given the seconds of each part (PARTS); `fits` reuses heads fitted before
-    on the same features, labels and subjects (a study's baselines, once per cohort)."""
+    on the same features, labels and subjects (a study's baselines, once per cohort);
+    `workers` > 1 fits a feature set's label subsets and probe seeds in that many processes."""
     _check_arguments(fractions, seeds, batchnorm, features, train_on, test_on)
     watch = stopwatch if stopwatch is not None else Stopwatch()
     with watch.part(PARTS["load"]):
@@ -159,6 +161,7 @@ def probe(
         "cross_fit": cross_fit,
         "batchnorm": batchnorm,
         "fits": fits,
+        "workers": workers,
     }
     reports = []
     for train, test in pairs:

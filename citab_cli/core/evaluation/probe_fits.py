@@ -107,19 +107,40 @@ def _fitted(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int
 
 def _fit_one(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int):
     """One feature set's heads at every fraction and seed: (fraction key -> probabilities per
-    seed, fraction key -> C or setting per fit, folds used)."""
+    seed, fraction key -> C or setting per fit, folds used). With `settings["workers"]` > 1
+    the (fraction, seed) fits run in that many processes; each fit is deterministic, so the
+    result is the same."""
+    tasks = [(f, seed) for f in settings["fractions"] for seed in range(settings["seeds"])]
+    args = (reader.__name__, x, y, x_test, scoring, classes)
+    workers = min(int(settings.get("workers") or 1), len(tasks))
+    if workers > 1:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=workers)(delayed(_fit_seed)(*args, f, s) for f, s in tasks)
+    else:
+        done = [_fit_seed(*args, f, s) for f, s in tasks]
     runs: dict = {}
     chosen: dict = {}
     folds: list[int] = []
-    for fraction in settings["fractions"]:
+    for (fraction, _), (scores, settings_chosen, folds_used) in zip(tasks, done, strict=True):
         key = report.fraction_key(fraction)
-        runs[key], chosen[key] = [], []
-        for seed in range(settings["seeds"]):
-            scores = np.zeros((len(scoring.rows), classes))
-            for subset, scored in scoring.fits(y, fraction, seed):
-                fit = reader.fit_predict(x[subset], y[subset], x_test[scored], classes, seed)
-                scores[scored] = fit.probabilities
-                chosen[key].append(trees.setting_of(fit) if reader is trees else fit.c)
-                folds.append(fit.folds)
-            runs[key].append(scores)
+        runs.setdefault(key, []).append(scores)
+        chosen.setdefault(key, []).extend(settings_chosen)
+        folds.extend(folds_used)
     return runs, chosen, folds
+
+
+def _fit_seed(reader_name: str, x, y, x_test, scoring: Scoring, classes: int, fraction, seed):
+    """One probe seed's heads at one fraction (a fit per fold when cross-fitted): the scored
+    subjects' probabilities, the C or tree setting of each fit, and the folds each used."""
+    import importlib
+
+    reader = importlib.import_module(reader_name)
+    scores = np.zeros((len(scoring.rows), classes))
+    chosen, folds = [], []
+    for subset, scored in scoring.fits(y, fraction, seed):
+        fit = reader.fit_predict(x[subset], y[subset], x_test[scored], classes, seed)
+        scores[scored] = fit.probabilities
+        chosen.append(trees.setting_of(fit) if reader is trees else fit.c)
+        folds.append(fit.folds)
+    return scores, chosen, folds

@@ -11,6 +11,7 @@ a study cut short still reports what it has.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from citab_cli.core.workflows.study_report import write_study_report
 from citab_cli.core.workflows.study_scores import plan_rows, save_scores, score_path
 from citab_cli.core.workflows.study_spec import StudySpec
 
+#: Processes a study's probes fit their heads in (each fit is deterministic: the same numbers
+#: whatever the count).
+PROBE_WORKERS = max(1, min(os.cpu_count() or 1, 4))
 #: Bootstrap resamples of the ordinary probe reports a study writes along the way (its own
 #: report resamples `spec.resamples` times).
 PROBE_RESAMPLES = 200
@@ -157,6 +161,7 @@ def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks
             cross_fit=spec.cross_fit if run.regime == "leave-one-out" else 0,
             stopwatch=watch,
             fits=fits,
+            workers=PROBE_WORKERS,
         )
         for report in reports:
             target = score_path(folder, run.name, checkpoint, report.cohort)
