@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import typer
@@ -18,8 +19,32 @@ from typer.core import TyperGroup
 
 from citab_cli.core.errors import CitabError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+class WholeTables(Console):
+    """A console that never cuts a table: where its output is not a terminal (a log, a pipe, a
+    file, CI), a table is printed at its natural width instead of being squeezed into 80
+    columns with its cells cut short ("coho…"). In a terminal, or with COLUMNS set, tables
+    fit that width."""
+
+    def print(self, *objects, **kwargs) -> None:  # type: ignore[override]
+        from rich.table import Table
+
+        tables = [o for o in objects if isinstance(o, Table)]
+        if self.is_terminal or not tables or os.environ.get("COLUMNS"):  # a width asked for
+            super().print(*objects, **kwargs)
+            return
+        unbounded = self.options.update_width(100_000)
+        natural = max(self.measure(t, options=unbounded).maximum for t in tables)
+        previous = self._width  # rich caps a print's width at the console's: widen it for this one
+        self.width = max(self.width, natural)
+        try:
+            super().print(*objects, **kwargs)
+        finally:
+            self._width = previous
+
+
+console = WholeTables(highlight=False)
+err_console = WholeTables(stderr=True, highlight=False)
 
 
 def fail(message: str) -> None:
