@@ -194,3 +194,14 @@ def test_best_checkpoint_monitors():
     no_labels = {"val_loss": 0.8, "val_recall_at_5": 0.1}  # no probe: falls back to the loss
     assert better(no_labels, {"val_loss": 1.0, "val_recall_at_5": 0.2}, "probe")
     assert better({"val_loss": 2.0}, {}, "retrieval")  # the first validation is the best so far
+
+
+def test_the_console_line_puts_matching_next_to_its_chance():
+    """Matching AUC and its balanced accuracy (true pairs and negatives weighed alike) are both
+    at 0.5 by chance; the line says so, and says nothing of matching when ITM is off."""
+    from citab_cli.core.training.validation import describe
+
+    scores = {"epoch": 2, "val_loss": 1.0, "val_itm_auc": 0.4987, "val_itm_accuracy": 0.5}
+    assert describe(scores).endswith("matching AUC 0.499 and balanced accuracy 0.500 (chance 0.5)")
+    assert describe({**scores, "val_itm_auc": 0.61}).count("chance 0.5") == 1
+    assert "matching" not in describe({"epoch": 2, "val_loss": 1.0})

@@ -281,10 +281,11 @@ def describe(scores: dict) -> str:
         if chance is not None:
             few = "; too few validation subjects a cohort to say much" if chance >= 0.5 else ""
             text += f" (chance {chance:.3f}{few})"
-    if "val_itm_auc" in scores:
-        text += f", matching AUC {scores['val_itm_auc']:.3f}"
-    if "val_itm_accuracy" in scores:
-        text += f", matching accuracy {scores['val_itm_accuracy']:.3f}"
+    matching = [f"AUC {scores['val_itm_auc']:.3f}"] if "val_itm_auc" in scores else []
+    if "val_itm_accuracy" in scores:  # balanced over true pairs and negatives
+        matching.append(f"balanced accuracy {scores['val_itm_accuracy']:.3f}")
+    if matching:
+        text += f", matching {' and '.join(matching)} (chance 0.5)"
     if "val_probe_bacc" in scores:
         text += f", probe balanced accuracy (label-based) {scores['val_probe_bacc']:.3f}"
     return text
