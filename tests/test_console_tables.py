@@ -53,3 +53,16 @@ def test_a_width_asked_for_with_columns_is_kept(monkeypatch):
     console = WholeTables(file=out, color_system=None)
     console.print(_wide_table())
     assert max(len(line) for line in out.getvalue().splitlines()) <= 70
+
+
+def test_on_off_flags_show_no_value_in_help():
+    """`--help`, `--version` and `--dry-run` take no value, so help shows no type for them;
+    options that take one keep theirs."""
+    top = run("--help")
+    assert top.exit_code == 0 and "--version" in top.output
+    study = run("study", "--help")
+    assert study.exit_code == 0 and "--dry-run" in study.output
+    for output in (top.output, study.output):
+        assert "<bool>" not in output
+    assert "<auto|cpu|cuda>" in study.output and "<path>" in study.output
+    assert "and the probes run:" in study.output  # plural subject, plural verb

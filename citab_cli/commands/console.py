@@ -43,6 +43,23 @@ class WholeTables(Console):
             self._width = previous
 
 
+def _flags_take_no_value() -> None:
+    """Typer's help shows a `<bool>` type beside every on/off flag (`--help <bool>`,
+    `--dry-run <bool>`), as if it took a value: flags show no type."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "citab_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_bool_flag else shown(self, ctx)
+
+    display_type_rich.citab_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 console = WholeTables(highlight=False)
 err_console = WholeTables(stderr=True, highlight=False)
 

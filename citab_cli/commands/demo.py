@@ -19,7 +19,8 @@ def demo(
     subjects: int = typer.Option(60, "--subjects", help="Subjects per synthetic cohort."),
     epochs: int = typer.Option(15, "--epochs", help="Pretraining epochs (small preset)."),
 ) -> None:
-    """Run synth -> ingest -> embed-headers -> pretrain -> probe -> explain on synthetic data."""
+    """Run synth -> ingest -> embed-headers -> pretrain -> probe -> explain on synthetic data,
+    then write the project's page (project/report/index.html), everything on one page."""
     from citab_cli.core.workflows import demo as core
 
     start = time.perf_counter()

@@ -22,10 +22,11 @@ class Device(str, Enum):
 
 def device_option(what: str):
     """--device for a command that runs the model; `what` says what runs there."""
+    verb = "run" if " and " in what else "runs"
     return typer.Option(
         Device.auto,
         "--device",
-        help=f"Where {what} runs: auto takes this process's CUDA device when PyTorch sees one "
+        help=f"Where {what} {verb}: auto takes this process's CUDA device when PyTorch sees one "
         "(bf16 autocast, channels-last), else the CPU.",
     )
 
