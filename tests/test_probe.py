@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,14 @@ def test_cli_probe(pretrained: Path):
     rows = [line for line in lines if line.strip().startswith("raw table, trees")]
     assert rows and all("±" in line for line in rows[:1])
     assert "10% of labels (n=" in result.output and "100% of labels (n=" in result.output
+    # chance on the table: one answer for everyone, and every cell under it marked
+    chance_row = next(line for line in lines if "chance (one answer for everyone)" in line)
+    k = len(json.loads(next((pretrained / "reports").glob("probe-*adni*/report.json"))
+                       .read_text())["classes"])  # fmt: skip
+    assert chance_row.split()[-1] == f"{1 / k:.3f}"
+    cells = [c for line in lines for c in re.findall(r"(\d\.\d{3}) ± \d\.\d{3}( ▼)?", line)]
+    clear = [(m, mark) for m, mark in cells if m != f"{1 / k:.3f}"]  # at chance: either way
+    assert clear and all(bool(mark) == (float(m) < 1 / k) for m, mark in clear), cells
     paired = [line for line in lines if line.strip().startswith("CITab multimodal ")]
     assert any("[" in line and "]" in line for line in paired)
     document = json.loads(next((pretrained / "reports").glob("probe-*adni*/report.json"))
@@ -538,3 +547,23 @@ def test_heads_fitted_in_two_processes_give_the_same_numbers(pretrained: Path):
     (shared,) = _probe(pretrained, workers=2, **light)
     assert json.dumps(shared.summary) == json.dumps(alone.summary)
     assert json.dumps(shared.comparisons) == json.dumps(alone.comparisons)
+
+
+def test_the_report_table_marks_cells_below_chance_and_states_chance():
+    from citab_cli.core.evaluation import report
+
+    def summary(mean: float) -> dict:
+        return {n: {"mean": mean, "std": 0.01, "ci95": [mean - 0.1, mean + 0.1]}
+                for n in metrics.NAMES}  # fmt: skip
+
+    lines = report.metrics_table(
+        [("pretrained", summary(0.30)), ("raw table", summary(0.60))],
+        "features",
+        report.chance_levels(3),
+    )
+    below, above, chance = lines[2], lines[3], lines[4]
+    assert below.count("▼") == 2  # balanced accuracy 0.30 < 0.333 and AUC 0.30 < 0.5
+    assert "▼" not in above
+    assert chance.split("|")[1].strip() == "chance (one answer for everyone)"
+    assert [c.strip() for c in chance.split("|")[2:-1]] == ["", "0.333", "0.500", "", ""]
+    assert "▼" not in "".join(report.metrics_table([("x", summary(0.1))], "features"))

@@ -47,13 +47,23 @@ def demo(
     }
     for title in shown.values():
         table.add_column(title, justify="right", no_wrap=True)
+    table.add_column("chance", justify="right", no_wrap=True)
     for report in result.probes:
+        chance = 1.0 / len(report.classes)
         for f in result.fractions:
             cells = [report.summary[k][f"{f:g}"]["balanced_accuracy"] for k in shown]
             table.add_row(
-                report.cohort, f"{f:.0%}", *(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells)
+                report.cohort,
+                f"{f:.0%}",
+                *(
+                    f"{c['mean']:.3f} ± {c['std']:.3f}"
+                    + (" [red]▼[/]" if c["mean"] < chance - 1e-9 else "")
+                    for c in cells
+                ),
+                f"{chance:.3f}",
             )
     console.print(table)
+    console.print("  chance: one answer for everyone; ▼ below it")
     console.print(f"Project: {result.project}")
     console.print(f"Pretraining run: {result.run_dir}")
     for report in result.probes:

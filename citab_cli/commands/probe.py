@@ -135,19 +135,19 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
     for f in fractions:
         n = first[f"{f:g}"].get("n_train")
         table.add_column(f"{f:.0%} of labels" + (f" (n={n})" if n else ""), justify="right")
+    chance = 1.0 / len(report.classes)
     for feature, results in report.summary.items():
-        table.add_row(
-            titles[feature],
-            *(
-                f"{results[f'{f:g}']['balanced_accuracy']['mean']:.3f} ± "
-                f"{results[f'{f:g}']['balanced_accuracy']['std']:.3f}"
-                for f in fractions
-            ),
-        )
+        cells = []
+        for f in fractions:
+            score = results[f"{f:g}"]["balanced_accuracy"]
+            below = " [red]▼[/]" if score["mean"] < chance - 1e-9 else ""
+            cells.append(f"{score['mean']:.3f} ± {score['std']:.3f}{below}")
+        table.add_row(titles[feature], *cells)
+    table.add_row("chance (one answer for everyone)", *(f"{chance:.3f}" for _ in fractions))
     console.print(table)
     console.print(
         "  n: labelled train subjects the heads were fitted on (one label subset per seed); "
-        '"raw table + blocks" adds the scan\'s 4x4x4 block means'
+        '"raw table + blocks" adds the scan\'s 4x4x4 block means; ▼ below chance'
     )
     most = f"{max(fractions):g}"
     paired = Table(

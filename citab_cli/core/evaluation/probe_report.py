@@ -127,7 +127,9 @@ def markdown(document: dict) -> str:
             for feature, results in document["results"].items()
         ]
         lines += [f"## {fraction:.0%} of the labelled train subjects", ""]
-        lines += report.metrics_table(rows, "features") + [""]
+        chance = report.chance_levels(len(document["classes"]))
+        lines += report.metrics_table(rows, "features", chance)
+        lines += ["", "▼: below chance (what one answer for everyone scores).", ""]
         if not document["comparisons"].get(key):
             continue
         lines += [

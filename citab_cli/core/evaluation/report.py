@@ -168,8 +168,13 @@ def forest_figure(
     figures.save(fig, path, dpi=120)
 
 
-def metrics_table(rows: list[tuple[str, dict]], first: str) -> list[str]:
-    """Markdown lines: one row per (title, summary) with mean ± sd [95% interval] cells."""
+def metrics_table(
+    rows: list[tuple[str, dict]], first: str, chance: dict[str, float] | None = None
+) -> list[str]:
+    """Markdown lines: one row per (title, summary) with mean ± sd [95% interval] cells; with
+    `chance` (metric -> the score of one answer for everyone), a chance row, and a mean below
+    it marked ▼."""
+    chance = chance or {}
     lines = [
         f"| {first} | " + " | ".join(METRIC_TITLES) + " |",
         "|---" * (len(METRIC_TITLES) + 1) + "|",
@@ -178,10 +183,19 @@ def metrics_table(rows: list[tuple[str, dict]], first: str) -> list[str]:
         cells = [
             f"{summary[n]['mean']:.3f} ± {summary[n]['std']:.3f} "
             f"[{summary[n]['ci95'][0]:.3f}, {summary[n]['ci95'][1]:.3f}]"
+            + (" ▼" if n in chance and summary[n]["mean"] < chance[n] - 1e-9 else "")
             for n in metrics.NAMES
         ]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    if chance:
+        cells = [f"{chance[n]:.3f}" if n in chance else "" for n in metrics.NAMES]
+        lines.append("| chance (one answer for everyone) | " + " | ".join(cells) + " |")
     return lines
+
+
+def chance_levels(classes: int) -> dict[str, float]:
+    """The balanced accuracy and macro AUC of a classifier that ignores its input."""
+    return {"balanced_accuracy": 1.0 / classes, "macro_auc": 0.5}
 
 
 def gap_lines(document: dict) -> list[str]:
