@@ -17,7 +17,14 @@ def test_demo_runs_the_whole_path(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(demo, "run", partial(demo.run, fractions=(1.0,), seeds=1, shape=32))
     result = run("demo", "--dir", tmp_path / "demo", "--subjects", 30, "--epochs", 1)
     assert result.exit_code == 0, result.output
-    for column in ("CITab", "random weights", "raw table", "table, trees", "over 1 seeds", "chance"):
+    for column in (
+        "CITab",
+        "random weights",
+        "raw table",
+        "table, trees",
+        "over 1 seeds",
+        "chance",
+    ):
         assert column in result.output
     project = tmp_path / "demo" / "project"
     assert (project / "runs/demo/best.safetensors").is_file()
