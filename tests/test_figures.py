@@ -86,3 +86,29 @@ def test_the_qc_hint_is_a_path_the_user_can_open_from_where_they_stand(tmp_path:
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert _from_here(target) == str(target.resolve())
+
+
+def test_every_method_of_a_probe_figure_has_its_own_colour_and_marker(tmp_path: Path, monkeypatch):
+    """All thirteen feature sets of a probe in one label-fraction figure: no two share a colour
+    or a marker, and the axis says what the spread is over (label subsets, as the table)."""
+    from matplotlib.colors import to_hex
+
+    from citab_cli.core import figures
+    from citab_cli.core.evaluation import report
+    from citab_cli.core.evaluation.features import FEATURE_TITLES, FEATURES
+
+    seen = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=120: seen.setdefault(path, fig))
+    summary = {name: {"0.1": {"balanced_accuracy": {"mean": 0.5, "std": 0.1}},
+                      "1": {"balanced_accuracy": {"mean": 0.6, "std": 0.1}}}
+               for name in FEATURES}  # fmt: skip
+    path = tmp_path / "curve.png"
+    report.label_fraction_figure(path, (0.1, 1.0), summary, ["CN", "AD"], report.fraction_key,
+                                 FEATURE_TITLES)  # fmt: skip
+    ax = seen[path].axes[0]
+    bars = [c for c in ax.containers if c.get_label() in FEATURE_TITLES.values()]
+    lines = [bar.lines[0] for bar in bars]  # each method's data line
+    assert len(lines) == len(FEATURES)
+    assert len({to_hex(line.get_color()) for line in lines}) == len(FEATURES)
+    assert len({line.get_marker() for line in lines}) == len(FEATURES)
+    assert "over label subsets" in ax.get_ylabel()

@@ -284,6 +284,12 @@ def _roc(path: Path, classes: list[str], y_test: np.ndarray, proba: np.ndarray, 
     figures.save(fig, path, dpi=120)
 
 
+#: One colour and one marker per method of a figure (the thirteen feature sets of a probe and
+#: then some): no two methods look alike.
+COLOURS = (*(f"C{i}" for i in range(10)), "black", "gold", "teal", "navy")
+MARKERS = "os^dvP*X<>hpH8"
+
+
 def label_fraction_figure(
     path: Path,
     fractions,
@@ -292,21 +298,22 @@ def label_fraction_figure(
     key: Callable[[float], str],
     titles: dict[str, str],
 ) -> None:
-    """Balanced accuracy (mean ± sd over seeds) against the fraction of labels, per method, named
-    as the report names them; the legend beside the axes, never over a point."""
+    """Balanced accuracy (mean ± sd over label subsets) against the fraction of labels, per
+    method, named as the report names them, each its own colour and marker; the legend beside
+    the axes, never over a point."""
     plt = figures.pyplot()
     fig, ax = plt.subplots(figsize=(9.0, 4.2), layout="constrained")
     for n, (feature, results) in enumerate(summary.items()):
         means = [results[key(f)]["balanced_accuracy"]["mean"] for f in fractions]
         stds = [results[key(f)]["balanced_accuracy"]["std"] for f in fractions]
-        ax.errorbar(fractions, means, yerr=stds, marker="os^dvP*X"[n % 8], capsize=3,
-                    color=f"C{n % 10}", linestyle="-" if n < 10 else "--",
+        ax.errorbar(fractions, means, yerr=stds, marker=MARKERS[n % len(MARKERS)], capsize=3,
+                    color=COLOURS[n % len(COLOURS)], linestyle="-" if n < 10 else "--",
                     label=titles.get(feature, feature))  # fmt: skip
     ax.set_xscale("log")
     ax.set_xticks(list(fractions), [f"{f:.0%}" for f in fractions])
     ax.minorticks_off()
     ax.set_xlabel("fraction of labelled train subjects")
-    ax.set_ylabel("test balanced accuracy\n(mean ± sd over seeds)")
+    ax.set_ylabel("test balanced accuracy\n(mean ± sd over label subsets)")
     ax.axhline(1 / len(classes), color="grey", linestyle=":", label="chance")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figures.save(fig, path, dpi=120)
