@@ -112,3 +112,26 @@ def test_every_method_of_a_probe_figure_has_its_own_colour_and_marker(tmp_path: 
     assert len({to_hex(line.get_color()) for line in lines}) == len(FEATURES)
     assert len({line.get_marker() for line in lines}) == len(FEATURES)
     assert "over label subsets" in ax.get_ylabel()
+
+
+def test_a_scan_map_lets_the_anatomy_show_through(tmp_path: Path):
+    """A flat map (over the whole brain) drawn over a scan: where the map is, the picture still
+    varies with the scan's texture, so the anatomy is not hidden under one colour."""
+    from matplotlib.image import imread
+
+    from citab_cli.core.evaluation import explain_figures
+
+    rng = np.random.default_rng(0)
+    scan = np.zeros((24, 24, 24), np.float32)
+    scan[4:20, 4:20, 4:20] = 1 + rng.normal(0, 0.3, (16, 16, 16))
+    cam = np.zeros_like(scan)
+    cam[4:20, 4:20, 4:20] = 0.9
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = -48
+    path = tmp_path / "map.png"
+    explain_figures.overlay(path, scan, cam, affine, "subject 1")
+    picture = imread(path)[..., :3]
+    height, width = picture.shape[:2]
+    middle = picture[height // 3 : 2 * height // 3, width // 10 : width // 4]  # first view
+    assert middle.std(axis=(0, 1)).max() > 0.03  # texture, not one flat colour
+    assert 0 < explain_figures.CAM_OPACITY < 1

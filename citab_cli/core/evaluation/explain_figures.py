@@ -15,6 +15,9 @@ from citab_cli.core import figures
 SHOWN_COLUMNS = 20
 #: Grad-CAM values below this are left transparent so the anatomy stays visible.
 CAM_FLOOR = 0.25
+#: Opacity of the map over the scan: a map that covers the whole brain (a flat one) still lets
+#: the anatomy show through.
+CAM_OPACITY = 0.6
 #: Header texts longer than this are shortened in figure labels.
 LABEL_CHARACTERS = 48
 
@@ -141,6 +144,7 @@ def overlay(
         colorbar=True,
         figure=fig,
         title=f"{method}, {title}",
+        transparency=CAM_OPACITY,
     )
     display.savefig(str(path), dpi=120)
     display.close()
