@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 
 from citab_cli.commands.console import console, err_console
+from citab_cli.commands.probe import chance_of, score_cell
 
 
 def demo(
@@ -49,19 +50,11 @@ def demo(
         table.add_column(title, justify="right", no_wrap=True)
     table.add_column("chance", justify="right", no_wrap=True)
     for report in result.probes:
-        chance = 1.0 / len(report.classes)
+        chance = chance_of(report)
         for f in result.fractions:
             cells = [report.summary[k][f"{f:g}"]["balanced_accuracy"] for k in shown]
-            table.add_row(
-                report.cohort,
-                f"{f:.0%}",
-                *(
-                    f"{c['mean']:.3f} ± {c['std']:.3f}"
-                    + (" [red]▼[/]" if c["mean"] < chance - 1e-9 else "")
-                    for c in cells
-                ),
-                f"{chance:.3f}",
-            )
+            table.add_row(report.cohort, f"{f:.0%}", *(score_cell(c, chance) for c in cells),
+                          f"{chance:.3f}")  # fmt: skip
     console.print(table)
     console.print("  chance: one answer for everyone; ▼ below it")
     console.print(f"Project: {result.project}")

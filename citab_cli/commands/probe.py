@@ -116,6 +116,21 @@ SHORT_TITLES = {
 }
 
 
+def chance_of(report) -> float:
+    """The balanced accuracy of one answer for everyone on a probe report's classes."""
+    from citab_cli.core.evaluation.report import chance_levels
+
+    return chance_levels(len(report.classes))["balanced_accuracy"]
+
+
+def score_cell(score: dict, chance: float) -> str:
+    """'mean ± sd' of a balanced accuracy, marked ▼ (red) below chance."""
+    from citab_cli.core.evaluation.report import below_chance
+
+    mark = " [red]▼[/]" if below_chance(score["mean"], chance) else ""
+    return f"{score['mean']:.3f} ± {score['std']:.3f}{mark}"
+
+
 def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
     from citab_cli.core.evaluation.metrics import verdict_words
 
@@ -135,14 +150,10 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
     for f in fractions:
         n = first[f"{f:g}"].get("n_train")
         table.add_column(f"{f:.0%} of labels" + (f" (n={n})" if n else ""), justify="right")
-    chance = 1.0 / len(report.classes)
+    chance = chance_of(report)
     for feature, results in report.summary.items():
-        cells = []
-        for f in fractions:
-            score = results[f"{f:g}"]["balanced_accuracy"]
-            below = " [red]▼[/]" if score["mean"] < chance - 1e-9 else ""
-            cells.append(f"{score['mean']:.3f} ± {score['std']:.3f}{below}")
-        table.add_row(titles[feature], *cells)
+        scores = (results[f"{f:g}"]["balanced_accuracy"] for f in fractions)
+        table.add_row(titles[feature], *(score_cell(s, chance) for s in scores))
     table.add_row("chance (one answer for everyone)", *(f"{chance:.3f}" for _ in fractions))
     console.print(table)
     console.print(

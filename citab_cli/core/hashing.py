@@ -1,4 +1,5 @@
-"""sha256 of files, read in blocks so a large scan never sits in memory whole."""
+"""sha256 of files, read in blocks so a large scan never sits in memory whole, and of arrays'
+contents."""
 
 from __future__ import annotations
 
@@ -20,4 +21,18 @@ def file_sha256(path: Path) -> str:
     """The hex sha256 of the file at `path`."""
     digest = hashlib.sha256()
     feed_file(digest, path)
+    return digest.hexdigest()
+
+
+def arrays_sha256(*arrays, extra: str = "") -> str:
+    """The hex sha256 of some arrays' contents, their dtypes and shapes included, and `extra`
+    (what else the key depends on)."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    digest.update(extra.encode())
     return digest.hexdigest()

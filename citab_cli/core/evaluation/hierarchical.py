@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from citab_cli.core.evaluation.metrics import ALPHA, KERNELS, NOT_DETECTED, detectable, verdict
+from citab_cli.core.hashing import arrays_sha256
 
 #: Stream that separates the seed draws from the subject draws of the same bootstrap seed.
 SEED_STREAM = 1
@@ -28,18 +29,6 @@ def _per_seed(name: str, y: np.ndarray, runs: list[np.ndarray], index: np.ndarra
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an undefined metric stays NaN
         return np.nanmean(np.stack([kernel(y, p, index) for p in runs]), axis=0)
-
-
-def _digest(*arrays: np.ndarray) -> str:
-    """A key for the content of some arrays (shapes and dtypes included)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def hierarchical_difference(
@@ -70,7 +59,7 @@ def hierarchical_difference(
     memo = {} if memo is None else memo
 
     def metric(runs: list[np.ndarray], index: np.ndarray) -> np.ndarray:
-        key = (name, seed, index is everyone, index.shape, _digest(y, *runs))
+        key = (name, seed, index is everyone, index.shape, arrays_sha256(y, *runs))
         if key not in memo:
             memo[key] = _per_seed(name, y, runs, index)
         return memo[key]

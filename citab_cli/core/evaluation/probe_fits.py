@@ -10,6 +10,7 @@ import numpy as np
 from citab_cli.core.evaluation import linear, report, trees
 from citab_cli.core.evaluation.features import METHODS, RANDOM_TWIN, TREE_FEATURES
 from citab_cli.core.evaluation.scoring import Scoring
+from citab_cli.core.hashing import arrays_sha256
 from citab_cli.core.runtime.stopwatch import Stopwatch
 
 #: The parts of a probe its stopwatch times.
@@ -73,16 +74,8 @@ class FitCache:
     @staticmethod
     def key(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: int) -> str:
         """What a feature set's heads depend on, as one digest."""
-        import hashlib
-
-        digest = hashlib.sha256()
-        for array in (x, y, x_test, scoring.rows, scoring.pool):
-            array = np.ascontiguousarray(array)
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(array.tobytes())
         layout = (reader.__name__, scoring.folds, settings["fractions"], settings["seeds"], classes)
-        digest.update(repr(layout).encode())
-        return digest.hexdigest()
+        return arrays_sha256(x, y, x_test, scoring.rows, scoring.pool, extra=repr(layout))
 
     def fitted(self, key: str, fit: Callable[[], tuple]) -> tuple:
         """The kept result of `key`, or `fit()` kept under it."""

@@ -183,7 +183,7 @@ def metrics_table(
         cells = [
             f"{summary[n]['mean']:.3f} ± {summary[n]['std']:.3f} "
             f"[{summary[n]['ci95'][0]:.3f}, {summary[n]['ci95'][1]:.3f}]"
-            + (" ▼" if n in chance and summary[n]["mean"] < chance[n] - 1e-9 else "")
+            + (" ▼" if n in chance and below_chance(summary[n]["mean"], chance[n]) else "")
             for n in metrics.NAMES
         ]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
@@ -196,6 +196,11 @@ def metrics_table(
 def chance_levels(classes: int) -> dict[str, float]:
     """The balanced accuracy and macro AUC of a classifier that ignores its input."""
     return {"balanced_accuracy": 1.0 / classes, "macro_auc": 0.5}
+
+
+def below_chance(mean: float, chance: float) -> bool:
+    """Whether a mean score is below chance (a mean equal to it, up to rounding, is not)."""
+    return mean < chance - 1e-9
 
 
 def gap_lines(document: dict) -> list[str]:

@@ -27,13 +27,6 @@ class Stopwatch:
         """Count `seconds` more for the part `name`."""
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
-    def merged(self, other: Stopwatch | dict[str, float]) -> Stopwatch:
-        """A new stopwatch with both stopwatches' seconds."""
-        out = Stopwatch(self.seconds)
-        for name, seconds in dict(getattr(other, "seconds", other)).items():
-            out.add(name, seconds)
-        return out
-
     @property
     def total(self) -> float:
         """Seconds of every part together."""
