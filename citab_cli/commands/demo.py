@@ -12,13 +12,17 @@ from rich.table import Table
 from citab_cli.commands.console import console, err_console
 from citab_cli.commands.probe import chance_of, score_cell
 
+#: Pretraining epochs of the demo: 45 epochs of 7 steps, past the ~250-350 steps where matching
+#: and the image pathway start to learn (docs/results.md, section 1); fewer end on the plateau.
+DEMO_EPOCHS = 45
+
 
 def demo(
     folder: Path = typer.Option(
         Path("citab-demo"), "--dir", help="New folder for everything the demo writes."
     ),
     subjects: int = typer.Option(60, "--subjects", help="Subjects per synthetic cohort."),
-    epochs: int = typer.Option(15, "--epochs", help="Pretraining epochs (small preset)."),
+    epochs: int = typer.Option(DEMO_EPOCHS, "--epochs", help="Pretraining epochs (small preset)."),
 ) -> None:
     """Run synth -> ingest -> embed-headers -> pretrain -> probe -> explain on synthetic data,
     then write the project's page (project/report/index.html), everything on one page."""

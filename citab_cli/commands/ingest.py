@@ -119,15 +119,56 @@ def _split(text: str | None, seed: int | None):
         raise CitabError(f"--split '{text}': {reason}") from None
 
 
+SessionOption = typer.Option(
+    None,
+    "--session",
+    help="BIDS: the session of each subject: first or last (with a T1w; by acq_time, else "
+    "age, else label), or a label such as ses-M000. " + default("the schema's, else first"),
+)
+AcqOption = typer.Option(
+    None, "--acq", help="BIDS: keep only T1w files with this acq- label. " + default("any")
+)
+RunOption = typer.Option(
+    None,
+    "--run",
+    help="BIDS: the first or last run where a session has several T1w files. "
+    + default("several files are an error"),
+)
+
+
+class RunRule(str, Enum):
+    first = "first"
+    last = "last"
+
+
+def bids_rules(session: str | None, acq: str | None, run: RunRule | None, schema: Path | None):
+    """--session, --acq and --run as the rules that pick a BIDS dataset's scans (the session
+    from the schema's image: entry when --session is not given)."""
+    from citab_cli.core.data import bids
+    from citab_cli.core.schema.cohort import ImageByBids, load_schema
+
+    if session is None and schema is not None:
+        image = load_schema(schema).image
+        session = image.session if isinstance(image, ImageByBids) else None
+    return bids.Rules(session=session or "first", acq=acq, run=run.value if run else None)
+
+
 def ingest(
     csv_path: Path = typer.Argument(
-        ..., metavar="CSV", help="The cohort's table, one row per visit."
+        ...,
+        metavar="CSV|BIDS_ROOT",
+        help="The cohort's table (one row per visit), or the root of a BIDS dataset.",
     ),
     images: Path = typer.Option(
-        ..., "--images", help="Folder holding the cohort's scans (NIfTI, or DICOM folders)."
+        None,
+        "--images",
+        help="Folder holding the cohort's scans (NIfTI, or DICOM folders). "
+        + default("the BIDS root; needed with a CSV"),
     ),
     cohort: str = typer.Option(
-        None, "--cohort", help="Cohort name \\[default: the CSV file name]."
+        None,
+        "--cohort",
+        help="Cohort name \\[default: the CSV file name, or the BIDS dataset's Name].",
     ),
     schema: Path = typer.Option(
         None,
@@ -158,46 +199,77 @@ def ingest(
     scheduler: str = SchedulerOption,
     preprocess_only: bool = PreprocessOnlyOption,
     shard: str = ShardOption,
+    session: str = SessionOption,
+    acq: str = AcqOption,
+    run: RunRule = RunOption,
     project: Path = ProjectOption,
 ) -> None:
-    """Validate a cohort's CSV and images against its schema and store it in the project."""
+    """Validate a cohort's CSV and images against its schema and store it in the project; or a
+    BIDS dataset, its schema drafted from its JSON sidecars when none is given."""
     from citab_cli.core.data import ingest as core
 
     _check_engine(workers, scheduler, preprocess_only, shard, dry_run)
-
-    plan = core.plan(
-        csv_path,
-        images,
-        project,
+    common = dict(
         cohort=cohort,
         schema_file=schema,
-        on_missing_image=on_missing_image.value,  # type: ignore[arg-type]
+        on_missing_image=on_missing_image.value,
         shape=parse_triple(shape, "shape", int),
         spacing=parse_triple(spacing, "spacing", float),
         preprocess=preprocess.value if preprocess is not None else None,
-        on_bad_scan=on_bad_scan.value,  # type: ignore[arg-type]
+        on_bad_scan=on_bad_scan.value,
         split=_split(split, split_seed),
         splits_file=splits_file,
     )
+    plan = _plan(csv_path, images, project, common, (session, acq, run))
     console.print(
         f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
         f"{len(plan.images)} image(s) under {plan.images_root}, preprocessing {plan.pipeline}"
     )
+    if plan.bids is not None:
+        console.print(f"BIDS: {plan.bids['rules']}", soft_wrap=True)
     workers = workers or _default_workers()
     if preprocess_only:
-        _fill(plan, shard, workers, scheduler)
-        return
+        return _fill(plan, shard, workers, scheduler)
     if dry_run:
-        summary = core.summarize(plan, core.split_plan(plan), written=None)
-    else:
-        with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
-            summary = core.execute(plan, workers, advance, scheduler)
-        if plan.seconds:
-            steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in plan.seconds.items())
-            peak = plan.peak_mb / 1024
-            memory = f"; peak memory of a worker {peak:.2f} GiB" if plan.peak_mb else ""
-            console.print(f"Per scan: {steps}{memory}")
-    _render(summary, plan.settings.image.shape)
+        return _render(core.summarize(plan, core.split_plan(plan), None), plan.settings)
+    _render(_execute(plan, workers, scheduler), plan.settings)
+
+
+def _execute(plan, workers: int, scheduler: str | None):
+    """The plan carried out under a progress bar, with the time each step took per scan."""
+    from citab_cli.core.data import ingest as core
+
+    with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
+        summary = core.execute(plan, workers, advance, scheduler)
+    if plan.seconds:
+        steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in plan.seconds.items())
+        peak = plan.peak_mb / 1024
+        memory = f"; peak memory of a worker {peak:.2f} GiB" if plan.peak_mb else ""
+        console.print(f"Per scan: {steps}{memory}")
+    return summary
+
+
+def _plan(csv_path: Path, images: Path | None, project: Path, common: dict, flags: tuple):
+    """The ingest plan of a CSV with its --images folder, or of a BIDS dataset by the rules
+    `flags` (--session, --acq, --run) give."""
+    from citab_cli.core.data import bids
+    from citab_cli.core.data import ingest as core
+    from citab_cli.core.errors import CitabError
+
+    if bids.is_bids(csv_path):
+        from citab_cli.core.data import ingest_bids
+
+        if images is not None and images.resolve() != csv_path.resolve():
+            raise CitabError("--images is the BIDS root itself; leave it out with a BIDS dataset")
+        rules = bids_rules(*flags, common["schema_file"])
+        return ingest_bids.plan(csv_path, project, rules, **common)
+    if any(flag is not None for flag in flags):
+        raise CitabError("--session, --acq and --run choose scans in a BIDS dataset; "
+                         f"{csv_path} is not one (no dataset_description.json)")  # fmt: skip
+    if images is None and not csv_path.is_dir():  # a folder is refused by the plan
+        raise CitabError(f"--images DIR is needed with a CSV: the folder holding "
+                         f"{csv_path.name}'s scans")  # fmt: skip
+    return core.plan(csv_path, images or csv_path, project, **common)
 
 
 def _check_engine(workers, scheduler, preprocess_only: bool, shard, dry_run: bool) -> None:
@@ -237,13 +309,13 @@ def _fill(plan, shard_text: str | None, workers: int, scheduler: str | None) -> 
     )
 
 
-def _render(summary, shape) -> None:
+def _render(summary, settings) -> None:
     from citab_cli.core.data.project import QC_FILE
 
     rows = Table(title=f"{summary.cohort}: rows", title_justify="left")
     rows.add_column("rows")
     rows.add_column("count", justify="right")
-    rows.add_row("read from the CSV", str(summary.rows_read))
+    rows.add_row("read from the table", str(summary.rows_read))
     for reason, count in summary.dropped.items():
         rows.add_row(f"dropped: {reason}", str(count))
     rows.add_row("[bold]kept (one per subject)[/]", f"[bold]{summary.kept}[/]")
@@ -267,7 +339,7 @@ def _render(summary, shape) -> None:
     if summary.written is None:
         console.print("[bold]Dry run:[/] nothing was written.")
     else:
-        grid = "x".join(str(s) for s in shape)
+        grid = "x".join(str(s) for s in settings.image.shape)
         console.print(
             f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}; "
             f"QC montage {summary.written / QC_FILE}"

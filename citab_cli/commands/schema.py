@@ -14,7 +14,9 @@ app = typer.Typer(help="Draft and check cohort schemas.", no_args_is_help=True)
 
 @app.command("infer")
 def infer(
-    csv_path: Path = typer.Argument(..., metavar="CSV", help="The cohort's table."),
+    csv_path: Path = typer.Argument(
+        ..., metavar="CSV|BIDS_ROOT", help="The cohort's table, or the root of a BIDS dataset."
+    ),
     output: Path = typer.Option(
         None, "--output", "-o", help="Write the draft here. " + default("print it")
     ),
@@ -36,14 +38,35 @@ def infer(
         help="NAME,DESCRIPTION: the dictionary's column names when its layout is another. "
         + default("recognised by their names"),
     ),
+    session: str = typer.Option(
+        None,
+        "--session",
+        help="BIDS: whose session's values the draft reads: first, last or a label such as "
+        "ses-M000. " + default("first"),
+    ),
 ) -> None:
-    """Draft a schema YAML from a CSV: types, ranges, missing codes, censored values, the label,
-    identifiers to drop; a review table says what is still to do."""
+    """Draft a schema YAML from a CSV, or from a BIDS dataset's tables and JSON sidecars: types,
+    ranges, missing codes, censored values, the label, identifiers to drop; a review table says
+    where each description came from and what is still to do."""
     from citab_cli.core import atomic
+    from citab_cli.core.data import bids
+    from citab_cli.core.errors import CitabError
     from citab_cli.core.schema.dictionary import parse_columns
     from citab_cli.core.schema.draft import draft
 
-    result = draft(csv_path, dictionary, parse_columns(dictionary_columns), images)
+    if bids.is_bids(csv_path):
+        from citab_cli.core.data import ingest_bids
+
+        if dictionary is not None or images is not None:
+            raise CitabError("a BIDS dataset describes its own columns and holds its scans: "
+                             "leave out --dictionary and --images")  # fmt: skip
+        dataset = bids.read(csv_path, bids.Rules(session=session or "first", run="first"))
+        result = ingest_bids.draft(dataset)
+    else:
+        if session is not None:
+            raise CitabError(f"--session reads a BIDS dataset's sessions; {csv_path} is not one "
+                             "(no dataset_description.json)")  # fmt: skip
+        result = draft(csv_path, dictionary, parse_columns(dictionary_columns), images)
     if output is not None and output.exists():
         from citab_cli.core.errors import CitabError
 
@@ -62,10 +85,10 @@ def _review(rows, screen) -> None:
     from rich.table import Table
 
     table = Table(title="Review", title_justify="left", box=box.SIMPLE_HEAD)
-    for heading in ("column", "taken for", "proposed codes", "still TODO"):
+    for heading in ("column", "taken for", "described by", "proposed codes", "still TODO"):
         table.add_column(heading)
     for row in rows:
-        table.add_row(row.column, row.guess, row.codes, row.todo)
+        table.add_row(row.column, row.guess, row.described_by, row.codes, row.todo)
     screen.print(table)
 
 

@@ -30,9 +30,9 @@ from citab_cli.core.hashing import file_sha256
 from citab_cli.core.scans import pipelines, qc
 from citab_cli.core.scans.engines import preprocess_all
 from citab_cli.core.scans.pipelines import Job, Preprocessed
-from citab_cli.core.schema.cohort import COHORT_NAME, find_schema, load_schema
-from citab_cli.core.schema.raw_table import read_csv
-from citab_cli.core.settings import ImageSettings, SplitSettings
+from citab_cli.core.schema.cohort import COHORT_NAME, CohortSchema, find_schema, load_schema
+from citab_cli.core.schema.raw_table import RawTable, read_csv
+from citab_cli.core.settings import ImageSettings, ProjectSettings, SplitSettings
 
 
 @dataclass
@@ -70,6 +70,11 @@ def plan(
     subjects their splits instead (a site's official split)."""
     if split is not None and splits_file is not None:
         raise CitabError("--split and --splits FILE exclude each other; give one")
+    if csv_path.is_dir():
+        raise CitabError(
+            f"{csv_path}: a folder, not a CSV, and not a BIDS dataset (no "
+            "dataset_description.json); give the cohort's CSV, or the root of its BIDS dataset"
+        )
     if not csv_path.is_file():
         raise CitabError(f"{csv_path}: CSV file not found; check the path")
     project = Project(project_root)
@@ -91,40 +96,76 @@ def plan(
         )
 
     raw = read_csv(csv_path)
-    table = validate(raw, schema, schema_path)
+
+    def images(table: ValidatedTable):
+        return image_paths.resolve(
+            schema, images_root, csv_path, table.subjects, table.lines, table.image_keys
+        )
+
+    return assemble(
+        Planned(project, settings, new_project, name, schema, schema_path, pipeline, warnings),
+        raw, images_root, images, on_missing_image, on_bad_scan, splits_file,
+    )  # fmt: skip
+
+
+@dataclass
+class Planned:
+    """What a plan has settled before it reads the table: project, cohort, schema, pipeline."""
+
+    project: Project
+    settings: ProjectSettings
+    new_project: bool
+    cohort: str
+    schema: CohortSchema
+    schema_path: Path
+    pipeline: str
+    warnings: list[str]
+
+
+def assemble(
+    planned: Planned,
+    raw: RawTable,
+    images_root: Path,
+    find_images: Callable[[ValidatedTable], tuple[list[Path | None], list]],
+    on_missing_image: OnMissing,
+    on_bad_scan: OnBadScan,
+    splits_file: Path | None,
+) -> IngestPlan:
+    """The plan of a cohort whose table `raw` is read: validated, its rows' scans found by
+    `find_images`, rows without one refused or skipped, the split file read."""
+    warnings = planned.warnings
+    table = validate(raw, planned.schema, planned.schema_path)
     if not table.subjects:
-        raise CitabError(f"{csv_path}: no rows left to ingest after validation; check the file")
-    found, missing = image_paths.resolve(
-        schema, images_root, csv_path, table.subjects, table.lines, table.image_keys
-    )
+        raise CitabError(f"{raw.path}: no rows left to ingest after validation; check the file")
+    found, missing = find_images(table)
     if missing:
         if on_missing_image == "error":
-            raise CitabError(image_paths.describe_missing(missing, images_root, csv_path))
+            raise CitabError(image_paths.describe_missing(missing, images_root, raw.path))
         keep = [i for i, path in enumerate(found) if path is not None]
         if not keep:
-            raise CitabError(image_paths.describe_missing(missing, images_root, csv_path))
+            raise CitabError(image_paths.describe_missing(missing, images_root, raw.path))
         table = _subset(table, keep)
         table.dropped["image not found"] += len(missing)
         warnings.append(f"{len(missing)} row(s) skipped: image not found (--on-missing-image skip)")
     images = [path for path in found if path is not None]
-    fixed, source = None, {"fractions": settings.split.model_dump(mode="json")}
+    fixed, source = None, {"fractions": planned.settings.split.model_dump(mode="json")}
     if splits_file is not None:
         fixed, notes = splits.read_split_file(splits_file, table.subjects)
         warnings += notes
         source = {"file": str(splits_file.resolve()), "sha256": file_sha256(splits_file)}
     return IngestPlan(
-        project=project,
-        settings=settings,
-        new_project=new_project,
-        cohort=name,
-        schema=schema,
-        schema_path=schema_path,
-        csv_path=csv_path,
+        project=planned.project,
+        settings=planned.settings,
+        new_project=planned.new_project,
+        cohort=planned.cohort,
+        schema=planned.schema,
+        schema_path=planned.schema_path,
+        csv_path=raw.path,
         csv_sha256=raw.sha256,
         images_root=images_root.resolve(),
         table=table,
         images=images,
-        pipeline=pipeline,
+        pipeline=planned.pipeline,
         on_bad_scan=on_bad_scan,
         warnings=warnings + table.warnings,
         fixed_splits=fixed,
@@ -238,7 +279,10 @@ def execute(
                 # Everything that can fail has run; the project-level files go last, atomic.
                 if plan.new_project:
                     project.write_settings(plan.settings)
-                atomic.write_bytes(project.schema_path(plan.cohort), plan.schema_path.read_bytes())
+                schema = plan.schema_text.encode() if plan.schema_text else None
+                atomic.write_bytes(
+                    project.schema_path(plan.cohort), schema or plan.schema_path.read_bytes()
+                )
     summary = summarize(plan, split_of, target)
     summary.notes += plan.notes
     if removed:

@@ -43,3 +43,5 @@ class IngestPlan:
     notes: list[str] = field(default_factory=list)  # about how the scans were made
     fixed_splits: list[str] | None = None  # each subject's split from --splits FILE
     split_source: dict = field(default_factory=dict)  # the fractions and seed, or the file
+    schema_text: str | None = None  # a schema drafted for this ingest, saved with the cohort
+    bids: dict | None = None  # a BIDS dataset's rules, sessions, scans and their sidecars

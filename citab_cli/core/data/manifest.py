@@ -101,6 +101,7 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
             "dropped": dict(plan.table.dropped),
         },
         "warnings": plan.warnings,
+        **({"bids": plan.bids} if plan.bids is not None else {}),
     }
 
 

@@ -26,10 +26,13 @@ UNIT_COLUMNS = ("UNITS", "Units", "Unit", "Einheit")
 
 @dataclass(frozen=True)
 class Entry:
-    """A data dictionary's entry for one column: description and unit."""
+    """What a cohort's documentation says of one column: description and unit, and where it
+    names them, its levels (raw value -> meaning) and the file it came from."""
 
     description: str
     unit: str | None
+    levels: dict[str, str] | None = None
+    source: str | None = None
 
 
 def _find(columns: list[str], wanted: str) -> str | None:
@@ -65,7 +68,7 @@ def read_dictionary(path: Path, columns: tuple[str, str] | None = None) -> dict[
         if not key or len(text) < 3 or key in out:
             continue  # the first description of a field wins (ADNI repeats fields per table)
         unit = table.rows[unit_col][i].strip() if unit_col else ""
-        out[key] = Entry(" ".join(text.split()), unit or None)
+        out[key] = Entry(" ".join(text.split()), unit or None, source=path.name)
     return out
 
 

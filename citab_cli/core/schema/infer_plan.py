@@ -29,6 +29,7 @@ class ReviewRow:
     guess: str  # what the column was taken for
     codes: str  # proposed missing codes and censored values
     todo: str  # what is still to check or write
+    described_by: str = ""  # the file the description came from (a dictionary, a sidecar)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def roles_of(
 
 
 def review_row(
-    guess: ColumnGuess, spec: dict, own: dict[str, int], wide: dict, described: bool
+    guess: ColumnGuess, spec: dict, own: dict[str, int], wide: dict, described: str | None
 ) -> ReviewRow:
     """The review table's row for one feature column: what it was taken for, its codes and what is
     left to do."""
@@ -125,4 +126,4 @@ def review_row(
         str(n).startswith("TODO") for n in spec["levels"].values()
     ):
         todo.append("level names")
-    return ReviewRow(guess.name, what, "; ".join(parts), ", ".join(todo))
+    return ReviewRow(guess.name, what, "; ".join(parts), ", ".join(todo), described or "")

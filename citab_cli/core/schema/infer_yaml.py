@@ -60,7 +60,8 @@ def render(document: dict, table: RawTable) -> tuple[str, CohortSchema]:
     lines = [f"# Draft schema for {document['csv']}, written by `citab schema infer`.", *HEADER]
     lines += [
         f"cohort: {flow(document['cohort'])}",
-        f"description: {flow('TODO: describe this export (' + document['csv'] + ')')}",
+        "description: "
+        + flow(document.get("description") or f"TODO: describe this export ({document['csv']})"),
         f"subject: {flow(plan.subject)}  # {plan.subject_how}",
     ]
     if plan.visit is not None:

@@ -61,7 +61,7 @@ def run(
     folder: Path,
     subjects: int = 60,
     shape: int = 48,
-    epochs: int = 15,
+    epochs: int = 45,
     fractions: tuple[float, ...] = (0.1, 1.0),
     seeds: int = 3,
     workers: int = 1,
