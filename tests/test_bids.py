@@ -62,8 +62,11 @@ def dataset(
                 name = f"{stem}_run-{r + 1}_T1w.nii.gz" if runs > 1 else f"{stem}_T1w.nii.gz"
                 _scan(folder / name, i * 10 + s + r)
         if sessions:
-            visits = [{"session_id": f"ses-{session}", "diagnosis": DIAGNOSES[(i + s) % 3],
-                       "mmse": 29 - 3 * ((i + s) % 3)} for s, session in enumerate(sessions)]  # fmt: skip
+            visits = [
+                {"session_id": f"ses-{ses}", "diagnosis": DIAGNOSES[(i + s) % 3],
+                 "mmse": 29 - 3 * ((i + s) % 3)}
+                for s, ses in enumerate(sessions)
+            ]  # fmt: skip
             _tsv(root / sub / f"{sub}_sessions.tsv", visits)
     _tsv(root / "participants.tsv", participants)
     meaning = {
@@ -310,3 +313,24 @@ def test_bids_flags_with_a_csv_and_a_csv_without_images_are_refused(tmp_path: Pa
     csv_path.write_text("ID,AGE\n1,70\n")
     assert_user_error(run("ingest", csv_path, "--session", "last"), "BIDS", "not one")
     assert_user_error(run("ingest", csv_path), "--images DIR is needed")
+
+
+@pytest.mark.slow
+def test_whole_head_scans_of_a_bids_dataset_through_t1_linear(tmp_path: Path):
+    """The acceptance path: whole-head T1w files, participants.tsv and participants.json, no
+    schema written by hand, `--preprocess t1-linear` for real."""
+    from tests.conftest import raw_subject
+
+    root = dataset(tmp_path / "ds", subjects=3)
+    for i in range(3):
+        head, _ = raw_subject(tmp_path, seed=20 + i)
+        target = root / f"sub-{i + 1:02d}" / "anat" / f"sub-{i + 1:02d}_T1w.nii.gz"
+        target.write_bytes(head.read_bytes())
+    project = tmp_path / "project"
+    result = run("ingest", root, "--project", project, "--preprocess", "t1-linear",
+                 "--shape", 32, "--workers", 1, "--split", "0.34,0.33,0.33")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = manifest(project)
+    assert record["preprocessing"]["pipeline"] == "t1-linear"
+    assert all(q["template_correlation"] > 0.7 for q in record["qc"].values())
+    assert record["columns"][0]["description"] == "age at the first visit"

@@ -26,6 +26,11 @@ def test_demo_runs_the_whole_path(tmp_path: Path, monkeypatch):
         "chance",
     ):
         assert column in result.output
+    text = " ".join(result.output.split())
+    # what pretraining taught the image pathway and matching, said in words
+    assert "against the same network with random weights: adni " in text
+    assert "above it on" in text and "of 3 cohorts" in text
+    assert "Image-table matching on validation: AUC " in text and "(first " in text
     project = tmp_path / "demo" / "project"
     assert (project / "runs/demo/best.safetensors").is_file()
     reports = sorted(p.name.split("-")[0] for p in (project / "reports").iterdir())

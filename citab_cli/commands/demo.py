@@ -61,6 +61,8 @@ def demo(
                           f"{chance:.3f}")  # fmt: skip
     console.print(table)
     console.print("  chance: one answer for everyone; ▼ below it")
+    for line in _learned(result):
+        console.print(line)
     console.print(f"Project: {result.project}")
     console.print(f"Pretraining run: {result.run_dir}")
     for report in result.probes:
@@ -71,3 +73,27 @@ def demo(
         f"Finished in {time.perf_counter() - start:.0f} s. Small synthetic cohorts "
         "give noisy numbers; see docs/results.md for a larger study."
     )
+
+
+def _learned(result) -> list[str]:
+    """Whether pretraining taught the image pathway and matching anything: the pooled image
+    embedding against the same network with random weights, per cohort at the smallest label
+    fraction, and the validation matching AUC at the last epoch."""
+    fraction = f"{min(result.fractions):g}"
+    cells, above = [], 0
+    for report in result.probes:
+        own = report.summary["citab_image"][fraction]["balanced_accuracy"]["mean"]
+        random = report.summary["random_image"][fraction]["balanced_accuracy"]["mean"]
+        above += own > random
+        cells.append(f"{report.cohort} {own:.3f} vs {random:.3f}")
+    lines = [
+        f"Image pathway (pooled image embedding, {float(fraction):.0%} of labels) against the "
+        f"same network with random weights: {'; '.join(cells)}: above it on {above} of "
+        f"{len(cells)} cohorts."
+    ]
+    if result.matching_auc:
+        lines.append(
+            f"Image-table matching on validation: AUC {result.matching_auc[-1]:.3f} at the last "
+            f"epoch (first {result.matching_auc[0]:.3f}; chance 0.5)."
+        )
+    return lines

@@ -45,7 +45,7 @@ class Rules:
             session = f"the {self.session} session with a T1w (by acq_time, else age, else label)"
         else:
             session = f"session {session_label(self.session)}"
-        scan = f"acq-{self.acq} only" if self.acq else "any acq-"
+        scan = f"acq-{self.acq} only" if self.acq else "any acquisition"
         run = f"{self.run} run" if self.run else "exactly one file required"
         return f"{session}; T1w: {scan}, {run}"
 
@@ -136,14 +136,15 @@ def _layout(root: Path):
         ) from None
 
 
-def _t1w_files(layout) -> dict[tuple[str, str | None], list]:
-    """(subject label, session label or None) -> its T1w NIfTI files, in path order."""
-    found: dict[tuple[str, str | None], list] = {}
+def _t1w_files(layout) -> dict[str, dict[str | None, list]]:
+    """subject label -> session label (None without sessions) -> its T1w NIfTI files, in path
+    order."""
+    found: dict[str, dict[str | None, list]] = {}
     files = layout.get(suffix="T1w", extension=[".nii", ".nii.gz"], datatype="anat")
     for file in sorted(files, key=lambda f: f.path):
         entities = file.get_entities(metadata=False)
-        key = (str(entities["subject"]), entities.get("session"))
-        found.setdefault(key, []).append(file)
+        sessions = found.setdefault(str(entities["subject"]), {})
+        sessions.setdefault(entities.get("session"), []).append(file)
     return found
 
 
@@ -230,7 +231,7 @@ def read(root: Path, rules: Rules = Rules()) -> Dataset:
     sessions_tables = _sessions_tables(layout, root, set(ids))
     joined.files += [t.path for t in sessions_tables.values()]
     chosen, sessions, skipped = _scans_and_sessions(ids, t1w, sessions_tables, rules, root)
-    strays = sorted({s for s, _ in t1w} - {i.removeprefix("sub-") for i in ids})
+    strays = sorted(set(t1w) - {i.removeprefix("sub-") for i in ids})
     if strays:
         joined.notes.append(f"{len(strays)} subject folder(s) with a T1w are not in "
                             f"{PARTICIPANTS} and were left out (sub-{strays[0]}, ...)")  # fmt: skip
@@ -273,8 +274,8 @@ def _scans_and_sessions(ids, t1w, sessions_tables, rules: Rules, root: Path):
     sessions: dict[str, str] = {}
     skipped: list[str] = []
     for subject in ids:
-        label = subject.removeprefix("sub-")
-        with_scan = {s for (sub, s) in t1w if sub == label and s is not None}
+        scans = t1w.get(subject.removeprefix("sub-"), {})
+        with_scan = {s for s in scans if s is not None}
         table = sessions_tables.get(subject)
         rows = table.rows if table else []
         listed = [session_label(r[SESSION_COLUMN]) for r in rows]
@@ -282,11 +283,11 @@ def _scans_and_sessions(ids, t1w, sessions_tables, rules: Rules, root: Path):
         session = _choose_session(labels, rows, with_scan, rules) if labels else None
         if session is not None:
             sessions[subject] = session
-        for (sub, ses), files in t1w.items():
-            if sub == label and labels and ses != session:
+        for ses, files in scans.items():
+            if labels and ses != session:
                 skipped += [f"{Path(f.path).relative_to(root).as_posix()}: not the chosen "
                             "session" for f in files]  # fmt: skip
-        files = t1w.get((label, session if labels else None), [])
+        files = scans.get(session if labels else None, [])
         where = f"{subject}" + (f" ses-{session}" if session else "")
         file = _choose_scan(files, rules, where, skipped, root) if files else None
         if file is not None:

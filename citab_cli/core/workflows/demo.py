@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from citab_cli.core import headers, synth
@@ -13,6 +13,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import explain, probe
 from citab_cli.core.runtime.run_config import pretrain_preset
 from citab_cli.core.training import loop as pretraining
+from citab_cli.core.training.records import read_metrics
 from citab_cli.core.workflows import project_page
 
 COHORTS = ("adni", "nacc", "aibl")
@@ -31,6 +32,7 @@ class DemoResult:
     fractions: tuple[float, ...]
     seeds: int = 3
     page: Path | None = None  # report/index.html
+    matching_auc: list[float] = field(default_factory=list)  # validation, epoch by epoch
 
 
 def synthetic_project(
@@ -91,4 +93,9 @@ def run(
     message("writing the project page")
     page = project_page.write_page(project)
     run_dir = project.run_files(DEMO_RUN).directory
-    return DemoResult(folder, root, run_dir, reports, explanation, fractions, seeds, page)
+    result = DemoResult(folder, root, run_dir, reports, explanation, fractions, seeds, page)
+    records = read_metrics(project.run_files(DEMO_RUN).metrics)
+    result.matching_auc = [
+        r["validation"]["val_itm_auc"] for r in records if "val_itm_auc" in r.get("validation", {})
+    ]
+    return result
