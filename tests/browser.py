@@ -26,8 +26,7 @@ def available() -> bool:
     return CHROMIUM is not None and CHROMEDRIVER is not None
 
 
-def open_page(page: Path, screenshot: Path) -> tuple[list[str], list[str]]:
-    """Load `page`, save a screenshot; (console errors, sources of images that did not load)."""
+def _driver():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -37,15 +36,40 @@ def open_page(page: Path, screenshot: Path) -> tuple[list[str], list[str]]:
                  f"--window-size={WIDTH},1000"):  # fmt: skip
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def _load(driver, page: Path) -> None:
+    """Open `page` and wait until every image has loaded (or failed)."""
+    driver.get(page.resolve().as_uri())
+    driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(Array.from(document.images).map(i => i.complete ? 0 :"
+        " new Promise(r => { i.onload = r; i.onerror = r; }))).then(() => done());"
+    )
+
+
+def image_widths(page: Path) -> dict[str, tuple[float, int]]:
+    """Each image of `page` as the browser lays it out: src -> (shown width in CSS pixels,
+    the PNG's own width)."""
+    driver = _driver()
     try:
-        driver.get(page.resolve().as_uri())
-        driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
-        driver.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            "Promise.all(Array.from(document.images).map(i => i.complete ? 0 :"
-            " new Promise(r => { i.onload = r; i.onerror = r; }))).then(() => done());"
+        _load(driver, page)
+        found = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'),"
+            " i.getBoundingClientRect().width, i.naturalWidth]);"
         )
+    finally:
+        driver.quit()
+    return {src: (shown, natural) for src, shown, natural in found}
+
+
+def open_page(page: Path, screenshot: Path) -> tuple[list[str], list[str]]:
+    """Load `page`, save a screenshot; (console errors, sources of images that did not load)."""
+    driver = _driver()
+    try:
+        _load(driver, page)
         broken = driver.execute_script(
             "return Array.from(document.images)"
             ".filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src'));"

@@ -134,6 +134,99 @@ def test_report_bad_input(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_probe_tables_carry_chance_and_a_verdict_per_fraction(probed: Path):
+    page = project_page.write_page(Project(probed))
+    text = " ".join(page.read_text().split())
+    assert "<td>chance (one answer for everyone)</td>" in text
+    assert "At 100% of labels, the CITab multimodal embedding scores" in text
+    assert "comparisons at this fraction, each with an unadjusted 95% interval" in text
+
+
+def _document(scores: dict[str, float]) -> dict:
+    """A probe report's document with these balanced accuracies at 10% of labels."""
+    result = {
+        k: {"0.1": {"balanced_accuracy": {"mean": v, "std": 0.01}}} for k, v in scores.items()
+    }
+    verdicts = {"random_multimodal": ("better", (0.05, 0.2)), "raw_table": ("worse", (-0.2, -0.01)),
+                "raw_table_gbdt": ("not detected", (-0.1, 0.1))}  # fmt: skip
+    comparisons = [
+        {"method": "citab", "baseline": b,
+         "balanced_accuracy": {"difference": sum(ci) / 2, "ci95": list(ci), "verdict": v,
+                               "mde": 0.21, "se": 0.07, "n": 30}}
+        for b, (v, ci) in verdicts.items()
+    ]  # fmt: skip
+    comparisons.append({**comparisons[-1], "method": "citab_image"})
+    return {"results": result, "comparisons": {"0.1": comparisons}, "classes": ["CN", "MCI", "AD"],
+            "label_fractions": [0.1], "cohort": "aibl", "run": "r", "seeds": 3,
+            "subjects": {"test": 30}}  # fmt: skip
+
+
+def test_a_probe_verdict_in_words_and_below_chance_marked():
+    from citab_cli.core.evaluation import verdicts
+    from citab_cli.core.workflows import page_reports
+
+    document = _document({"citab": 0.30, "raw_table": 0.45, "random_multimodal": 0.2,
+                          "raw_table_gbdt": 0.4})  # fmt: skip
+    line = verdicts.headline(document, "0.1")
+    assert line.startswith("At 10% of labels, the CITab multimodal embedding scores 0.300 (below")
+    assert "better than the same network with random weights (+0.125 [+0.050, +0.200])" in line
+    assert "worse than the raw table (-0.105 [-0.200, -0.010])" in line
+    assert "not detectably different from gradient-boosted trees" in line and "±0.21" in line
+    assert verdicts.multiplicity(document, "0.1").startswith("4 comparisons at this fraction")
+    shown = page_reports._probe(document)
+    cells = {row["name"]: row["cells"][0] for row in shown["rows"]}
+    assert cells["CITab multimodal embedding"] == {
+        "text": "0.300 ± 0.010 ▼", "tone": "worse", "title": "below chance"}  # fmt: skip
+    assert cells["raw table (standardised + missing indicators)"] == "0.450 ± 0.010"
+    assert cells["chance (one answer for everyone)"] == "0.333"
+    assert [f["headline"] for f in shown["fractions"]] == [line]
+
+
+def _shown_width(image, natural: int) -> float:
+    """The width the page's CSS gives an <img>: its inline width, else its natural width
+    within a grid cell, at least its inline min-width."""
+    import re
+
+    style = image.get("style") or ""
+    fixed = re.search(r"(?<!-)width: (\d+)px", style)
+    if fixed:
+        return float(fixed.group(1))
+    least = re.search(r"min-width: (\d+)px", style)
+    return max(float(least.group(1)) if least else 0.0,
+               min(natural, project_page.FIGURE_CELL_PX))  # fmt: skip
+
+
+def test_every_figure_is_shown_large_enough_to_read(probed: Path):
+    """From each PNG (its smallest text, in pixels, as drawn) and the page's CSS: no text of a
+    figure is shown under 9 px."""
+    from PIL import Image
+
+    from citab_cli.core import figures
+
+    page = project_page.write_page(Project(probed))
+    images = list(_parse(page).iter("img"))
+    assert len(images) >= 5
+    for image in images:
+        with Image.open(page.parent / image.get("src")) as png:
+            natural, smallest = png.width, float(png.info[figures.SMALLEST_TEXT])
+        shown = _shown_width(image, natural)
+        assert shown * smallest / natural >= figures.LEGIBLE_PX - 0.05, image.get("src")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not browser.available(), reason="needs chromium, chromium-driver, selenium")
+def test_a_browser_shows_every_figure_large_enough_to_read(probed: Path):
+    from PIL import Image
+
+    from citab_cli.core import figures
+
+    page = project_page.write_page(Project(probed))
+    for src, (shown, natural) in browser.image_widths(page).items():
+        with Image.open(page.parent / src) as png:
+            smallest = float(png.info[figures.SMALLEST_TEXT])
+        assert shown * smallest / natural >= figures.LEGIBLE_PX - 0.05, (src, shown, natural)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not browser.available(), reason="needs chromium, chromium-driver, selenium")
 def test_a_browser_finds_no_error_and_no_broken_image(probed: Path, tmp_path: Path):

@@ -131,6 +131,18 @@ def score_cell(score: dict, chance: float) -> str:
     return f"{score['mean']:.3f} ± {score['std']:.3f}{mark}"
 
 
+def _headlines(report, fractions) -> None:
+    """The verdict in one sentence per label fraction."""
+    from citab_cli.core.evaluation import verdicts
+
+    document = {"results": report.summary, "comparisons": report.comparisons,
+                "classes": report.classes}  # fmt: skip
+    for f in fractions:
+        line = verdicts.headline(document, f"{f:g}")
+        if line:
+            console.print(f"[bold]{line}[/] {verdicts.multiplicity(document, f'{f:g}')}")
+
+
 def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
     from citab_cli.core.evaluation.metrics import verdict_words
 
@@ -177,6 +189,7 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
             verdict_words(d),
         )
     console.print(paired)
+    _headlines(report, fractions)
     console.print(
         "  smallest detectable: the difference this comparison would detect 80% of the time "
         f"(two-sided 5%) on these {len(report.y_test)} subjects; anything smaller can hide "

@@ -146,6 +146,8 @@ def overlay(
         title=f"{method}, {title}",
         transparency=CAM_OPACITY,
     )
-    display.savefig(str(path), dpi=120)
+    smallest = figures.smallest_text_px(fig, 120)
+    metadata = {figures.SMALLEST_TEXT: f"{smallest:.2f}"} if smallest else {}
+    fig.savefig(str(path), dpi=120, facecolor="black", edgecolor="black", metadata=metadata)
     display.close()
     plt.close(fig)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation import report, verdicts
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 
 
@@ -138,6 +138,9 @@ def markdown(document: dict) -> str:
             "",
         ]
         lines += report.comparison_table(document["comparisons"][key], FEATURE_TITLES) + [""]
+        headline = verdicts.headline(document, key)
+        if headline:
+            lines += [f"**{headline}** {verdicts.multiplicity(document, key)}", ""]
     lines += _columns(document)
     if compared(document):
         lines.append("![paired differences](paired_differences.png)")

@@ -62,6 +62,9 @@ def describe(subject: str, keys: list[str], entry: dict, qc: list[dict], montage
 MONTAGE_COLUMNS = 4
 MONTAGE_GAP = 0.3
 MONTAGE_CAPTION = 0.45
+#: Caption size in points: 11.25 px at the montage's 90 dpi, so the page can show the montage
+#: within its 1132 px column with no caption under 9 px.
+MONTAGE_FONT = 9
 
 
 def montage(
@@ -96,12 +99,12 @@ def montage(
                 ax.add_patch(Rectangle((left + k * tile - 0.5, top - 0.5), tile, tile,
                                        fill=False, edgecolor="red", linewidth=2))  # fmt: skip
         text = subjects[i] if reasons is None else f"{subjects[i]}\n{', '.join(reasons)}"
-        ax.text(left + 1.5 * tile, top - 1, text, ha="center", va="bottom", fontsize=6,
+        ax.text(left + 1.5 * tile, top - 1, text, ha="center", va="bottom", fontsize=MONTAGE_FONT,
                 color="black" if reasons is None else "red")  # fmt: skip
     cmap = plt.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, aspect="equal", interpolation="nearest")
     more = f" ({len(subjects) - len(shown)} more not shown)" if len(subjects) > len(shown) else ""
-    fig.suptitle(f"{title}: mid-slices, outliers first (red){more}", fontsize=9)
+    fig.suptitle(f"{title}: mid-slices, outliers first (red){more}", fontsize=MONTAGE_FONT + 2)
     fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.4 / fig.get_figheight())
     figures.save(fig, path, dpi=90)
 

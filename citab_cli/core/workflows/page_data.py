@@ -65,13 +65,19 @@ class Gallery:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = self._name(f"{source.parent.name}-{source.stem}")
         shutil.copyfile(source, self.folder / name)
-        return {"src": f"{self.folder.name}/{name}", "alt": alt}
+        return self._item(name, alt)
+
+    def _item(self, name: str, alt: str) -> dict:
+        """A figure of the page: its file, its alt text and the width that keeps its smallest
+        text legible (None: the figure's own size is fine)."""
+        return {"src": f"{self.folder.name}/{name}", "alt": alt,
+                "width": figures.readable_width(self.folder / name)}  # fmt: skip
 
     def draw(self, fig, hint: str, alt: str) -> dict:
         """Save a matplotlib figure beside the page: {"src", "alt"}."""
         name = self._name(hint)
         figures.save(fig, self.folder / name)
-        return {"src": f"{self.folder.name}/{name}", "alt": alt}
+        return self._item(name, alt)
 
 
 def _split_label_counts(project: Project, cohort: str, classes: list[str]) -> list[dict]:

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 from citab_cli.core.data.project import Project
+from citab_cli.core.evaluation import verdicts
 from citab_cli.core.evaluation.explain_markdown import routing_lines
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 from citab_cli.core.evaluation.finetune import TITLES as FINETUNE_TITLES
 from citab_cli.core.evaluation.metrics import verdict_words
+from citab_cli.core.evaluation.report import below_chance, chance_levels
 from citab_cli.core.workflows.page_data import Gallery
 
 #: Figures of each report kind, in page order, with what they show.
@@ -65,15 +67,27 @@ def _metric(summary: dict, name: str) -> str:
     return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
 
 
+def _cell(score: dict | None, chance: float) -> dict | str:
+    """A balanced accuracy cell, marked below chance."""
+    if not score:
+        return ""
+    text = f"{score['mean']:.3f} ± {score['std']:.3f}"
+    if below_chance(score["mean"], chance):
+        return {"text": f"{text} ▼", "tone": "worse", "title": "below chance"}
+    return text
+
+
 def _probe(document: dict) -> dict:
     titles = {**FEATURE_TITLES, **document.get("features", {})}
     fractions = [f"{f:g}" for f in document["label_fractions"]]
+    chance = chance_levels(len(document["classes"]))["balanced_accuracy"]
     rows = [
         {"name": titles.get(feature, feature),
-         "cells": [_metric(results.get(f, {}), "balanced_accuracy") for f in fractions]}
+         "cells": [_cell(results.get(f, {}).get("balanced_accuracy"), chance) for f in fractions]}
         for feature, results in document["results"].items()
     ]  # fmt: skip
-    largest = fractions[-1] if fractions else None
+    rows.append({"name": "chance (one answer for everyone)",
+                 "cells": [f"{chance:.3f}" for _ in fractions]})  # fmt: skip
     where = document["cohort"]
     if document.get("transfer"):
         where = f"{document['train_cohort']} → {document['cohort']}"
@@ -81,12 +95,17 @@ def _probe(document: dict) -> dict:
         "title": f"Probe: {where} (run {document['run']})",
         "columns": [f"{float(f):.0%} of labels" for f in fractions],
         "rows": rows,
-        "verdict_title": f"paired differences in balanced accuracy, {float(largest):.0%} of labels"
-        if largest
-        else "",
-        "verdicts": _verdicts(document["comparisons"].get(largest, []), titles) if largest else [],
+        "fractions": [
+            {
+                "title": f"paired differences in balanced accuracy, {float(f):.0%} of labels",
+                "headline": verdicts.headline(document, f),
+                "multiplicity": verdicts.multiplicity(document, f),
+                "verdicts": _verdicts(document["comparisons"].get(f, []), titles),
+            }
+            for f in fractions
+        ],
         "note": f"{document['seeds']} label subsets per fraction; mean ± sd of test balanced "
-        f"accuracy. Test subjects: {document['subjects']['test']}.",
+        f"accuracy; ▼ below chance. Test subjects: {document['subjects']['test']}.",
     }
 
 

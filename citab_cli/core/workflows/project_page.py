@@ -17,6 +17,9 @@ from citab_cli.core.workflows import page_data, page_reports
 
 #: The template of the page, in citab_cli/templates/.
 TEMPLATE = "report.html.j2"
+#: The width of a figure's cell in the page's grid (two a row in its 1180 px column, see the
+#: template's CSS): a figure that needs more to keep its text legible spans the row.
+FIGURE_CELL_PX = 560
 #: Sections of the page in order: (anchor, title, context key).
 SECTIONS = (
     ("project", "1. The project", "cohorts"),
@@ -62,6 +65,7 @@ def context(project: Project, gallery: page_data.Gallery) -> dict:
         "runs": page_data.runs_section(project, gallery),
         "evaluations": evaluations,
         "explanations": reports["explain"],
+        "narrow": FIGURE_CELL_PX,
     }
     data["sections"] = [(anchor, title) for anchor, title, key in SECTIONS if data[key]]
     return data
