@@ -120,3 +120,23 @@ def test_readme_says_the_schema_search_order_the_code_uses():
     source = inspect.getsource(find_schema)
     code = ["explicit", "project_schema", "csv_path.parent", "shipped_schema_dir"]
     assert [source.index(x) for x in code] == sorted(source.index(x) for x in code)
+
+
+@pytest.mark.slow
+def test_quickstart_shows_what_the_demo_prints(tmp_path: Path):
+    """The numbers of docs/quickstart.md are those a fresh, seeded `citab demo` prints (3-4
+    minutes on two cores, hence slow)."""
+    from tests.conftest import run
+
+    page = (DOCS / "quickstart.md").read_text()
+    block = page.split("```\nTest balanced accuracy", 1)[1].split("```", 1)[0]
+    rows = [" ".join(line.split()) for line in block.splitlines()
+            if re.match(r"\s+(adni|nacc|aibl)\s+\d+%", line)]  # fmt: skip
+    assert len(rows) == 6
+    result = run("demo", "--dir", tmp_path / "demo")
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    for row in rows:
+        assert row in printed, row
+    sentences = " ".join(block.split("below it", 1)[1].split())
+    assert sentences in printed

@@ -336,3 +336,35 @@ def test_adni_and_nacc_identifiers_years_and_the_subject_the_scans_use(raw_dir: 
 def test_infer_images_must_be_a_folder(raw_dir: Path, tmp_path: Path):
     result = run("schema", "infer", raw_dir / "adni.csv", "--images", tmp_path / "nothing")
     assert_user_error(result, "--images", "not a folder")
+
+
+def test_the_proposed_pipeline_rests_on_the_scans(tmp_path: Path):
+    """minimal for skull-stripped scans or scans on one registered grid, t1-linear for scans
+    as scanners write them, and a stated assumption without the scans; each with its reason."""
+    import numpy as np
+
+    from citab_cli.core.schema.infer_scans import propose
+    from tests.conftest import raw_subject, write_nifti
+
+    pipeline, why = propose(None, None)
+    assert pipeline == "t1-linear" and "assumed" in why and "--images" in why
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    for seed in range(3):
+        raw_subject(heads, seed, size=48)
+    files = sorted(p.name for p in heads.iterdir() if p.name.endswith(".nii.gz"))
+    pipeline, why = propose(heads, files)
+    assert pipeline == "t1-linear" and "as scanners write them" in why
+    stripped = tmp_path / "stripped"
+    rng = np.random.default_rng(0)
+    for i, size in enumerate((30, 34, 38)):  # different grids: only the background tells
+        data = np.zeros((size,) * 3, "f4")
+        data[8:-8, 8:-8, 8:-8] = rng.random((size - 16,) * 3) + 1
+        write_nifti(stripped / f"s{i}.nii.gz", data)
+    pipeline, why = propose(stripped, [f"s{i}.nii.gz" for i in range(3)])
+    assert pipeline == "minimal" and "skull-stripped" in why
+    registered = tmp_path / "registered"
+    for i in range(3):
+        write_nifti(registered / f"r{i}.nii.gz", rng.random((20, 20, 20)).astype("f4") + 1)
+    pipeline, why = propose(registered, [f"r{i}.nii.gz" for i in range(3)])
+    assert pipeline == "minimal" and "one RAS grid" in why

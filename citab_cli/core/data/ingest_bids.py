@@ -15,6 +15,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.data.project_setup import project_settings
 from citab_cli.core.data.table import ValidatedTable
 from citab_cli.core.errors import CitabError
+from citab_cli.core.schema import infer_scans
 from citab_cli.core.schema.cohort import COHORT_NAME, ImageByBids, load_schema
 from citab_cli.core.schema.draft import Draft
 from citab_cli.core.settings import SplitSettings
@@ -32,8 +33,10 @@ def draft(dataset: bids.Dataset, todo: bool = True) -> Draft:
     what = f"BIDS dataset {dataset.name}" if dataset.name else "a BIDS dataset"
     fixed = Fixed(SUBJECT_COLUMN, "BIDS participant_id", DRAFT_IMAGE, what)
     source = f"{dataset.root.name}/ (BIDS)"
+    files = [scan.path.relative_to(dataset.root).as_posix() for scan in dataset.scans.values()]
+    scans = infer_scans.propose(dataset.root, files)
     return draft_table(dataset.table, dataset.columns, dataset.cohort, source, fixed=fixed,
-                       todo=todo)  # fmt: skip
+                       todo=todo, scans=scans)  # fmt: skip
 
 
 def plan(

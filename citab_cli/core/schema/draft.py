@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citab_cli.core.errors import CitabError
-from citab_cli.core.schema import infer_plan
+from citab_cli.core.schema import infer_plan, infer_scans
 from citab_cli.core.schema import infer_roles as roles
 from citab_cli.core.schema import infer_values as values
 from citab_cli.core.schema.cohort import COHORT_NAME, CohortSchema, token
@@ -154,7 +154,8 @@ def draft(
     table = read_csv(csv_path)
     dictionary = read_dictionary(dictionary_path, dictionary_columns) if dictionary_path else {}
     files = image_files(images) if images is not None else None
-    return draft_table(table, dictionary, csv_path.stem.lower(), csv_path.name, files)
+    scans = infer_scans.propose(images, files)
+    return draft_table(table, dictionary, csv_path.stem.lower(), csv_path.name, files, scans=scans)
 
 
 @dataclass(frozen=True)
@@ -176,15 +177,20 @@ def draft_table(
     files: list[str] | None = None,
     fixed: Fixed | None = None,
     todo: bool = True,
+    scans: tuple[str, str] | None = None,
 ) -> Draft:
     """A schema drafted from `table` (named `source` in the YAML's comments), its columns
     described by `dictionary` where it has them; cohort `name` when that is a valid name.
     Without `todo`, a column nothing describes is described by its name and a level nothing
-    names by its value (a draft used as it is, not reviewed)."""
+    names by its value (a draft used as it is, not reviewed). `scans`: the pipeline the scans
+    need and why (infer_scans.propose)."""
     cells = {c: values.read_cells(table.rows[c]) for c in table.columns}
     plan = infer_plan.roles_of(table, cells, files)
     if fixed is not None:
         _settle(plan, fixed)
+    pipeline, plan.image_why = scans or infer_scans.propose(None, None)
+    if isinstance(plan.image, dict):
+        plan.image = {**plan.image, "preprocess": pipeline}
     if plan.label is not None and (entry := _entry(plan.label, dictionary)) and entry.levels:
         for level, meaning in entry.levels.items():  # "1": "cognitively normal" -> CN
             if plan.classes.get(level, "") is None:

@@ -43,6 +43,7 @@ class Plan:
     label: str | None = None
     classes: dict[str, str | None] = field(default_factory=dict)
     image: str | dict = ""
+    image_why: str = ""  # why the image entry names its pipeline
     drop: dict[str, str] = field(default_factory=dict)  # column -> why
     assigned: dict[str, ReviewRow] = field(default_factory=dict)  # non-feature columns
 

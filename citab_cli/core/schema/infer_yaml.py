@@ -67,10 +67,7 @@ def render(document: dict, table: RawTable) -> tuple[str, CohortSchema]:
     if plan.visit is not None:
         visit = {"column": plan.visit, "baseline": typed(plan.baseline or "")}
         lines.append(f"visit: {flow(visit)}  # TODO: check the baseline value")
-    lines.append(
-        f"image: {flow(plan.image)}  # minimal instead if the scans are skull-stripped and "
-        "registered"
-    )
+    lines.append(f"image: {flow(plan.image)}  # {plan.image_why}")
     if plan.label is not None:
         lines += _label(plan)
     missing = [""] + [typed(code) for code in wide if code != ""]

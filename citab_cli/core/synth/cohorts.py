@@ -108,7 +108,8 @@ def _nacc_rows(lat: CohortLatents, i: int, rng: np.random.Generator) -> tuple[st
         udsd = "2"  # impaired, not MCI: no class
     else:
         udsd = ("1", "3", "4")[lat.diagnosis[i]]
-    birth = int(rng.integers(1920, 1960))
+    first_visit = int(rng.integers(2005, 2021))  # the UDS began in 2005
+    birth = first_visit - int(lat.age[i])
     centre = str(int(rng.integers(1, 40)))
     rows = []
     for visit in range(1, int(rng.integers(1, 4)) + 1):
@@ -125,7 +126,7 @@ def _nacc_rows(lat: CohortLatents, i: int, rng: np.random.Generator) -> tuple[st
                 "NACCVNUM": str(visit),
                 "PACKET": "I" if visit == 1 else "F",
                 "FORMVER": str(formver),
-                "VISITYR": str(birth + int(lat.age[i]) + visit - 1),
+                "VISITYR": str(first_visit + visit - 1),
                 "BIRTHYR": str(birth),
                 "NACCUDSD": udsd,
                 "NACCAGE": str(int(lat.age[i]) + visit - 1),
