@@ -73,7 +73,8 @@ def _probe_rows(report, fractions) -> dict:
 
 
 def _cohort(args, project, name, runs, fractions, truth, log) -> dict:
-    from citab_cli.core.evaluation import explain, finetune, probe
+    from citab_cli.core.evaluation import finetune, probe
+    from citab_cli.core.explain import explanation as explain
 
     out: dict = {}
     (cross,) = probe.probe(project, runs["cross"], [name], fractions, args.seeds,

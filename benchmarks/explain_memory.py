@@ -59,9 +59,9 @@ class RandomCollator:
 
 
 def main() -> None:
-    from citab_cli.core.evaluation.attribution import localising_stage
     from citab_cli.core.evaluation.classifier import Classifier
-    from citab_cli.core.evaluation.explain_attribute import BASELINES, Settings, attribute
+    from citab_cli.core.explain.attribute import BASELINES, Settings, attribute
+    from citab_cli.core.explain.attribution import localising_stage
     from citab_cli.core.model.citab import build_model
     from citab_cli.core.runtime.run_config import pretrain_preset
 

@@ -47,7 +47,7 @@ def main() -> None:
     import nibabel as nib
 
     from citab_cli.core.data.project import Project
-    from citab_cli.core.evaluation import explain
+    from citab_cli.core.explain import explanation as explain
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("demo-output/project"))

@@ -130,7 +130,7 @@ def test_collator_gives_one_name_one_id_across_cohorts(embedded: Path):
 def test_pretraining_and_probing_with_both_ideas_switched_off(embedded: Path):
     from citab_cli.core.data.project import Project
     from citab_cli.core.evaluation import probe
-    from citab_cli.core.evaluation.routing import routing
+    from citab_cli.core.explain.routing import routing
     from citab_cli.core.runtime.pretrained import load_checkpoint
     from citab_cli.core.training import loop
     from tests.conftest import tiny

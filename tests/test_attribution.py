@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from citab_cli.core.evaluation.attribution import (
+from citab_cli.core.explain.attribution import (
     expected_gradients,
     grad_cam,
     integrated_gradients,
@@ -176,7 +176,7 @@ def test_routing_entropy_tells_one_prototype_from_an_even_spread():
 
 
 def test_routing_in_words_tells_a_cohort_deciding_from_a_collapse():
-    from citab_cli.core.evaluation.explain_markdown import routing_lines
+    from citab_cli.core.explain.markdown import routing_lines
 
     k = 3
     a, b = np.zeros((4, 1, k)), np.zeros((4, 1, k))
@@ -195,7 +195,7 @@ def test_routing_in_words_tells_a_cohort_deciding_from_a_collapse():
 def test_large_grids_are_attributed_a_few_subjects_a_pass():
     """Memory grows with the subjects in a pass (paper preset at 128^3: 6.0 GiB for 4, 11.3 GiB
     for 8, benchmarks/explain_memory.py): 128^3 takes 4, the paper's grid 1, the demo's 8."""
-    from citab_cli.core.evaluation.explain import subjects_per_pass
+    from citab_cli.core.explain.explanation import subjects_per_pass
 
     assert subjects_per_pass((48, 48, 48)) == 8
     assert subjects_per_pass((128, 128, 128)) == 4

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from citab_cli.core.data.project import Project
-from citab_cli.core.evaluation import explain as core
+from citab_cli.core.explain import explanation as core
 from tests.conftest import assert_user_error, run
 
 

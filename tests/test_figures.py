@@ -19,7 +19,7 @@ import pytest
     ],
 )
 def test_axis_labels_never_cut_a_word(header: str):
-    from citab_cli.core.evaluation.explain_figures import _one_line, _short
+    from citab_cli.core.explain.drawing import _one_line, _short
 
     words = set(header.split())
     for label in (_short(header), _one_line(header)):
@@ -119,7 +119,7 @@ def test_a_scan_map_lets_the_anatomy_show_through(tmp_path: Path):
     varies with the scan's texture, so the anatomy is not hidden under one colour."""
     from matplotlib.image import imread
 
-    from citab_cli.core.evaluation import explain_figures
+    from citab_cli.core.explain import drawing as explain_figures
 
     rng = np.random.default_rng(0)
     scan = np.zeros((24, 24, 24), np.float32)

@@ -391,7 +391,8 @@ def test_a_split_lacking_a_class_is_named():
 def test_the_device_defaults_to_auto_and_is_named(pretrained: Path, monkeypatch):
     import inspect
 
-    from citab_cli.core.evaluation import explain, finetune
+    from citab_cli.core.evaluation import finetune
+    from citab_cli.core.explain import explanation as explain
 
     for function in (core.probe, finetune.finetune, explain.explain):
         assert inspect.signature(function).parameters["device"].default == "auto"

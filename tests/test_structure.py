@@ -33,13 +33,14 @@ LAYERS: list[set[str]] = [
     {"headers"},
     {"runtime"},
     {"training", "evaluation"},
+    {"explain"},
     {"workflows"},
     {"commands"},
     {"app"},
     {"cli_reference", "__main__"},
 ]
 CORE_PACKAGES = {"data", "schema", "scans", "synth", "model", "layers", "losses", "runtime"}
-CORE_PACKAGES |= {"training", "evaluation", "workflows"}
+CORE_PACKAGES |= {"training", "evaluation", "explain", "workflows"}
 
 
 def _sources(root: Path) -> list[Path]:
@@ -153,10 +154,20 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     assert _layer("evaluation") == _layer("training")
 
 
-def test_evaluation_never_imports_training():
+def test_evaluation_and_explain_never_import_training():
+    for module in MODULES:
+        if _part(module) in ("evaluation", "explain"):
+            assert not any(_part(t) == "training" for t in _imports(module)), module
+
+
+def test_explanations_live_in_their_own_package():
+    """Nothing of the explanations is left in evaluation/, and only the layers above reach
+    into explain/."""
+    assert not any(m.startswith("citab_cli.core.evaluation.explain") for m in MODULES)
+    assert _layer("explain") == _layer("evaluation") + 1
     for module in MODULES:
         if _part(module) == "evaluation":
-            assert not any(_part(t) == "training" for t in _imports(module)), module
+            assert not any(_part(t) == "explain" for t in _imports(module)), module
 
 
 def test_synth_imports_no_stage_above_the_schema():

@@ -61,7 +61,7 @@ def explain(
 ) -> None:
     """Explain diagnoses: columns by header text, prototype routing, Grad-CAM on the scans."""
     from citab_cli.core.data.project import Project
-    from citab_cli.core.evaluation import explain as core
+    from citab_cli.core.explain import explanation as core
 
     result = core.explain(
         Project(project),

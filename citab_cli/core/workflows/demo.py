@@ -10,7 +10,8 @@ from citab_cli.core import headers, synth
 from citab_cli.core.data import ingest
 from citab_cli.core.data.project import BEST_CHECKPOINT, Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import explain, probe
+from citab_cli.core.evaluation import probe
+from citab_cli.core.explain import explanation as explain
 from citab_cli.core.runtime.run_config import pretrain_preset
 from citab_cli.core.training import loop as pretraining
 from citab_cli.core.training.records import read_metrics

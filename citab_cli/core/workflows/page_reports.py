@@ -8,11 +8,11 @@ from pathlib import Path
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import verdicts
-from citab_cli.core.evaluation.explain_markdown import routing_lines
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 from citab_cli.core.evaluation.finetune import TITLES as FINETUNE_TITLES
 from citab_cli.core.evaluation.metrics import verdict_words
 from citab_cli.core.evaluation.report import below_chance, chance_levels
+from citab_cli.core.explain.markdown import routing_lines
 from citab_cli.core.workflows.page_data import Gallery
 
 #: Figures of each report kind, in page order, with what they show.

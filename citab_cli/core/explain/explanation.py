@@ -12,11 +12,12 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import explain_figures as figures
 from citab_cli.core.evaluation import report
-from citab_cli.core.evaluation.attribution import localising_stage, routing_entropy
 from citab_cli.core.evaluation.classifier import CLASSIFIER, Classifier, classifier_from
-from citab_cli.core.evaluation.explain_attribute import (
+from citab_cli.core.evaluation.labels import label_layout
+from citab_cli.core.evaluation.linear import FALLBACK_C, MAX_ITERATIONS, choose_c, folds_for
+from citab_cli.core.explain import drawing
+from citab_cli.core.explain.attribute import (
     Attributions,
     Baseline,
     ScanMethod,
@@ -25,10 +26,9 @@ from citab_cli.core.evaluation.explain_attribute import (
     baseline_starts,
     join,
 )
-from citab_cli.core.evaluation.explain_markdown import markdown as _markdown
-from citab_cli.core.evaluation.labels import label_layout
-from citab_cli.core.evaluation.linear import FALLBACK_C, MAX_ITERATIONS, choose_c, folds_for
-from citab_cli.core.evaluation.routing import routing
+from citab_cli.core.explain.attribution import localising_stage, routing_entropy
+from citab_cli.core.explain.markdown import markdown as _markdown
+from citab_cli.core.explain.routing import routing
 from citab_cli.core.runtime.dataset import CohortData, Collator
 from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
 from citab_cli.core.runtime.embedding import cohort_items, embed_subjects
@@ -76,7 +76,7 @@ def _classifier(
     z, y = (x - mean) / std, layout.y[rows]
     folds = folds_for(y)  # the probe of `citab probe`: class-balanced, C by cross-validation
     c = choose_c(z, y, folds, seed=0) if folds else FALLBACK_C
-    with figures.quiet():  # a convergence warning is not the user's business
+    with drawing.quiet():  # a convergence warning is not the user's business
         probe = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITERATIONS)
         probe.fit(z, y)
     classes = [layout.classes[c] for c in probe.classes_]
@@ -184,21 +184,21 @@ def explain(
 
     def pictures(folder: Path) -> None:
         ranking = [(c["header"], c["mean_abs"]) for c in document["cohort_attributions"]["columns"]]
-        figures.bar_chart(folder / "tabular_attributions.png", ranking, cohort)
+        drawing.bar_chart(folder / "tabular_attributions.png", ranking, cohort)
         if gates is not None:
-            figures.heatmap(folder / "prototype_routing.png", gates)
+            drawing.heatmap(folder / "prototype_routing.png", gates)
         for k, entry in enumerate(document["subjects"]):
             cam, scan = explained.cams[k], explained.images[k, 0]
-            figures.save_nifti(folder / entry["gradcam_nifti"], cam, affine)
-            figures.save_nifti(folder / entry["image_nifti"], scan, affine)
+            drawing.save_nifti(folder / entry["gradcam_nifti"], cam, affine)
+            drawing.save_nifti(folder / entry["image_nifti"], scan, affine)
             title = f"{entry['subject']}: predicted {entry['predicted']}"
             method = "occlusion" if scan_method == "occlusion" else "Grad-CAM"
             if entry["scan_note"]:
                 method = "|gradient x activation|" if "Grad-CAM" in entry["scan_note"] else method
-            figures.overlay(folder / entry["gradcam_png"], scan, cam, affine, title, method)
+            drawing.overlay(folder / entry["gradcam_png"], scan, cam, affine, title, method)
 
     folder = report.report_folder(project, "explain", loaded.run, cohort)
-    with figures.quiet():
+    with drawing.quiet():
         report.write_report(folder, document, _markdown(document), pictures)
     ranking = [(c["header"], c["mean_abs"]) for c in document["cohort_attributions"]["columns"]]
     return Explanation(folder, ranking)

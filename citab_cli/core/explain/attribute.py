@@ -11,7 +11,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from citab_cli.core.evaluation.attribution import (
+from citab_cli.core.evaluation.classifier import Classifier
+from citab_cli.core.explain.attribution import (
     brain_mask,
     expected_gradients,
     grad_cam,
@@ -20,7 +21,6 @@ from citab_cli.core.evaluation.attribution import (
     occlusion,
     sample_baselines,
 )
-from citab_cli.core.evaluation.classifier import Classifier
 from citab_cli.core.model.citab import ImageOutput, TabularOutput
 from citab_cli.core.runtime.dataset import Collator
 from citab_cli.core.runtime.device import image_layout

@@ -21,7 +21,7 @@ SCANS = {
 
 
 def _method(document: dict) -> str:
-    from citab_cli.core.evaluation.explain_attribute import BASELINES
+    from citab_cli.core.explain.attribute import BASELINES
 
     columns = METHODS[document.get("baseline", "mean")].format(n=BASELINES)
     scan = SCANS[document.get("scan_method", "gradcam")].format(stage=document["gradcam_stage"])
