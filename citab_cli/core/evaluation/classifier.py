@@ -13,8 +13,8 @@ from torch import nn
 
 from citab_cli.core.evaluation import metrics
 from citab_cli.core.evaluation.labels import LabelLayout
-from citab_cli.core.losses.contrastive import full_precision
 from citab_cli.core.model.citab import CITab, build_model
+from citab_cli.core.precision import full_precision
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.augment import AugmentConfig, augment, sample_parameters
 from citab_cli.core.runtime.dataset import Collator

@@ -11,14 +11,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from citab_cli.core.precision import full_precision
+
 Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
-
-
-def full_precision(tensor: torch.Tensor) -> torch.autocast:
-    """A context that turns autocast off on `tensor`'s device: logits are computed in float32
-    even inside bf16 autocast (at tau = 0.1, bf16 similarities move in steps of 0.03-0.06 and
-    the matching AUC gets ties)."""
-    return torch.autocast("cuda" if tensor.is_cuda else "cpu", enabled=False)
 
 
 #: Logit given to a pair that is not a candidate (another cohort's row): finite, so scaling it

@@ -6,11 +6,12 @@ import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
 from citab_cli.core.layers.tabular_batch import TabularBatch
-from citab_cli.core.losses.contrastive import Gather, full_precision, itc_loss, itc_queue_loss
+from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
 from citab_cli.core.losses.matching import hard_negatives, itm_loss, match_auc
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
 from citab_cli.core.model.momentum import MomentumEncoders
+from citab_cli.core.precision import full_precision
 
 
 def pretraining_loss(
