@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, StudyFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.workflows.study_plan import plan_study
 from citab_cli.core.workflows.study_spec import load_study
@@ -152,13 +152,13 @@ def test_a_study_runs_reports_and_a_rerun_redoes_nothing(embedded: Path, monkeyp
     assert all(seconds >= 0 for seconds in parts.values()) and parts[study.PRETRAINING] > 0
     assert abs(sum(parts.values()) - document["time"]["total_seconds"]) < 0.5
     assert "## Where the time went" in text and "| pretraining |" in text
-    kept = json.loads((result.folder / study.TIMINGS).read_text())
+    kept = json.loads(StudyFiles(result.folder).timings.read_text())
     assert set(kept) == expected - {study_report.REPORT_PARTS[0]}
     calls = []
     monkeypatch.setattr(probe, "probe", lambda *a, **k: calls.append(a) or [])
     again = study.run_study(Project(embedded), spec, "cpu")
     assert calls == [] and again.report is not None  # scored runs are not probed again
-    again_kept = json.loads((result.folder / study.TIMINGS).read_text())
+    again_kept = json.loads(StudyFiles(result.folder).timings.read_text())
     assert {k: again_kept[k] for k in probe.PARTS.values()} == {
         k: kept[k] for k in probe.PARTS.values()
     }  # nothing probed again, nothing counted again

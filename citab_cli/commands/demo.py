@@ -26,6 +26,7 @@ def demo(
 ) -> None:
     """Run synth -> ingest -> embed-headers -> pretrain -> probe -> explain on synthetic data,
     then write the project's page (project/report/index.html), everything on one page."""
+    from citab_cli.core.data.project import ReportFiles
     from citab_cli.core.workflows import demo as core
 
     start = time.perf_counter()
@@ -66,8 +67,8 @@ def demo(
     console.print(f"Project: {result.project}")
     console.print(f"Pretraining run: {result.run_dir}")
     for report in result.probes:
-        console.print(f"Probe report ({report.cohort}): {report.folder / 'report.md'}")
-    console.print(f"Explanation: {result.explanation.folder / 'report.md'}")
+        console.print(f"Probe report ({report.cohort}): {ReportFiles(report.folder).markdown}")
+    console.print(f"Explanation: {ReportFiles(result.explanation.folder).markdown}")
     console.print(f"[bold]Everything on one page: {result.page}[/] (open it in a browser)")
     console.print(
         f"Finished in {time.perf_counter() - start:.0f} s. Small synthetic cohorts "

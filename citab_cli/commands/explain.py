@@ -60,7 +60,7 @@ def explain(
     project: Path = ProjectOption,
 ) -> None:
     """Explain diagnoses: columns by header text, prototype routing, Grad-CAM on the scans."""
-    from citab_cli.core.data.project import Project
+    from citab_cli.core.data.project import Project, ReportFiles
     from citab_cli.core.explain import explanation as core
 
     result = core.explain(
@@ -87,6 +87,6 @@ def explain(
             f"  ... the {SHOWN} strongest of {len(result.ranking)} columns; all in the report"
         )
     console.print(
-        f"  report: {result.folder / 'report.md'} (prototype routing heatmap, "
+        f"  report: {ReportFiles(result.folder).markdown} (prototype routing heatmap, "
         "Grad-CAM NIfTI and PNG per subject)"
     )

@@ -72,6 +72,8 @@ def finetune(
 
 
 def _show(report, cohort: str, seeds: int, strategy: str) -> None:
+    from citab_cli.core.data.project import ReportFiles
+
     table = Table(
         title=f"{cohort}: test metrics (mean ± sd over {seeds} seed(s))",
         title_justify="left",
@@ -104,5 +106,5 @@ def _show(report, cohort: str, seeds: int, strategy: str) -> None:
             f"  fine-tuned vs {entry['baseline'].replace('_', ' ')}: balanced accuracy "
             f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], {d['verdict']}"
         )
-    console.print(f"  report: {report.folder / 'report.md'}")
+    console.print(f"  report: {ReportFiles(report.folder).markdown}")
     console.print(f"  fine-tuned model: {report.model_file}")

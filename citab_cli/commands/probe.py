@@ -144,6 +144,7 @@ def _headlines(report, fractions) -> None:
 
 
 def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
+    from citab_cli.core.data.project import ReportFiles
     from citab_cli.core.evaluation.metrics import verdict_words
 
     where = (
@@ -196,7 +197,7 @@ def _show(report, fractions, seeds: int, titles: dict[str, str]) -> None:
         'behind "not detected"'
     )
     console.print(
-        f"  report: {report.folder / 'report.md'} (every metric with 95% bootstrap intervals; "
-        "paired differences in balanced accuracy and AUC; forest plot, confusion matrix, ROC, "
-        "label-fraction curve)"
+        f"  report: {ReportFiles(report.folder).markdown} (every metric with 95% bootstrap "
+        "intervals; paired differences in balanced accuracy and AUC; forest plot, confusion "
+        "matrix, ROC, label-fraction curve)"
     )

@@ -25,7 +25,7 @@ def study(
 ) -> None:
     """Run a study: every arm, pretraining seed and regime as an ordinary run, its probes as
     ordinary reports, then one report with intervals over seeds and subjects."""
-    from citab_cli.core.data.project import Project
+    from citab_cli.core.data.project import Project, ReportFiles
     from citab_cli.core.workflows import study as core
     from citab_cli.core.workflows.study_plan import plan_study
     from citab_cli.core.workflows.study_power import power_rows
@@ -55,7 +55,7 @@ def study(
     if result.report is None:
         console.print("[yellow]No run has been scored yet; nothing to report.[/]")
     else:
-        console.print(f"Study report: {result.report / 'report.md'}")
+        console.print(f"Study report: {ReportFiles(result.report).markdown}")
     console.print(f"Study folder: {result.folder} (plan, test scores of every scored run)")
     minutes, seconds = divmod(round(result.seconds), 60)
     console.print(f"Wall time: {minutes} min {seconds} s for {len(runs)} runs")

@@ -47,6 +47,64 @@ CURVES_FILE = "curves.png"
 PAGE_DIR = "report"
 PAGE_FILE = "index.html"
 TENSORBOARD_DIR = "tensorboard"
+#: A report's files (reports/<kind>-<run>-<cohort>-<time>/...).
+REPORT_DOCUMENT = "report.json"
+REPORT_MARKDOWN = "report.md"
+FINETUNED_MODEL = "finetuned.safetensors"
+#: A study's working files (studies/<study>/...).
+STUDY_COPY = "study.json"
+STUDY_PLAN = "plan.json"
+STUDY_SCORES = "scores"
+STUDY_TIMINGS = "timings.json"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files of one report folder (reports/<kind>-<run>-<cohort>-<time>/)."""
+
+    directory: Path
+
+    @property
+    def document(self) -> Path:
+        """report.json: everything the report found, as data."""
+        return self.directory / REPORT_DOCUMENT
+
+    @property
+    def markdown(self) -> Path:
+        """report.md: the same for a person to read."""
+        return self.directory / REPORT_MARKDOWN
+
+    @property
+    def finetuned(self) -> Path:
+        """The classifier a fine-tuning report keeps, for `citab predict` and `citab explain`."""
+        return self.directory / FINETUNED_MODEL
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """The working files of one study (studies/<study>/)."""
+
+    directory: Path
+
+    @property
+    def copy(self) -> Path:
+        """The study file as it was run."""
+        return self.directory / STUDY_COPY
+
+    @property
+    def plan(self) -> Path:
+        """The runs the study plans, with their optimiser steps."""
+        return self.directory / STUDY_PLAN
+
+    @property
+    def scores(self) -> Path:
+        """The folder of the test probabilities of every scored run."""
+        return self.directory / STUDY_SCORES
+
+    @property
+    def timings(self) -> Path:
+        """The seconds of the study's parts, summed over its invocations."""
+        return self.directory / STUDY_TIMINGS
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, ReportFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import features, linear, report, trees
 from citab_cli.core.evaluation.classifier import (
@@ -146,10 +146,10 @@ def finetune(
             stage / "validation_curve.png", curves, "validation balanced accuracy", TITLES
         )
         report.forest_figure(stage / "paired_differences.png", {key: comparisons}, TITLES)
-        _save_classifier(stage / "finetuned.safetensors", kept, loaded, data, layout, document)
+        _save_classifier(ReportFiles(stage).finetuned, kept, loaded, data, layout, document)
 
     report.write_report(folder, document, _markdown(document), extra)
-    model_file = folder / "finetuned.safetensors"
+    model_file = ReportFiles(folder).finetuned
     result = FinetuneReport(cohort, folder, summary, model_file, comparisons, runs, y_test)
     result.classes, result.rows = list(layout.classes), layout.rows["test"]
     return result

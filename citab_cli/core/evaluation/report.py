@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from citab_cli.core import atomic, figures
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, ReportFiles
 from citab_cli.core.evaluation import metrics
 
 #: Column titles of a metrics table, in `metrics.NAMES` order.
@@ -227,10 +227,10 @@ def write_report(
 ) -> None:
     """report.json, report.md and whatever `extra` writes (figures, models), all or nothing."""
     with atomic.staged_directory(folder) as stage:
-        (stage / "report.json").write_text(json.dumps(report, indent=2))
+        ReportFiles(stage).document.write_text(json.dumps(report, indent=2))
         if extra is not None:
             extra(stage)
-        (stage / "report.md").write_text(markdown)
+        ReportFiles(stage).markdown.write_text(markdown)
 
 
 def classifier_figures(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import REPORT_DOCUMENT, Project
 from citab_cli.core.evaluation import verdicts
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 from citab_cli.core.evaluation.finetune import TITLES as FINETUNE_TITLES
@@ -225,7 +225,7 @@ def reports_section(project: Project, gallery: Gallery) -> dict[str, list[dict]]
     out: dict[str, list[dict]] = {kind: [] for kind in BUILDERS}
     folder = project.reports_dir
     found = []
-    for path in sorted(folder.glob("*/report.json")) if folder.is_dir() else []:
+    for path in sorted(folder.glob(f"*/{REPORT_DOCUMENT}")) if folder.is_dir() else []:
         try:
             document = json.loads(path.read_text())
             kind = document["kind"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citab_cli.core import atomic
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, StudyFiles
 from citab_cli.core.evaluation import finetune, probe
 from citab_cli.core.runtime.device import pick_device
 from citab_cli.core.runtime.stopwatch import Stopwatch
@@ -67,8 +67,8 @@ def run_study(
     started = time.perf_counter()
     runs = plan_study(spec, project)
     folder = project.study_dir(spec.study)
-    (folder / "scores").mkdir(parents=True, exist_ok=True)
-    atomic.write_text(folder / "study.json", spec.model_dump_json(indent=2) + "\n")
+    StudyFiles(folder).scores.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(StudyFiles(folder).copy, spec.model_dump_json(indent=2) + "\n")
     write_plan(folder, runs)
     target = str(pick_device(device))
     watch = read_timings(folder)
@@ -90,13 +90,11 @@ def run_study(
 #: The stopwatch's parts a study adds to a probe's (evaluation.probe.PARTS).
 PRETRAINING = "pretraining"
 FINETUNING = "fine-tuning against scratch"
-#: Where a study keeps the seconds of its runs' parts, summed over every invocation.
-TIMINGS = "timings.json"
 
 
 def read_timings(folder: Path) -> Stopwatch:
     """The seconds earlier invocations of the study spent on its runs (none at first)."""
-    path = folder / TIMINGS
+    path = StudyFiles(folder).timings
     if not path.is_file():
         return Stopwatch()
     try:
@@ -107,7 +105,7 @@ def read_timings(folder: Path) -> Stopwatch:
 
 def write_timings(folder: Path, watch: Stopwatch) -> None:
     """Keep the seconds of the study's runs so far (studies/<study>/timings.json)."""
-    atomic.write_text(folder / TIMINGS, json.dumps(watch.seconds, indent=2) + "\n")
+    atomic.write_text(StudyFiles(folder).timings, json.dumps(watch.seconds, indent=2) + "\n")
 
 
 def _pretrain(project: Project, run: PlannedRun, device: str, message) -> None:
@@ -204,4 +202,4 @@ def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, h
 
 def write_plan(folder: Path, runs: list[PlannedRun]) -> None:
     """studies/<study>/plan.json."""
-    atomic.write_text(folder / "plan.json", json.dumps(plan_rows(runs), indent=2) + "\n")
+    atomic.write_text(StudyFiles(folder).plan, json.dumps(plan_rows(runs), indent=2) + "\n")

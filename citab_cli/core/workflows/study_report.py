@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from citab_cli.core import figures
-from citab_cli.core.data.project import Project
+from citab_cli.core.data.project import Project, StudyFiles
 from citab_cli.core.evaluation import report
 from citab_cli.core.runtime.stopwatch import Stopwatch
 from citab_cli.core.workflows import study_tables as tables
@@ -81,7 +81,7 @@ def study_document(spec: StudySpec, runs: list[PlannedRun], folder: Path) -> dic
         "kind": "study",
         "study": spec.model_dump(mode="json"),
         "plan": plan_rows(runs),
-        "scored": sorted(p.name for p in (folder / "scores").glob("*.npz")),
+        "scored": sorted(p.name for p in StudyFiles(folder).scores.glob("*.npz")),
         "scopes": SCOPES,
         "tables": found,
         "created": report.created(),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from citab_cli.core import atomic
+from citab_cli.core.data.project import StudyFiles
 from citab_cli.core.workflows.study_plan import PlannedRun
 
 #: The file name of a scored (run, checkpoint, cohort) under studies/<study>/scores/: its
@@ -21,7 +22,7 @@ def score_path(folder: Path, run: str, checkpoint: str, cohort: str, kind: str =
     """Where the scores of one (run, checkpoint, cohort) are kept."""
     suffix = "" if kind == "probe" else f"--{kind}"
     name = SCORE_FILE.format(run=run, checkpoint=checkpoint, cohort=cohort, kind=suffix)
-    return folder / "scores" / name
+    return StudyFiles(folder).scores / name
 
 
 def save_scores(
