@@ -12,7 +12,7 @@ import yaml
 
 from citab_cli.core.model.citab import TabularEncoder, build_model
 from citab_cli.core.model.config import ModelConfig, TabularConfig, preset
-from tests.conftest import E, make_batch
+from tests.helpers import E, make_batch
 
 
 def _encoder(config: TabularConfig, header_dim: int = E) -> TabularEncoder:
@@ -133,7 +133,7 @@ def test_pretraining_and_probing_with_both_ideas_switched_off(embedded: Path):
     from citab_cli.core.explain.routing import routing
     from citab_cli.core.runtime.pretrained import load_checkpoint
     from citab_cli.core.training import loop
-    from tests.conftest import tiny
+    from tests.helpers import tiny
 
     config = tiny("nacc,aibl", epochs=1)
     tabular = config.model.tabular.model_copy(update={"column_identity": "learned",

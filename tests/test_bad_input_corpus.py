@@ -6,20 +6,18 @@ their options and checkpoint files.)
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import assert_user_error, run, tree_hash
+from tests.helpers import assert_user_error, run, tree_hash
 
 
 @pytest.fixture()
-def base(pretrained: Path, tmp_path: Path) -> Path:  # noqa: F811
+def base(pretrained_copy: Path, tmp_path: Path) -> Path:
     """A private copy of a project with a pretrained run, plus some bad files beside it."""
-    root = tmp_path / "project"
-    shutil.copytree(pretrained, root)
+    root = pretrained_copy
     torch.save({"w": torch.zeros(2)}, tmp_path / "pickled.pt")
     data = (root / "runs/base/best.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import FakeEncoder, assert_user_error, read_rows, run, tree_hash, write_nifti
+from tests.helpers import FakeEncoder, assert_user_error, read_rows, run, tree_hash, write_nifti
 
 DIAGNOSES = ("CN", "MCI", "AD")
 
@@ -319,7 +319,7 @@ def test_bids_flags_with_a_csv_and_a_csv_without_images_are_refused(tmp_path: Pa
 def test_whole_head_scans_of_a_bids_dataset_through_t1_linear(tmp_path: Path):
     """The acceptance path: whole-head T1w files, participants.tsv and participants.json, no
     schema written by hand, `--preprocess t1-linear` for real."""
-    from tests.conftest import raw_subject
+    from tests.helpers import raw_subject
 
     root = dataset(tmp_path / "ds", subjects=3)
     for i in range(3):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from citab_cli import __version__
 from citab_cli.app import app
-from tests.conftest import run
+from tests.helpers import run
 
 
 def test_help_imports_no_heavy_library():

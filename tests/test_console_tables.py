@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from citab_cli.commands.console import WholeTables
-from tests.conftest import run
+from tests.helpers import run
 
 
 def _wide_table() -> Table:

@@ -18,7 +18,7 @@ from citab_cli.core.evaluation.labels import LabelLayout
 from citab_cli.core.evaluation.scoring import Scoring
 from citab_cli.core.workflows import study_power
 from citab_cli.core.workflows.study_tables import ORACLE_ROW, Row, table
-from tests.conftest import run, tiny
+from tests.helpers import run, tiny
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

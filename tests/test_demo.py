@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import assert_user_error, run
+from tests.helpers import assert_user_error, run
 
 
 def test_demo_runs_the_whole_path(tmp_path: Path, monkeypatch):

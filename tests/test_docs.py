@@ -126,7 +126,7 @@ def test_readme_says_the_schema_search_order_the_code_uses():
 def test_quickstart_shows_what_the_demo_prints(tmp_path: Path):
     """The numbers of docs/quickstart.md are those a fresh, seeded `citab demo` prints (3-4
     minutes on two cores, hence slow)."""
-    from tests.conftest import run
+    from tests.helpers import run
 
     page = (DOCS / "quickstart.md").read_text()
     block = page.split("```\nTest balanced accuracy", 1)[1].split("```", 1)[0]

@@ -21,7 +21,7 @@ from citab_cli.core.evaluation import probe as probe_core
 from citab_cli.core.evaluation.classifier import CLASSIFIER
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.pretrained import load_checkpoint, prepare_cohorts
-from tests.conftest import SHAPE, assert_user_error, ingest, read_rows, run, tree_hash, write_rows
+from tests.helpers import SHAPE, assert_user_error, ingest, read_rows, run, tree_hash, write_rows
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +152,9 @@ def _unlabelled_cohort(raw_dir: Path, root: Path, tmp_path: Path, name: str = "m
 
 
 def test_predict_on_a_new_unlabelled_cohort(
-    pretrained: Path, classifier: Path, raw_dir: Path, tmp_path: Path
+    pretrained_copy: Path, classifier: Path, raw_dir: Path, tmp_path: Path
 ):
-    root = tmp_path / "project"
-    shutil.copytree(pretrained, root)
+    root = pretrained_copy
     _unlabelled_cohort(raw_dir, root, tmp_path)
     out = tmp_path / "predictions.csv"
     result = run("predict", "--ckpt", classifier, "--cohort", "memclinic", "-o", out, "-p", root)

@@ -11,7 +11,7 @@ import pytest
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.explain import explanation as core
-from tests.conftest import assert_user_error, run
+from tests.helpers import assert_user_error, run
 
 
 def test_explain_report(pretrained: Path):  # noqa: F811
@@ -107,7 +107,7 @@ def _planted_project(root: Path, n: int = 96) -> Path:
     """A cohort whose diagnosis follows one numeric column (SCORE); a categorical column with
     three levels (COLOR) carries nothing about it, and neither does a binary one (SEX) that
     changes the head's size in the scans, so the embedding encodes it strongly."""
-    from tests.conftest import write_nifti, write_rows
+    from tests.helpers import write_nifti, write_rows
 
     rng = np.random.default_rng(0)
     images = root / "mri"
@@ -149,7 +149,7 @@ class LevelsShareTheirColumn:
     other (they share the description), so a level's token says little beyond its column."""
 
     def encode(self, texts, **_):
-        from tests.conftest import FakeEncoder
+        from tests.helpers import FakeEncoder
 
         fake = FakeEncoder()
         column = fake.encode([t.split(": ")[0] for t in texts])
@@ -169,7 +169,7 @@ def test_a_planted_driver_ranks_above_a_categorical_and_a_scan_shifting_binary_n
     from citab_cli.core import headers
     from citab_cli.core.evaluation import finetune
     from citab_cli.core.training import loop
-    from tests.conftest import tiny
+    from tests.helpers import tiny
 
     raw = _planted_project(tmp_path / "raw")
     project = tmp_path / "project"

@@ -13,7 +13,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import finetune as core
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.training import loop as pretraining
-from tests.conftest import assert_user_error, run, tiny
+from tests.helpers import assert_user_error, run, tiny
 
 
 def _finetune(root: Path, **kw):
@@ -118,11 +118,8 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
     assert model.head.out_features == 3 and "adni" in meta["cohorts"]
 
 
-def test_cohort_never_seen_in_pretraining(pretrained: Path, tmp_path: Path):  # noqa: F811
-    import shutil
-
-    shutil.copytree(pretrained, tmp_path / "copy")
-    pretrained = tmp_path / "copy"
+def test_cohort_never_seen_in_pretraining(pretrained_copy: Path, tmp_path: Path):
+    pretrained = pretrained_copy
     store = Project(pretrained)
     pretraining.pretrain(store, tiny("nacc,aibl", epochs=1), "without-adni")
     report = core.finetune(

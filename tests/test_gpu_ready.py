@@ -11,7 +11,7 @@ import torch
 from citab_cli.core.model import objective as objectives
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import preset
-from tests.conftest import E, make_batch
+from tests.helpers import E, make_batch
 
 
 def _model(**loss):
@@ -145,7 +145,7 @@ def test_one_ingest_worker_per_gpu_uses_it():
 def test_ranks_meet_at_the_header_cache_barrier_when_one_finds_it_written(project, tmp_path):
     from pathlib import Path
 
-    from tests.conftest import torchrun
+    from tests.helpers import torchrun
 
     script = Path(__file__).parent / "scripts" / "ddp_headers.py"
     done = torchrun(str(script), str(project), str(tmp_path), timeout=240)
@@ -247,7 +247,7 @@ def test_a_run_with_the_momentum_queue_stops_and_resumes_on_cuda(embedded):
     from citab_cli.core.data.project import Project
     from citab_cli.core.runtime import checkpoint_file
     from citab_cli.core.training import loop
-    from tests.conftest import tiny
+    from tests.helpers import tiny
 
     config = tiny(epochs=2, checkpoint_every=2)
     loss = config.model.loss.model_copy(update={"queue_size": 16, "itc_same_cohort": False})

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from citab_cli.core import headers
 from citab_cli.core.data.project import Project
-from tests.conftest import FakeEncoder, assert_user_error, ingest, run
+from tests.helpers import FakeEncoder, assert_user_error, ingest, run
 
 
 @pytest.fixture()

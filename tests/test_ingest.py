@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import (
+from tests.helpers import (
     SHAPE,
     SUBJECTS,
     assert_user_error,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     SHAPE,
     assert_user_error,
     ingest,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     assert_user_error,
     ingest,
     read_rows,

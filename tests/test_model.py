@@ -14,7 +14,7 @@ from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.model.citab import TabularEncoder, build_model, parameter_counts
 from citab_cli.core.model.config import PRESETS, ModelConfig, preset
 from citab_cli.core.model.objective import pretraining_loss
-from tests.conftest import E, make_batch
+from tests.helpers import E, make_batch
 
 
 def permute(batch: TabularBatch, order: torch.Tensor) -> TabularBatch:

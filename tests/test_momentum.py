@@ -10,7 +10,7 @@ from citab_cli.core.model import objective as objectives
 from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import LossConfig, preset
 from citab_cli.core.training.validation import recall_chance, retrieval_recall
-from tests.conftest import E, make_batch
+from tests.helpers import E, make_batch
 
 
 def _model(**loss):

@@ -15,7 +15,7 @@ from citab_cli.core.model.config import ModelConfig, preset
 from citab_cli.core.runtime.distributed import Distributed
 from citab_cli.core.runtime.run_config import PretrainConfig
 from citab_cli.core.training.sampling import cohort_batches, make_schedule
-from tests.conftest import E, tiny
+from tests.helpers import E, tiny
 
 SIZES = [70, 45, 17]
 

@@ -8,7 +8,7 @@ import pytest
 from citab_cli.core.errors import CitabError
 from citab_cli.core.scans.preprocess import Volume, load_volume, to_grid
 from citab_cli.core.settings import ImageSettings, default_spacing
-from tests.conftest import write_nifti
+from tests.helpers import write_nifti
 
 
 def phantom() -> np.ndarray:

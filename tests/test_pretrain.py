@@ -20,7 +20,7 @@ from citab_cli.core.model.config import preset
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.training import loop as core
-from tests.conftest import (
+from tests.helpers import (
     COHORTS,
     FakeEncoder,
     assert_user_error,

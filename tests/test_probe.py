@@ -16,7 +16,7 @@ from citab_cli.core.evaluation import linear, metrics, trees
 from citab_cli.core.evaluation import probe as core
 from citab_cli.core.evaluation.labels import stratified_subset
 from citab_cli.core.training import loop as pretraining
-from tests.conftest import assert_user_error, ingest, run
+from tests.helpers import assert_user_error, ingest, run
 
 Y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
 P = np.array(
@@ -306,11 +306,8 @@ def test_bad_fractions_and_cohorts(pretrained: Path):
     )
 
 
-def test_checkpoint_from_another_schema(pretrained: Path, tmp_path: Path, raw_dir: Path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(pretrained, root)
+def test_checkpoint_from_another_schema(pretrained_copy: Path, tmp_path: Path, raw_dir: Path):
+    root = pretrained_copy
     schema = (root / "schemas/aibl.yaml").read_text()
     (tmp_path / "aibl.yaml").write_text(schema.replace("History of smoking", "Ever smoked"))
     assert ingest(raw_dir, "aibl", root, "--schema", tmp_path / "aibl.yaml").exit_code == 0
@@ -320,11 +317,8 @@ def test_checkpoint_from_another_schema(pretrained: Path, tmp_path: Path, raw_di
     )
 
 
-def test_cohort_without_labels(pretrained: Path, tmp_path: Path, raw_dir: Path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(pretrained, root)
+def test_cohort_without_labels(pretrained_copy: Path, tmp_path: Path, raw_dir: Path):
+    root = pretrained_copy
     schema = (root / "schemas/aibl.yaml").read_text()
     start = schema.index("label:")
     end = schema.index("missing:")
@@ -338,7 +332,7 @@ def test_cohort_without_labels(pretrained: Path, tmp_path: Path, raw_dir: Path):
         == 0
     )
     from citab_cli.core import headers
-    from tests.conftest import FakeEncoder
+    from tests.helpers import FakeEncoder
 
     original = headers.load_encoder
     headers.load_encoder = lambda model: FakeEncoder()
@@ -349,12 +343,10 @@ def test_cohort_without_labels(pretrained: Path, tmp_path: Path, raw_dir: Path):
     assert_user_error(result, "cohort 'unl' has no labelled subjects")
 
 
-def test_too_few_labelled_test_subjects(pretrained: Path, tmp_path: Path):
+def test_too_few_labelled_test_subjects(pretrained_copy: Path, tmp_path: Path):
     import csv
-    import shutil
 
-    root = tmp_path / "copy"
-    shutil.copytree(pretrained, root)
+    root = pretrained_copy
     path = root / "cohorts/adni/subjects.csv"
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
@@ -434,17 +426,14 @@ def test_criteria_are_excluded_from_tokens_and_baselines(pretrained: Path, monke
 
 
 def test_train_on_one_cohort_test_on_another(
-    pretrained: Path, raw_dir: Path, tmp_path: Path, monkeypatch
+    pretrained_copy: Path, raw_dir: Path, tmp_path: Path, monkeypatch
 ):
     """Heads fitted on adni score a second cohort; when that cohort is adni's own export
     ingested under another name, the transfer scores equal the within-cohort ones."""
-    import shutil
-
     from citab_cli.core import headers
-    from tests.conftest import FakeEncoder
+    from tests.helpers import FakeEncoder
 
-    root = tmp_path / "project"
-    shutil.copytree(pretrained, root)
+    root = pretrained_copy
     twin = ingest(raw_dir, "adni", root, "--cohort", "twin", "--schema", raw_dir / "adni.yaml")
     assert twin.exit_code == 0, twin.output
     monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())

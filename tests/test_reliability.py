@@ -12,7 +12,7 @@ from citab_cli.core import locks
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.training import loop as pretraining
-from tests.conftest import (
+from tests.helpers import (
     assert_user_error,
     ingest,
     read_rows,
@@ -33,7 +33,7 @@ def test_a_second_ingest_into_a_busy_project_is_refused(project: Path, raw_dir: 
 
 def test_a_second_pretrain_of_the_same_run_is_refused(project: Path, monkeypatch):
     from citab_cli.core import headers
-    from tests.conftest import FakeEncoder
+    from tests.helpers import FakeEncoder
 
     monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
     store = Project(project)

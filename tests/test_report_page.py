@@ -12,7 +12,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import probe as probe_core
 from citab_cli.core.workflows import project_page
 from tests import browser
-from tests.conftest import (
+from tests.helpers import (
     SHAPE,
     FakeEncoder,
     assert_user_error,

@@ -144,7 +144,7 @@ def test_malformed_yaml_names_its_line():
 
 
 def test_schema_check_command(tmp_path):
-    from tests.conftest import assert_user_error, run
+    from tests.helpers import assert_user_error, run
 
     result = run("schema", "check", shipped_schema_dir() / "nacc.yaml")
     assert result.exit_code == 0, result.output

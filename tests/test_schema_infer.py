@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from citab_cli.core.schema.cohort import load_schema
-from tests.conftest import assert_user_error, run
+from tests.helpers import assert_user_error, run
 
 
 def test_draft_of_nacc_is_a_valid_schema(raw_dir: Path, tmp_path: Path):
@@ -254,7 +254,7 @@ def test_a_data_dictionary_fills_descriptions_and_units(tmp_path: Path):
 def test_a_draft_passes_the_check_and_ingests_once_filled(tmp_path: Path, dialect: str):
     import re
 
-    from tests.conftest import write_nifti
+    from tests.helpers import write_nifti
 
     make = {"clinic": _clinic, "research": _research, "biobank": _biobank}[dialect]
     csv_path = make(tmp_path / f"{dialect}.csv")
@@ -293,7 +293,7 @@ def _rows(path: Path) -> list[dict]:
 def test_an_unfinished_draft_neither_checks_nor_ingests(raw_dir: Path, tmp_path: Path):
     """The NACC draft: TODO descriptions, TODO level names and a label whose codes map to no
     class are all named in one message; ingest refuses it the same way and writes nothing."""
-    from tests.conftest import tree_hash
+    from tests.helpers import tree_hash
 
     draft = tmp_path / "nacc.yaml"
     assert run("schema", "infer", raw_dir / "nacc.csv", "-o", draft).exit_code == 0
@@ -344,7 +344,7 @@ def test_the_proposed_pipeline_rests_on_the_scans(tmp_path: Path):
     import numpy as np
 
     from citab_cli.core.schema.infer_scans import propose
-    from tests.conftest import raw_subject, write_nifti
+    from tests.helpers import raw_subject, write_nifti
 
     pipeline, why = propose(None, None)
     assert pipeline == "t1-linear" and "assumed" in why and "--images" in why

@@ -10,7 +10,7 @@ import yaml
 
 from citab_cli.core.data.splits import assign
 from citab_cli.core.settings import SplitSettings
-from tests.conftest import SHAPE, assert_user_error, ingest, read_rows, tree_hash, write_rows
+from tests.helpers import SHAPE, assert_user_error, ingest, read_rows, tree_hash, write_rows
 
 
 def test_stratified_deterministic_and_order_free():

@@ -296,12 +296,13 @@ def test_architecture_page_names_every_core_module():
 
 
 def test_test_modules_share_only_through_conftest():
-    """Fixtures and helpers come from tests/conftest.py (or helper modules), never from another
-    test module."""
+    """Fixtures come from tests/conftest.py (pytest's, never imported) and helpers from
+    tests/helpers.py (or helper modules), never from another test module."""
     for path in sorted((PACKAGE.parent / "tests").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.split(".")[-1].startswith("test_"), (path.name, node.module)
+                assert node.module != "tests.conftest", path.name
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.split(".")[-1].startswith("test_"), path.name

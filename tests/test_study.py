@@ -11,7 +11,7 @@ from citab_cli.core.data.project import Project, StudyFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.workflows.study_plan import plan_study
 from citab_cli.core.workflows.study_spec import load_study
-from tests.conftest import assert_user_error, run
+from tests.helpers import assert_user_error, run
 
 SMALL = """\
 study: small

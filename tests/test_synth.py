@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tests.conftest import SHAPE, SUBJECTS, assert_user_error, read_rows, run, tree_hash
+from tests.helpers import SHAPE, SUBJECTS, assert_user_error, read_rows, run, tree_hash
 
 
 def test_layout_and_truth(raw_dir: Path):

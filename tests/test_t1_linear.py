@@ -14,7 +14,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.scans import pipelines, qc
 from citab_cli.core.scans.preprocess import load_volume
 from citab_cli.core.settings import ImageSettings, mni_grid
-from tests.conftest import assert_user_error, raw_subject, run, write_nifti, write_rows
+from tests.helpers import assert_user_error, raw_subject, run, write_nifti, write_rows
 
 GRID = 40
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from citab_cli.core import headers  # noqa: E402
 from citab_cli.core.data.project import Project  # noqa: E402
-from tests.conftest import FakeEncoder  # noqa: E402
+from tests.helpers import FakeEncoder  # noqa: E402
 
 dist.init_process_group("gloo", timeout=timedelta(seconds=20))
 rank = dist.get_rank()

@@ -17,7 +17,7 @@ from citab_cli.core.model.objective import PretrainingObjective
 from citab_cli.core.runtime.distributed import Distributed, Gather
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from tests.conftest import make_batch  # noqa: E402
+from tests.helpers import make_batch  # noqa: E402
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
