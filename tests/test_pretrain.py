@@ -542,9 +542,10 @@ def test_world_size_is_recorded_and_a_different_one_refused(embedded: Path):
     document = checkpoint_file.load(files.state, kind=checkpoint_file.STATE)[1]
     assert document["world_size"] == 1
     config = core.PretrainConfig.model_validate(document["config"])
-    runs.check_resumable(document, config, [], files, world=1)
+    saved = runs.SavedRun.open(Project(embedded), files)
+    assert saved.may_resume(config, [], world=1) is False
     with pytest.raises(core.CitabError, match="trained with 1 process and is resumed with 2"):
-        runs.check_resumable(document, config, [], files, world=2)
+        saved.may_resume(config, [], world=2)
 
 
 @pytest.mark.parametrize("prefix", [b"\x80", b"PK"])

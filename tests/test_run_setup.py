@@ -32,7 +32,7 @@ def _saved_run(project: Project, name: str, epochs: int = 4, mtime: float | None
 
 
 def test_a_new_run_takes_the_preset_then_the_options(tmp_path: Path):
-    request = RunRequest(cohorts=["adni", "nacc"], preset="tiny", train={"epochs": 7, "seed": None})
+    request = RunRequest(cohorts=["adni", "nacc"], preset="tiny", epochs=7, seed=None)
     name, config = resolve_run(Project(tmp_path), request, now=NOW)
     assert name == "tiny-20261130-091500"
     assert config.cohorts == ["adni", "nacc"]
@@ -80,14 +80,14 @@ def test_resume_takes_the_newest_run_and_its_own_configuration(tmp_path: Path):
 def test_resume_accepts_repeated_values_and_names_the_first_change(tmp_path: Path):
     project = Project(tmp_path)
     saved = _saved_run(project, "r", epochs=4)
-    same = RunRequest(resume=True, run="r", cohorts=["adni"], train={"epochs": 4, "seed": 0})
+    same = RunRequest(resume=True, run="r", cohorts=["adni"], epochs=4, seed=0)
     assert resolve_run(project, same, now=NOW) == ("r", saved)
-    changed = RunRequest(resume=True, run="r", train={"epochs": 2, "batch_size": 2})
+    changed = RunRequest(resume=True, run="r", epochs=2, batch_size=2)
     with pytest.raises(CitabError) as caught:
         resolve_run(project, changed, now=NOW)
     assert "--batch-size changes train.batch_size of run 'r' from 8 to 2" in str(caught.value)
     assert "(and 1 more setting(s))" in str(caught.value)  # fewer epochs: a change
-    longer = RunRequest(resume=True, run="r", train={"epochs": 9})  # more: an extension
+    longer = RunRequest(resume=True, run="r", epochs=9)  # more: an extension
     assert resolve_run(project, longer, now=NOW)[1].train.epochs == 9
     other_cohorts = RunRequest(resume=True, run="r", cohorts=["nacc"])
     with pytest.raises(CitabError, match="--cohorts changes cohorts"):

@@ -116,13 +116,11 @@ def pretrain(
         run=run,
         resume=resume,
         exclude_criteria=exclude_criteria,
-        train={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "seed": seed,
-            "balance_cohorts": balance_cohorts,
-            "include_val": include_val,
-        },
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        balance_cohorts=balance_cohorts,
+        include_val=include_val,
     )
     name, config = resolve_run(store, request)
     result, dist = _launch(store, config, name, resume, device, logger == Logger.tensorboard)

@@ -21,15 +21,19 @@ from citab_cli.core.data.project import Project, RunFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.model.objective import PretrainingObjective
-from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.augment import augment, sample_parameters
 from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_match, load_cohort
 from citab_cli.core.runtime.device import autocast, image_layout, model_layout, to_device
 from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
-from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig, extends
+from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig
 from citab_cli.core.training.diagnostics import gradient_norms
 from citab_cli.core.training.loader import Prefetcher
-from citab_cli.core.training.run import Progress, RunWriter, load_run_config, resolve_config
+from citab_cli.core.training.run import (
+    Progress,
+    RunWriter,
+    SavedRun,
+    resolve_config,
+)
 from citab_cli.core.training.sampling import (
     Schedule,
     epoch_order,
@@ -118,19 +122,6 @@ def pretrain(
         raise
 
 
-def _saved_state(project: Project, files: RunFiles) -> tuple[dict, dict]:
-    """The run's last state, refused if it was trained with another header encoder."""
-    saved = checkpoint_file.load(files.state, kind=checkpoint_file.STATE)
-    encoder, current = saved[1]["header_encoder"]["id"], project.load_settings().header_encoder
-    if encoder != current:
-        raise CitabError(
-            f"{files.state}: trained with header encoder '{encoder}', the "
-            f"project now uses '{current}'; run `citab embed-headers --model` "
-            "with the run's encoder, or start a new run"
-        )
-    return saved
-
-
 def _build(config: PretrainConfig, target: torch.device) -> tuple[CITab, torch.optim.Optimizer]:
     """The model, seeded by the run's seed, and its Adam optimiser."""
     torch.manual_seed(config.train.seed)
@@ -176,7 +167,7 @@ def _pretrain(
     tensorboard: bool = False,
 ) -> PretrainResult:
     """The run itself, under the run's lock: load, build, restore or start, train, save."""
-    saved = _saved_state(project, files) if resume else None
+    saved = SavedRun.open(project, files) if resume else None  # before any header is embedded
     cohort_names = list(config.cohorts)
     cache = headers.ensure_embedded(project, cohort_names, hooks.message, dist.main, dist.barrier)
     cohorts = [load_cohort(project, name, cache) for name in cohort_names]
@@ -202,21 +193,15 @@ def _pretrain(
     )
     progress = Progress()
     if saved is not None:
-        stored = load_run_config(files)
-        longer = extends(stored.model_dump(mode="json"), config.model_dump(mode="json"))
-        if stored != config and not longer:
-            raise CitabError(
-                f"{files.config} differs from the requested configuration; "
-                "a resumed run keeps its configuration (drop the changed options)"
-            )
-        progress = writer.restore(*saved)
+        longer = saved.may_resume(config, cohorts, dist.world)
+        progress = writer.restore(saved.tensors, saved.document)
         if longer:
             writer.extend()
             hooks.message(
-                f"extending {run} from {stored.train.epochs} to {config.train.epochs} epochs: "
-                f"the learning-rate schedule is recomputed over {schedule.total_steps} steps "
-                f"(warm-up {schedule.warmup_steps}), so the rate at step {progress.step} rises "
-                "to where the longer cosine puts it"
+                f"extending {run} from {saved.stored.train.epochs} to {config.train.epochs} "
+                f"epochs: the learning-rate schedule is recomputed over {schedule.total_steps} "
+                f"steps (warm-up {schedule.warmup_steps}), so the rate at step {progress.step} "
+                "rises to where the longer cosine puts it"
             )
         hooks.message(f"resuming {run} at step {progress.step} of {schedule.total_steps}")
     else:

@@ -52,36 +52,70 @@ def load_run_config(files: RunFiles) -> PretrainConfig:
     return yaml_io.load_model(files.config, PretrainConfig, "run config")  # type: ignore[return-value]
 
 
-def check_resumable(
-    document: dict, config: PretrainConfig, cohorts: list[CohortData], files: RunFiles, world: int
-) -> None:
-    """A saved state continues only with its own configuration, cohort schemas and number of
-    processes (the data order, the epochs and the schedule are laid out for that number)."""
-    path = files.state
-    saved_world = document.get("world_size", 1)
-    if saved_world != world:
-        how = (
-            "without torchrun"
-            if saved_world == 1
-            else f"under torchrun with {saved_world} processes in total over all machines"
-        )
-        raise CitabError(
-            f"{path}: this run was trained with {_processes(saved_world)} and is resumed with "
-            f"{_processes(world)}; resume it {how}, or start a new run"
-        )
-    requested = config.model_dump(mode="json")
-    if document["config"] != requested and not extends(document["config"], requested):
-        raise CitabError(
-            f"{path}: saved with another configuration than {files.config}; "
-            "restore the run's config.yaml or start a new run"
-        )
-    for c in cohorts:
-        saved = document["cohorts"].get(c.name)
-        if saved is None or saved["schema_fingerprint"] != c.schema_fingerprint:
+@dataclass
+class SavedRun:
+    """A run's last state and configuration, and the one place that decides whether the run may
+    continue: `open` before anything is embedded (the state must name the project's header
+    encoder), then `may_resume` once the request is resolved."""
+
+    files: RunFiles
+    tensors: dict
+    document: dict
+    stored: PretrainConfig  # its config.yaml
+
+    @classmethod
+    def open(cls, project: Project, files: RunFiles) -> SavedRun:
+        """The run's last state, refused if it was trained with another header encoder than
+        the project's."""
+        tensors, document = checkpoint_file.load(files.state, kind=checkpoint_file.STATE)
+        encoder, current = document["header_encoder"]["id"], project.load_settings().header_encoder
+        if encoder != current:
             raise CitabError(
-                f"{path}: cohort '{c.name}' was re-ingested with another schema since "
-                "this run started; start a new run"
+                f"{files.state}: trained with header encoder '{encoder}', the project now uses "
+                f"'{current}'; run `citab embed-headers --model` with the run's encoder, or "
+                "start a new run"
             )
+        return cls(files, tensors, document, load_run_config(files))
+
+    def may_resume(self, config: PretrainConfig, cohorts: list[CohortData], world: int) -> bool:
+        """Whether the run continues with `config` (resolved) on `cohorts` in `world` processes;
+        True when the request extends it (more epochs: the one change a resumed run accepts).
+        Its config.yaml and saved state must equal the request or be extended by it, the
+        number of processes must be the same (the data order, the epochs and the schedule are
+        laid out for it), and the cohorts ingested with the same schemas; a refusal names the
+        file and what to do."""
+        files, document = self.files, self.document
+        requested = config.model_dump(mode="json")
+        stored = self.stored.model_dump(mode="json")
+        if stored != requested and not extends(stored, requested):
+            raise CitabError(
+                f"{files.config} differs from the requested configuration; "
+                "a resumed run keeps its configuration (drop the changed options)"
+            )
+        saved_world = document.get("world_size", 1)
+        if saved_world != world:
+            how = (
+                "without torchrun"
+                if saved_world == 1
+                else f"under torchrun with {saved_world} processes in total over all machines"
+            )
+            raise CitabError(
+                f"{files.state}: this run was trained with {_processes(saved_world)} and is "
+                f"resumed with {_processes(world)}; resume it {how}, or start a new run"
+            )
+        if document["config"] != requested and not extends(document["config"], requested):
+            raise CitabError(
+                f"{files.state}: saved with another configuration than {files.config}; "
+                "restore the run's config.yaml or start a new run"
+            )
+        for c in cohorts:
+            saved = document["cohorts"].get(c.name)
+            if saved is None or saved["schema_fingerprint"] != c.schema_fingerprint:
+                raise CitabError(
+                    f"{files.state}: cohort '{c.name}' was re-ingested with another schema "
+                    "since this run started; start a new run"
+                )
+        return stored != requested
 
 
 def _processes(n: int) -> str:
@@ -154,8 +188,8 @@ class RunWriter:
             )
 
     def restore(self, tensors: dict[str, torch.Tensor], document: dict) -> Progress:
-        """Load a saved state into the model and optimizer; the progress it recorded."""
-        check_resumable(document, self.config, self.cohorts, self.files, self.world)
+        """Load a saved state (cleared by `SavedRun.may_resume`) into the model and optimizer;
+        the progress it recorded."""
         prefix = "model/"
         self.model.load_state_dict(
             {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

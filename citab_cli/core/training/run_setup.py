@@ -7,7 +7,7 @@ the command line. A resumed run keeps the configuration in its config.yaml; opti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -45,8 +45,23 @@ class RunRequest:
     run: str | None = None
     resume: bool = False
     exclude_criteria: bool | None = None
-    #: TrainConfig fields set by their own options (epochs, batch_size, seed, ...).
-    train: dict[str, object] = field(default_factory=dict)
+    #: TrainConfig fields set by their own options.
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    balance_cohorts: bool | None = None
+    include_val: bool | None = None
+
+    def train_options(self) -> dict[str, object]:
+        """The TrainConfig fields the options set (None: not given)."""
+        given = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "balance_cohorts": self.balance_cohorts,
+            "include_val": self.include_val,
+        }
+        return {k: v for k, v in given.items() if v is not None}
 
 
 def load_config(preset: str, path: Path | None) -> PretrainConfig:
@@ -79,17 +94,15 @@ def resolve_run(
     if not files.config.is_file():
         raise CitabError(f"{files.directory}: no run to resume; start it without --resume")
     saved = load_run_config(files)
-    epochs = request.train.get("epochs")
-    if epochs is not None and epochs > saved.train.epochs:
-        saved = with_epochs(saved, epochs)  # extending the run: the one change allowed
+    if request.epochs is not None and request.epochs > saved.train.epochs:
+        saved = with_epochs(saved, request.epochs)  # extending the run: the one change allowed
     _refuse_changes(saved, name, request)
     return name, saved
 
 
 def _apply(base: PretrainConfig, request: RunRequest, cohorts: list[str] | None = None):
     """`base` with the request's training options and cohorts over it."""
-    given = {k: v for k, v in request.train.items() if v is not None}
-    update: dict = {"train": base.train.model_copy(update=given)}
+    update: dict = {"train": base.train.model_copy(update=request.train_options())}
     cohorts = cohorts if cohorts is not None else request.cohorts
     if cohorts is not None:
         update["cohorts"] = cohorts
