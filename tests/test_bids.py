@@ -105,7 +105,7 @@ def test_a_plain_dataset_ingests_with_no_schema_written_by_hand(tmp_path: Path, 
     result = ingest(root, project)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "drafted from the dataset's JSON sidecars" in text
+    assert "drafted from the dataset's JSON sidecars" in text and "the ingest keeps it as" in text
     schema = (project / "schemas" / "lake-memory-study.yaml").read_text()
     assert "description: age at the first visit, unit: years" in schema
     assert "{0: no e4 allele, 1: one e4 allele, 2: two e4 alleles}" in schema  # Levels named
@@ -334,3 +334,15 @@ def test_whole_head_scans_of_a_bids_dataset_through_t1_linear(tmp_path: Path):
     assert record["preprocessing"]["pipeline"] == "t1-linear"
     assert all(q["template_correlation"] > 0.7 for q in record["qc"].values())
     assert record["columns"][0]["description"] == "age at the first visit"
+
+
+def test_a_session_nobody_has_is_refused_naming_where_it_looked(tmp_path: Path):
+    root = dataset(tmp_path / "ds", subjects=6, sessions=("M000", "M012"))
+    project = tmp_path / "project"
+    assert_user_error(
+        ingest(root, project, "--session", "ses-M099"),
+        "6 image(s) not found",
+        "sub-01/ses-M099/anat/*_T1w.nii[.gz]",
+        "--on-missing-image skip",
+    )
+    assert not project.exists()

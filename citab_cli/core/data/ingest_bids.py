@@ -100,9 +100,7 @@ def plan(
             scan = dataset.scans.get(subject)
             found.append(scan.path if scan else None)
             if scan is None:
-                session = dataset.sessions.get(subject)
-                where = f"{subject}/ses-{session}/anat" if session else f"{subject}/anat"
-                missing.append(MissingImage(line, subject, f"{where}/*_T1w.nii[.gz]"))
+                missing.append(MissingImage(line, subject, _looked_for(dataset, subject)))
         return found, missing
 
     planned = Planned(project, settings, new_project, name, schema, schema_path, pipeline,
@@ -117,11 +115,21 @@ def plan(
     return result
 
 
+def _looked_for(dataset: bids.Dataset, subject: str) -> str:
+    """Where a subject's T1w was looked for, and by which rule."""
+    session = dataset.sessions.get(subject)
+    if session is None and dataset.rules.session not in ("first", "last"):
+        session = bids.session_label(dataset.rules.session)
+    where = f"{subject}/ses-{session}/anat" if session else f"{subject}/anat"
+    acq = f" with acq-{dataset.rules.acq}" if dataset.rules.acq else ""
+    return f"{where}/*_T1w.nii[.gz]{acq}"
+
+
 def _draft_warnings(drafted: Draft, schema_path: Path) -> list[str]:
     """What an ingest with a drafted schema should tell: the columns the dataset leaves
     undescribed, a missing label."""
-    out = [f"no schema given: drafted from the dataset's JSON sidecars, saved as {schema_path} "
-           "(`citab schema infer` shows what it rests on)"]  # fmt: skip
+    out = [f"no schema given: drafted from the dataset's JSON sidecars; the ingest keeps it as "
+           f"{schema_path} (`citab schema infer` shows what it rests on)"]  # fmt: skip
     named = [
         c for c, spec in drafted.schema.columns.items() if spec.description in (c, f"column {c}")
     ]
