@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     from safetensors.numpy import load_file
 
     from citab_cli.core import synth
-    from citab_cli.core.data import ingest
+    from citab_cli.core.data import ingest, ingest_execute
     from citab_cli.core.data.project import Project
 
     cohorts = ["adni", "nacc", "aibl"]
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             plan = ingest.plan(
                 raw / f"{name}.csv", raw / f"{name}_mri", project, shape=(args.shape,) * 3
             )
-            ingest.execute(plan, workers=args.workers)
+            ingest_execute.execute(plan, workers=args.workers)
             store = Project(project)
             manifest = store.manifest(name)
             values = load_file(str(store.cohort_file(name, "tabular.safetensors")))["values"]

@@ -59,7 +59,7 @@ def matching(project, concepts: dict) -> dict:
 
 def run(wording: str, folder: Path) -> dict:
     from citab_cli.core import synth
-    from citab_cli.core.data import ingest
+    from citab_cli.core.data import ingest, ingest_execute
     from citab_cli.core.data.project import Project
     from citab_cli.core.synth.wording import CONCEPTS
 
@@ -67,7 +67,7 @@ def run(wording: str, folder: Path) -> dict:
     synth.generate(raw, list(COHORTS), subjects=12, shape=16, seed=0, wording=wording)
     for name in COHORTS:
         plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", root, shape=(16,) * 3)
-        ingest.execute(plan)
+        ingest_execute.execute(plan)
     return matching(Project(root), CONCEPTS)
 
 

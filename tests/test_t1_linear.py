@@ -14,7 +14,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.scans import pipelines, qc
 from citab_cli.core.scans.preprocess import load_volume
 from citab_cli.core.settings import ImageSettings, mni_grid
-from tests.helpers import assert_user_error, raw_subject, run, write_nifti, write_rows
+from tests.helpers import assert_user_error, raw_subject, read_rows, run, write_nifti, write_rows
 
 GRID = 40
 
@@ -259,3 +259,27 @@ def test_a_cohort_of_dicom_folders_ingests(tmp_path: Path):
     assert result.exit_code == 0, result.output
     subjects = (tmp_path / "project/cohorts/dcm/subjects.csv").read_text()
     assert "P3" in subjects and len(subjects.splitlines()) == 7
+
+
+def test_carrying_out_a_plan_leaves_it_as_decided(tmp_path: Path, monkeypatch):
+    """A bad scan skipped shrinks what is stored, not the plan; a split file given to the
+    plan is cut to the rows kept."""
+    from citab_cli.core.data import ingest
+    from citab_cli.core.data.ingest_execute import execute
+
+    _fake_t1(monkeypatch, [])
+    csv_path, schema = _cohort(tmp_path / "raw", 6, bad=2)
+    splits = tmp_path / "splits.csv"
+    chosen = ("train", "train", "val", "test", "train", "test")
+    splits.write_text("subject,split\n" + "".join(f"s{i},{chosen[i]}\n" for i in range(6)))
+    plan = ingest.plan(csv_path, csv_path.parent / "mri", tmp_path / "project",
+                       schema_file=schema, on_bad_scan="skip", shape=(24,) * 3,
+                       splits_file=splits)  # fmt: skip
+    before = (list(plan.table.subjects), list(plan.images), list(plan.warnings))
+    summary = execute(plan)
+    assert (list(plan.table.subjects), list(plan.images), list(plan.warnings)) == before
+    assert summary.kept == 5 and any("scan skipped" in w for w in summary.warnings)
+    rows = {
+        r["subject"]: r["split"] for r in read_rows(tmp_path / "project/cohorts/toy/subjects.csv")
+    }
+    assert "s2" not in rows and rows["s3"] == "test" and rows["s5"] == "test"

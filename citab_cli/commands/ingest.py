@@ -231,20 +231,20 @@ def ingest(
     if preprocess_only:
         return _fill(plan, shard, workers, scheduler)
     if dry_run:
-        return _render(core.summarize(plan, core.split_plan(plan), None), plan.settings)
+        return _render(core.dry_run(plan), plan.settings)
     _render(_execute(plan, workers, scheduler), plan.settings)
 
 
 def _execute(plan, workers: int, scheduler: str | None):
     """The plan carried out under a progress bar, with the time each step took per scan."""
-    from citab_cli.core.data import ingest as core
+    from citab_cli.core.data.ingest_execute import execute
 
     with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
-        summary = core.execute(plan, workers, advance, scheduler)
-    if plan.seconds:
-        steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in plan.seconds.items())
-        peak = plan.peak_mb / 1024
-        memory = f"; peak memory of a worker {peak:.2f} GiB" if plan.peak_mb else ""
+        summary = execute(plan, workers, advance, scheduler)
+    if summary.seconds:
+        steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in summary.seconds.items())
+        peak = summary.peak_mb / 1024
+        memory = f"; peak memory of a worker {peak:.2f} GiB" if summary.peak_mb else ""
         console.print(f"Per scan: {steps}{memory}")
     return summary
 

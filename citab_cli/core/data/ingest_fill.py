@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citab_cli.core.data.ingest import scan_job
+from citab_cli.core.data.ingest_execute import scan_job
 from citab_cli.core.data.ingest_plan import IngestPlan
 from citab_cli.core.errors import CitabError
 from citab_cli.core.scans import pipelines

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from citab_cli import __version__
-from citab_cli.core.data.ingest_plan import IngestPlan
+from citab_cli.core.data.ingest_plan import IngestPlan, IngestResult
 from citab_cli.core.scans import preprocess, t1_linear
 from citab_cli.core.schema.cohort import CategoricalColumn
 
@@ -42,13 +42,14 @@ def column_stats(values: np.ndarray, spec) -> dict:
     return stats
 
 
-def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
-    """manifest.json of a planned cohort: provenance, schema, preprocessing, columns and their train
-    statistics, QC and warnings."""
+def manifest(plan: IngestPlan, result: IngestResult) -> dict:
+    """manifest.json of a cohort: provenance, schema, preprocessing (the plan), columns and their
+    train statistics, QC and warnings (what carrying it out kept and found)."""
+    split_of, table = result.split_of, result.table
     pipeline = t1_linear if plan.pipeline == "t1-linear" else preprocess
     train = np.array([s == "train" for s in split_of])
     columns = []
-    for j, name in enumerate(plan.table.columns):
+    for j, name in enumerate(table.columns):
         spec = plan.schema.columns[name]
         entry = {
             "name": name,
@@ -65,7 +66,7 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
                 range=list(spec.range) if spec.range else None,
                 normalize=spec.normalization,
             )
-        entry["train_stats"] = column_stats(plan.table.values[train, j], spec)
+        entry["train_stats"] = column_stats(table.values[train, j], spec)
         columns.append(entry)
     return {
         "citab_version": __version__,
@@ -82,44 +83,45 @@ def manifest(plan: IngestPlan, split_of: list[str]) -> dict:
             "pipeline": plan.pipeline,
             "version": pipeline.VERSION,
             "steps": pipeline.STEPS,
-            "seconds_per_scan": plan.seconds,
-            "peak_memory_mb_per_process": plan.peak_mb or None,
+            "seconds_per_scan": result.seconds,
+            "peak_memory_mb_per_process": result.peak_mb or None,
             "determinism": pipeline.DETERMINISM,
         },
-        "qc": plan.qc,
-        "qc_outliers": plan.qc_outliers,
-        "subjects": len(plan.table.subjects),
+        "qc": result.qc,
+        "qc_outliers": result.qc_outliers,
+        "subjects": len(table.subjects),
         "splits": dict(Counter(split_of)),
         "split_source": plan.split_source,
         "classes": plan.schema.label.class_names if plan.schema.label else [],
-        "label_counts": dict(Counter(label for label in plan.table.labels if label is not None)),
+        "label_counts": dict(Counter(label for label in table.labels if label is not None)),
         "columns": columns,
-        "absent_columns": [n for n in plan.schema.columns if n not in plan.table.columns],
+        "absent_columns": [n for n in plan.schema.columns if n not in table.columns],
         "rows": {
-            "read": plan.table.rows_read,
-            "kept": len(plan.table.subjects),
-            "dropped": dict(plan.table.dropped),
+            "read": table.rows_read,
+            "kept": len(table.subjects),
+            "dropped": dict(table.dropped),
         },
-        "warnings": plan.warnings,
+        "warnings": result.warnings,
         **({"bids": plan.bids} if plan.bids is not None else {}),
     }
 
 
-def subjects_csv(plan: IngestPlan, split_of: list[str], digests: list[str]) -> str:
+def subjects_csv(plan: IngestPlan, result: IngestResult) -> str:
     """subjects.csv: per subject its row index, split, label, source image and the image's
     sha256."""
+    table, images = result.table, result.images
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["index", "subject", "split", "label", "image", "image_sha256"])
-    for i, subject in enumerate(plan.table.subjects):
+    for i, subject in enumerate(table.subjects):
         writer.writerow(
             [
                 i,
                 subject,
-                split_of[i],
-                plan.table.labels[i] or "",
-                plan.images[i].relative_to(plan.images_root).as_posix(),
-                digests[i],
+                result.split_of[i],
+                table.labels[i] or "",
+                images[i].relative_to(plan.images_root).as_posix(),
+                result.digests[i],
             ]
         )
     return out.getvalue()

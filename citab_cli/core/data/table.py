@@ -32,6 +32,20 @@ class ValidatedTable:
     dropped: Counter = field(default_factory=Counter)  # reason -> rows
     warnings: list[str] = field(default_factory=list)
 
+    def subset(self, keep: list[int]) -> ValidatedTable:
+        """The rows `keep` of this table (its counts of rows read and dropped shared)."""
+        return ValidatedTable(
+            subjects=[self.subjects[i] for i in keep],
+            lines=[self.lines[i] for i in keep],
+            columns=self.columns,
+            values=self.values[keep],
+            labels=[self.labels[i] for i in keep],
+            image_keys=[self.image_keys[i] for i in keep],
+            rows_read=self.rows_read,
+            dropped=self.dropped,
+            warnings=self.warnings,
+        )
+
 
 def _where(table: RawTable, row: int, column: str) -> str:
     return f"{table.path}: line {row + FIRST_DATA_LINE}, column '{column}'"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citab_cli.core import headers, synth
-from citab_cli.core.data import ingest
+from citab_cli.core.data import ingest, ingest_execute
 from citab_cli.core.data.project import BEST_CHECKPOINT, Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import probe
@@ -53,7 +53,7 @@ def synthetic_project(
     for name in cohorts:
         message(f"ingesting {name}")
         plan = ingest.plan(raw / f"{name}.csv", raw / f"{name}_mri", root, shape=(shape,) * 3)
-        ingest.execute(plan, workers=workers)
+        ingest_execute.execute(plan, workers=workers)
     project = Project(root)
     message("embedding column headers")
     headers.embed(project)
