@@ -236,3 +236,21 @@ def test_predict_takes_only_a_classifier(pretrained: Path, tmp_path: Path):
     args = ("predict", "--ckpt", "best.safetensors", "--cohort", "adni", "-o", out)
     assert_user_error(run(*args, "-p", pretrained), "holds a model", "classifier")
     assert not out.exists()
+
+
+def test_one_rule_for_the_criterion_columns():
+    """A fine-tuned classifier reads cohorts as it was fine-tuned; asked to do without the
+    criteria it saw, it refuses; a pretrained checkpoint does as the command asks."""
+    from citab_cli.core.errors import CitabError
+    from citab_cli.core.runtime.pretrained import LoadedCheckpoint
+
+    def checkpoint(kind: str, without: bool | None = None) -> LoadedCheckpoint:
+        document = {"kind": kind, **({} if without is None else {"exclude_criteria": without})}
+        return LoadedCheckpoint(Path("c.safetensors"), "r", None, document, {})  # type: ignore[arg-type]
+
+    for requested in (False, True):
+        assert checkpoint("model").without_criteria(requested) is requested
+        assert checkpoint("classifier", True).without_criteria(requested) is True
+    assert checkpoint("classifier", False).without_criteria(False) is False
+    with pytest.raises(CitabError, match="fine-tuned with the criterion columns"):
+        checkpoint("classifier", False).without_criteria(True)

@@ -77,7 +77,7 @@ def test_the_qc_montage_captions_each_outlier_with_its_reason(tmp_path: Path, mo
 
 
 def test_the_qc_hint_is_a_path_the_user_can_open_from_where_they_stand(tmp_path: Path, monkeypatch):
-    from citab_cli.core.data.ingest import _from_here
+    from citab_cli.core.data.ingest_execute import _from_here
 
     target = tmp_path / "study" / "cohorts" / "adni" / "qc.png"
     monkeypatch.chdir(tmp_path)

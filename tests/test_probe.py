@@ -15,7 +15,6 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.evaluation import linear, metrics, trees
 from citab_cli.core.evaluation import probe as core
 from citab_cli.core.evaluation.labels import stratified_subset
-from citab_cli.core.training import loop as pretraining
 from tests.helpers import assert_user_error, ingest, run
 
 Y = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
@@ -212,7 +211,9 @@ def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
 def test_pretraining_never_saw_the_probe_test_subjects(pretrained: Path):
     import csv
 
-    config = pretraining.load_run_config(Project(pretrained).run_files("base"))
+    from citab_cli.core.training.run import load_run_config
+
+    config = load_run_config(Project(pretrained).run_files("base"))
     assert not config.train.include_val
     with open(pretrained / "cohorts/adni/subjects.csv") as handle:
         splits = {row["split"] for row in csv.DictReader(handle)}

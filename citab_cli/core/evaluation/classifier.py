@@ -28,7 +28,7 @@ BACKBONE_RATE = 0.1
 #: Stream id that separates the epoch order's generator from other uses of (seed, epoch).
 EPOCH_ORDER_STREAM = 11
 #: The checkpoint kind of a saved classifier.
-CLASSIFIER = "classifier"
+CLASSIFIER = checkpoint_file.CLASSIFIER
 
 
 class Classifier(nn.Module):

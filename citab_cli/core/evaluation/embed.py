@@ -112,6 +112,7 @@ def plan_embed(
     if not names:
         raise CitabError(f"{project.root} has no ingested cohort; run `citab ingest` first")
     data = read_cohorts(project, loaded, list(dict.fromkeys(names)), message)
+    exclude_criteria = loaded.without_criteria(exclude_criteria)
     criteria = {c.name: criteria_note(c) if exclude_criteria else [] for c in data}
     if exclude_criteria:
         data = [c.without_criteria() for c in data]

@@ -100,7 +100,7 @@ def finetune(
         raise CitabError("--seeds and --epochs must be at least 1")
     loaded = load_checkpoint(project, ckpt)
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "fine-tune")
-    if exclude_criteria:
+    if loaded.without_criteria(exclude_criteria):
         data = data.without_criteria()
     layout = label_layout(data, "fine-tune")
     for line in layout.describe_gaps(cohort):

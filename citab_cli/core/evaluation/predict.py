@@ -107,9 +107,9 @@ def plan_predict(
     loaded = load_checkpoint(project, ckpt, kinds=(CLASSIFIER,))
     (data,) = read_cohorts(project, loaded, [cohort], message)
     criteria: list[str] = []
-    if loaded.document.get("exclude_criteria"):
+    if loaded.without_criteria(False):
         criteria = criteria_note(data)
-        data = data.without_criteria()  # as the classifier was trained
+        data = data.without_criteria()  # as the classifier was fine-tuned
     _check_columns(loaded, data)
     classes = list(loaded.document["classes"])
     _check_classes(data, classes)

@@ -133,7 +133,7 @@ def probe(
         else:
             names = cohorts or list(loaded.config.cohorts) or project.cohorts()
         data = prepare_cohorts(project, loaded, names, message, "probe")
-    if exclude_criteria:
+    if loaded.without_criteria(exclude_criteria):
         data = [c.without_criteria() for c in data]
     if cross_fit:
         if train_on is not None:

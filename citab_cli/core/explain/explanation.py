@@ -92,20 +92,6 @@ def _classifier(
     return model.to(device).eval(), classes, "pretrained model with a linear probe"
 
 
-def _check_criteria(loaded: LoadedCheckpoint, data: CohortData, exclude: bool) -> None:
-    """A classifier fine-tuned with the criterion columns read them: explaining it without them
-    would explain a model on input it never had."""
-    if not exclude or loaded.document["kind"] != CLASSIFIER:
-        return
-    if not loaded.document.get("exclude_criteria", False):
-        criteria = [c for c, flag in zip(data.columns, data.criterion, strict=True) if flag]
-        raise CitabError(
-            f"{loaded.path}: this classifier was fine-tuned with the criterion columns "
-            f"({', '.join(criteria) or 'none marked in this cohort'}); explain it without "
-            "--exclude-criteria, or fine-tune one with --exclude-criteria"
-        )
-
-
 def _pick_subjects(cohort: CohortData, subjects: str | None) -> np.ndarray:
     """The subjects explained one by one: IDs as given, or the first test subjects that have a
     label (so the figure can say whether the prediction is right)."""
@@ -152,9 +138,8 @@ def explain(
     prototype routing, and a scan map (Grad-CAM or occlusion), in one report folder."""
     loaded = load_checkpoint(project, ckpt, kinds=("model", CLASSIFIER))
     (data,) = prepare_cohorts(project, loaded, [cohort], message, "explain")
-    _check_criteria(loaded, data, exclude_criteria)
-    if loaded.document.get("exclude_criteria", exclude_criteria):
-        data = data.without_criteria()  # as the classifier was trained, or as asked
+    if loaded.without_criteria(exclude_criteria, data):
+        data = data.without_criteria()  # as the classifier was fine-tuned, or as asked
     target = pick_device(device)
     message(f"explaining on {describe_device(target)} (attributions in fp32)")
     model, classes, what = _classifier(loaded, data, target)

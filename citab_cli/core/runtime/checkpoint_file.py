@@ -22,6 +22,8 @@ from citab_cli.core.errors import CitabError
 FORMAT = "citab-checkpoint"
 MODEL = "model"
 STATE = "training-state"
+#: A fine-tuned diagnosis classifier (network and head).
+CLASSIFIER = "classifier"
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:

@@ -29,6 +29,27 @@ class LoadedCheckpoint:
     document: dict
     tensors: dict[str, torch.Tensor]
 
+    def without_criteria(self, requested: bool, cohort: CohortData | None = None) -> bool:
+        """The one rule for a cohort's criterion columns (schema `criterion: true`: they define
+        the diagnosis): a fine-tuned classifier reads cohorts as it was fine-tuned, without them
+        if it was fine-tuned with --exclude-criteria (one fine-tuned with them is refused
+        --exclude-criteria: it never saw its input without them); a pretrained checkpoint reads
+        them as the command asks (`requested`). `cohort` names its criterion columns in a
+        refusal."""
+        if self.document.get("kind") != checkpoint_file.CLASSIFIER:
+            return requested
+        fine_tuned_without = bool(self.document.get("exclude_criteria", False))
+        if requested and not fine_tuned_without:
+            shown = ""
+            if cohort is not None:
+                named = [c for c, f in zip(cohort.columns, cohort.criterion, strict=True) if f]
+                shown = f" ({', '.join(named) or 'none marked in this cohort'})"
+            raise CitabError(
+                f"{self.path}: this classifier was fine-tuned with the criterion columns{shown}; "
+                "use it without --exclude-criteria, or fine-tune one with --exclude-criteria"
+            )
+        return fine_tuned_without
+
     def model(self) -> CITab:
         """The network with the checkpoint's weights, in eval mode."""
         model = build_model(self.config.model)
