@@ -618,3 +618,17 @@ def test_pretraining_without_criteria_never_tokenises_them(embedded: Path, monke
                             resamples=20)  # fmt: skip
     text = (report.folder / "report.md").read_text()
     assert "the model was pretrained without them" in text
+
+
+def test_a_state_saved_before_a_setting_existed_still_resumes(embedded: Path):
+    """A configuration key added in a later version takes its default in an older run's saved
+    state, as it does in its config.yaml: the run resumes (and a study keeps it)."""
+    store = Project(embedded)
+    core.pretrain(store, tiny(), "old", hooks=core.Hooks(stop=lambda step: step == 2))
+    files = store.run_files("old")
+    tensors, document = checkpoint_file.load(files.state, kind=checkpoint_file.STATE)
+    for key in ("objective", "scarf_corruption"):  # as a state written before they existed
+        del document["config"]["model"]["loss"][key]
+    checkpoint_file.save(files.state, tensors, checkpoint_file.STATE, document)
+    result = core.pretrain(store, tiny(), "old", resume=True)
+    assert result.steps > 2

@@ -81,6 +81,19 @@ class FusionConfig(_Strict):
 class LossConfig(_Strict):
     """loss = (ITC + itm_weight * ITM) / 2 + mtr_weight * MTR."""
 
+    objective: Literal["citab", "scarf"] = Field(
+        "citab",
+        description="citab: image-table contrast, matching and masked reconstruction; scarf: "
+        "tabular-only self-supervision by feature corruption (a baseline that never reads the "
+        "scan; its temperature is itc_temperature)",
+    )
+    scarf_corruption: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="with objective scarf: share of a row's cells replaced by another row's of "
+        "its cohort (SCARF's default)",
+    )
     itc_temperature: float = Field(0.1, gt=0)
     itc_same_cohort: bool = Field(
         True,

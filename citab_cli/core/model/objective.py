@@ -9,6 +9,7 @@ from citab_cli.core.layers.tabular_batch import TabularBatch
 from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
 from citab_cli.core.losses.matching import hard_negatives, itm_loss, match_auc
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
+from citab_cli.core.model import scarf
 from citab_cli.core.model.citab import CITab, ImageOutput, TabularOutput
 from citab_cli.core.model.momentum import MomentumEncoders
 from citab_cli.core.precision import full_precision
@@ -31,6 +32,8 @@ def pretraining_loss(
     "itm_auc" against the negatives ITM trains with (scalars; "loss" is what to minimise).
     """
     config = model.config.loss
+    if config.objective == "scarf":
+        return _scarf(model, batch, cohorts, generator, gather)
     image = model.encode_image(images)
     table = model.encode_tabular(batch)
     image_features = model.image_projection(image.pooled)
@@ -66,6 +69,26 @@ def pretraining_loss(
         "balance": balance.detach(),
         **extra,
     }
+
+
+def _scarf(
+    model: CITab,
+    batch: TabularBatch,
+    cohorts: torch.Tensor | None,
+    generator: torch.Generator | None,
+    gather: Gather | None,
+) -> dict[str, torch.Tensor]:
+    """The tabular-only baseline: each row and its corrupted copy pulled together (scarf.py);
+    the image-table losses are zero (the scan is not read)."""
+    config = model.config.loss
+    corrupted, _ = scarf.corrupt(batch, config.scarf_corruption, cohorts, generator)
+    anchor = model.tabular_projection(model.encode_tabular(batch).cls)
+    view = model.tabular_projection(model.encode_tabular(corrupted).cls)
+    groups = cohorts if config.itc_same_cohort else None
+    loss = scarf.scarf_loss(anchor, view, config.itc_temperature, gather, groups)
+    zero = torch.zeros((), device=loss.device)
+    return {"loss": loss, "itc": zero, "itm": zero, "mtr": zero, "balance": zero,
+            "scarf": loss.detach()}  # fmt: skip
 
 
 def _matching(

@@ -151,7 +151,8 @@ def _parallel(
         # the reconstruction heads learn only when MTR is on (the decoder: from the CLS)
         find_unused_parameters=config.model.loss.mtr_weight == 0
         or config.model.loss.mtr_source == "cell"
-        or config.model.loss.itm_weight == 0,
+        or config.model.loss.itm_weight == 0
+        or config.model.loss.objective == "scarf",  # the image side is not read
     )
 
 

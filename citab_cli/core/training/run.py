@@ -103,7 +103,10 @@ class SavedRun:
                 f"{files.state}: this run was trained with {_processes(saved_world)} and is "
                 f"resumed with {_processes(world)}; resume it {how}, or start a new run"
             )
-        if document["config"] != requested and not extends(document["config"], requested):
+        # read through the configuration model: keys added since the state was saved take
+        # their defaults, as they do for config.yaml
+        saved_config = PretrainConfig.model_validate(document["config"]).model_dump(mode="json")
+        if saved_config != requested and not extends(saved_config, requested):
             raise CitabError(
                 f"{files.state}: saved with another configuration than {files.config}; "
                 "restore the run's config.yaml or start a new run"
