@@ -140,6 +140,8 @@ def test_probe_tables_carry_chance_and_a_verdict_per_fraction(probed: Path):
     assert "<td>chance (one answer for everyone)</td>" in text
     assert "At 100% of labels, the CITab multimodal embedding scores" in text
     assert "comparisons at this fraction, each with an unadjusted 95% interval" in text
+    # the sentence stays in view; the full table of comparisons folds away under it
+    assert '<details class="comparisons"> <summary>All ' in text
 
 
 def _document(scores: dict[str, float]) -> dict:
