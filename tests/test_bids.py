@@ -267,28 +267,28 @@ def test_coded_levels_and_diagnoses_read_from_the_sidecar(tmp_path: Path):
     assert drafted.schema.label.lookup == {"1": "CN", "2": "MCI", "3": "AD"}
 
 
-def _break(root: Path, how: str) -> tuple[tuple[str, ...], Path]:
+def _break(root: Path, how: str) -> tuple[str, ...]:
     """Damage the dataset at `root`; what the error must say."""
     if how == "not bids":
         (root / "dataset_description.json").unlink()
-        return ("not a BIDS dataset", "dataset_description.json"), root
+        return ("not a BIDS dataset", "dataset_description.json")
     if how == "no participant_id":
         path = root / "participants.tsv"
         path.write_text(path.read_text().replace("participant_id", "subject", 1))
-        return ("participants.tsv", "no 'participant_id' column"), root
+        return ("participants.tsv", "no 'participant_id' column")
     if how == "malformed sidecar":
         (root / "participants.json").write_text('{"age": {"Description": "age",}')
-        return ("participants.json", "line 1", "not valid JSON"), root
+        return ("participants.json", "line 1", "not valid JSON")
     if how == "sidecar of a missing column":
         meaning = json.loads((root / "participants.json").read_text())
         meaning["weight"] = {"Description": "body weight"}
         (root / "participants.json").write_text(json.dumps(meaning))
-        return ("participants.json", "'weight'", "remove the entry"), root
+        return ("participants.json", "'weight'", "remove the entry")
     if how == "stranger in sessions":
         path = root / "participants.tsv"
         lines = path.read_text().splitlines()
         path.write_text("\n".join(line for line in lines if not line.startswith("sub-02")) + "\n")
-        return ("sub-02_sessions.tsv", "no row in", "participants.tsv"), root
+        return ("sub-02_sessions.tsv", "no row in", "participants.tsv")
     raise AssertionError(how)
 
 
@@ -299,7 +299,7 @@ def _break(root: Path, how: str) -> tuple[tuple[str, ...], Path]:
 )  # fmt: skip
 def test_a_broken_dataset_is_refused_in_one_line_and_nothing_is_written(tmp_path: Path, how: str):
     root = dataset(tmp_path / "ds", subjects=6, sessions=("M000",))
-    fragments, _ = _break(root, how)
+    fragments = _break(root, how)
     before = tree_hash(root)
     project = tmp_path / "project"
     assert_user_error(ingest(root, project), *fragments)

@@ -52,11 +52,10 @@ class Rules:
 
 @dataclass
 class Scan:
-    """The T1w chosen for one subject: file, session, entities and its JSON sidecar's fields."""
+    """The T1w chosen for one subject: file, session and its JSON sidecar's fields."""
 
     path: Path
     session: str | None
-    entities: dict
     sidecar: dict
 
 
@@ -68,7 +67,6 @@ class Dataset:
     name: str
     table: RawTable
     columns: dict[str, Entry]  # column -> its meaning from a JSON sidecar
-    sources: dict[str, str]  # column -> the table it came from
     scans: dict[str, Scan]  # participant_id -> its chosen T1w
     sessions: dict[str, str]  # participant_id -> its chosen session
     rules: Rules
@@ -246,7 +244,7 @@ def read(root: Path, rules: Rules = Rules()) -> Dataset:
                                          table.columns, root)  # fmt: skip
         joined.add(f"phenotype/{path.stem}", header, values, meaning)
     return Dataset(root=root, name=name, table=joined.table(), columns=joined.columns(),
-                   sources=joined.sources, scans=chosen, sessions=sessions, rules=rules,
+                   scans=chosen, sessions=sessions, rules=rules,
                    skipped=skipped, notes=joined.notes)  # fmt: skip
 
 
@@ -294,8 +292,7 @@ def _scans_and_sessions(ids, t1w, sessions_tables, rules: Rules, root: Path):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sidecar = file.get_metadata()
-            chosen[subject] = Scan(Path(file.path), session, file.get_entities(metadata=False),
-                                   _plain(sidecar))  # fmt: skip
+            chosen[subject] = Scan(Path(file.path), session, _plain(sidecar))
     return chosen, sessions, skipped
 
 

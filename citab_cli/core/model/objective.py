@@ -85,7 +85,7 @@ def _scarf(
     anchor = model.tabular_projection(model.encode_tabular(batch).cls)
     view = model.tabular_projection(model.encode_tabular(corrupted).cls)
     groups = cohorts if config.itc_same_cohort else None
-    loss = scarf.scarf_loss(anchor, view, config.itc_temperature, gather, groups)
+    loss, _ = itc_loss(anchor, view, config.itc_temperature, gather, groups)
     zero = torch.zeros((), device=loss.device)
     return {"loss": loss, "itc": zero, "itm": zero, "mtr": zero, "balance": zero,
             "scarf": loss.detach()}  # fmt: skip

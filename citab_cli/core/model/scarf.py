@@ -1,8 +1,9 @@
 """Tabular-only self-supervision by feature corruption (SCARF-style, Bahri et al. 2022), as a
 baseline for CITab's cross-modal objective: each row is read twice, once as it is and once with
 a share of its observed cells replaced by the same column's cell of another row of its cohort,
-and the two readings of a row are pulled together against the other rows (a symmetric InfoNCE
-on the tabular CLS, through the same header tokens and projection as CITab). The scan is never
+and the two readings of a row are pulled together against the other rows (ITC's symmetric
+InfoNCE, between the tabular CLS of the two readings, through the same header tokens and
+projection as CITab). The scan is never
 read, so a comparison with CITab isolates what the image side adds."""
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import replace
 import torch
 
 from citab_cli.core.layers.tabular_batch import TabularBatch
-from citab_cli.core.losses.contrastive import Gather, itc_loss
 
 #: The cells of a slot that travel with a donor's value.
 CELL_FIELDS = ("values", "missing", "level_vectors", "level_index", "level_ids")
@@ -57,16 +57,3 @@ def corrupt(
         mask = chosen.reshape(b, c, *([1] * (tensor.dim() - 2)))
         swapped[name] = torch.where(mask, tensor[source], tensor)
     return replace(batch, **swapped), chosen
-
-
-def scarf_loss(
-    anchor: torch.Tensor,
-    corrupted: torch.Tensor,
-    temperature: float,
-    gather: Gather | None = None,
-    groups: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Symmetric InfoNCE between each row's two readings (B, P); other rows (of its cohort with
-    `groups`) are the negatives."""
-    loss, _ = itc_loss(anchor, corrupted, temperature, gather, groups)
-    return loss
