@@ -29,7 +29,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/citab demo --dir $(DEMO_DIR)
 	$(BIN)/citab info --project $(DEMO_DIR)/project
-	@echo "Open $(DEMO_DIR)/project/report/index.html in a browser: the whole project on one page."
+	@echo "Open $(DEMO_DIR)/project/page/index.html in a browser: the whole project on one page."
 
 bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -28,7 +28,7 @@ def matching(project, concepts: dict) -> dict:
     """Top-1 accuracy, margins and misses of the project's nearest-header matches."""
     from citab_cli.core import headers
 
-    result = headers.embed(project)
+    result = headers.encode_headers(project)
     true, right, cosines, margins, missed = 0, 0, [], [], []
     vectors = headers.load_cache(project, result.encoder_id)
     texts = {(c.cohort, c.column): c.text for c in headers.project_texts(project)}

@@ -48,7 +48,7 @@ def embedded_copy(source: Path, target: Path) -> Path:
     original = headers.load_encoder
     headers.load_encoder = lambda model: FakeEncoder()
     try:
-        headers.embed(Project(target))
+        headers.encode_headers(Project(target))
     finally:
         headers.load_encoder = original
     return target

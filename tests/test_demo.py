@@ -35,7 +35,7 @@ def test_demo_runs_the_whole_path(tmp_path: Path, monkeypatch):
     assert (project / "runs/demo/best.safetensors").is_file()
     reports = sorted(p.name.split("-")[0] for p in (project / "reports").iterdir())
     assert reports == ["explain", "probe", "probe", "probe"]
-    page = project / "report" / "index.html"
+    page = project / "page" / "index.html"
     assert f"Everything on one page: {page}" in result.output.replace("\n", "")
     assert 'id="explanations"' in page.read_text()
 

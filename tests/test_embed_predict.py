@@ -14,7 +14,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.data.subject_file import read_metadata
-from citab_cli.core.evaluation import embed as embed_core
+from citab_cli.core.evaluation import embedding_export as embed_core
 from citab_cli.core.evaluation import finetune as finetune_core
 from citab_cli.core.evaluation import predict as predict_core
 from citab_cli.core.evaluation import probe as probe_core
@@ -114,7 +114,7 @@ def test_an_interrupted_run_leaves_no_file(pretrained: Path, tmp_path: Path, mon
             yield batch
 
     monkeypatch.setattr(embed_core, "embedding_batches", interrupted)
-    plan = embed_core.plan_embed(Project(pretrained), "best.safetensors", out, ["adni"])
+    plan = embed_core.plan_export(Project(pretrained), "best.safetensors", out, ["adni"])
     with pytest.raises(KeyboardInterrupt):
         embed_core.write_embeddings(plan)
     assert out.read_bytes() == b"an older file the user keeps"

@@ -29,7 +29,11 @@ def test_axis_labels_never_cut_a_word(header: str):
 
 def test_legends_use_the_reports_names_and_epochs_are_whole(tmp_path: Path, monkeypatch):
     from citab_cli.core import figures
-    from citab_cli.core.evaluation import report
+    from citab_cli.core.evaluation.evaluation_report import (
+        curve_figure,
+        fraction_key,
+        label_fraction_figure,
+    )
     from citab_cli.core.evaluation.features import FEATURE_TITLES
 
     seen = {}
@@ -38,12 +42,11 @@ def test_legends_use_the_reports_names_and_epochs_are_whole(tmp_path: Path, monk
                       "1": {"balanced_accuracy": {"mean": 0.6, "std": 0.1}}}
                for name in ("citab", "citab_raw", "random_multimodal")}  # fmt: skip
     path = tmp_path / "curve.png"
-    report.label_fraction_figure(path, (0.1, 1.0), summary, ["CN", "AD"], report.fraction_key,
-                                 FEATURE_TITLES)  # fmt: skip
+    label_fraction_figure(path, (0.1, 1.0), summary, ["CN", "AD"], fraction_key, FEATURE_TITLES)
     legend = [t.get_text() for t in seen[path].axes[0].get_legend().get_texts()]
     assert "CITab multimodal + raw table" in legend and "citab_raw" not in legend
     epochs = tmp_path / "epochs.png"
-    report.curve_figure(epochs, {"finetuned": [[0.4, 0.5, 0.6]]}, "bacc", {"finetuned": "tuned"})
+    curve_figure(epochs, {"finetuned": [[0.4, 0.5, 0.6]]}, "bacc", {"finetuned": "tuned"})
     ax = seen[epochs].axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tuned"]
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
@@ -94,7 +97,7 @@ def test_every_method_of_a_probe_figure_has_its_own_colour_and_marker(tmp_path: 
     from matplotlib.colors import to_hex
 
     from citab_cli.core import figures
-    from citab_cli.core.evaluation import report
+    from citab_cli.core.evaluation.evaluation_report import fraction_key, label_fraction_figure
     from citab_cli.core.evaluation.features import FEATURE_TITLES, FEATURES
 
     seen = {}
@@ -103,8 +106,7 @@ def test_every_method_of_a_probe_figure_has_its_own_colour_and_marker(tmp_path: 
                       "1": {"balanced_accuracy": {"mean": 0.6, "std": 0.1}}}
                for name in FEATURES}  # fmt: skip
     path = tmp_path / "curve.png"
-    report.label_fraction_figure(path, (0.1, 1.0), summary, ["CN", "AD"], report.fraction_key,
-                                 FEATURE_TITLES)  # fmt: skip
+    label_fraction_figure(path, (0.1, 1.0), summary, ["CN", "AD"], fraction_key, FEATURE_TITLES)
     ax = seen[path].axes[0]
     bars = [c for c in ax.containers if c.get_label() in FEATURE_TITLES.values()]
     lines = [bar.lines[0] for bar in bars]  # each method's data line

@@ -25,7 +25,7 @@ def test_real_encoder_aligns_mmse_across_cohorts(project: Path):
     result = run("embed-headers", "--project", project)
     assert result.exit_code == 0, result.output
     assert "nearest header in the other cohorts" in " ".join(result.output.split())
-    matches = headers.embed(Project(project)).matches  # cached now: no model is loaded
+    matches = headers.encode_headers(Project(project)).matches  # cached now: no model is loaded
     mmse = {m.other_cohort: m for m in matches if (m.cohort, m.column) == ("adni", "MMSE")}
     assert mmse["aibl"].best == "MMSCORE" and mmse["nacc"].best == "NACCMMSE"
     assert mmse["nacc"].margin > 0.1 and mmse["nacc"].runner_up != "NACCMMSE"

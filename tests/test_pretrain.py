@@ -351,7 +351,7 @@ def test_resume_refuses_a_reingested_schema(embedded: Path, raw_dir: Path, tmp_p
     assert ingest(raw_dir, "aibl", embedded, "--schema", changed).exit_code == 0
     from citab_cli.core import headers
 
-    headers.embed(store)
+    headers.encode_headers(store)
     assert_user_error(
         run("pretrain", "--resume", "--run", "s", "--project", embedded),
         "re-ingested with another schema",

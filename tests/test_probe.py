@@ -541,20 +541,20 @@ def test_heads_fitted_in_two_processes_give_the_same_numbers(pretrained: Path):
 
 
 def test_the_report_table_marks_cells_below_chance_and_states_chance():
-    from citab_cli.core.evaluation import report
+    from citab_cli.core.evaluation import evaluation_report
 
     def summary(mean: float) -> dict:
         return {n: {"mean": mean, "std": 0.01, "ci95": [mean - 0.1, mean + 0.1]}
                 for n in metrics.NAMES}  # fmt: skip
 
-    lines = report.metrics_table(
+    lines = evaluation_report.metrics_table(
         [("pretrained", summary(0.30)), ("raw table", summary(0.60))],
         "features",
-        report.chance_levels(3),
+        evaluation_report.chance_levels(3),
     )
     below, above, chance = lines[2], lines[3], lines[4]
     assert below.count("▼") == 2  # balanced accuracy 0.30 < 0.333 and AUC 0.30 < 0.5
     assert "▼" not in above
     assert chance.split("|")[1].strip() == "chance (one answer for everyone)"
     assert [c.strip() for c in chance.split("|")[2:-1]] == ["", "0.333", "0.500", "", ""]
-    assert "▼" not in "".join(report.metrics_table([("x", summary(0.1))], "features"))
+    assert "▼" not in "".join(evaluation_report.metrics_table([("x", summary(0.1))], "features"))

@@ -49,7 +49,7 @@ def _section_ids(tree) -> set[str]:
 def test_the_page_parses_and_every_link_stays_on_the_machine(probed: Path):
     result = run("report", "--project", probed)
     assert result.exit_code == 0, result.output
-    page = probed / "report" / "index.html"
+    page = probed / "page" / "index.html"
     assert str(page) in result.output.replace("\n", "")
     tree = _parse(page)  # strict: a parse error raises
     assert _section_ids(tree) == {"project", "qc", "headers", "runs", "evaluations"}

@@ -306,3 +306,21 @@ def test_test_modules_share_only_through_conftest():
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.split(".")[-1].startswith("test_"), path.name
+
+
+def test_the_three_reports_and_three_embeddings_have_names_of_their_own():
+    """No core module or function is called plain `report` or `embed` (the command names are
+    the only ones); the page's folder is not one letter away from the reports' folder; the
+    architecture page says which is which."""
+    from citab_cli.core.data.project import PAGE_DIR, Project
+
+    for path in _sources(CORE):
+        assert path.stem not in {"report", "embed", "reports"}, path
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                assert node.name not in {"report", "embed", "write_report"}, (path, node.name)
+    assert PAGE_DIR == "page" and Project(Path("p")).reports_dir.name == "reports"
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for name in ("evaluation report", "study report", "project page", "header encoding",
+                 "subject embeddings", "embedding export"):  # fmt: skip
+        assert f"| {name} |" in page, name

@@ -25,7 +25,7 @@ def demo(
     epochs: int = typer.Option(DEMO_EPOCHS, "--epochs", help="Pretraining epochs (small preset)."),
 ) -> None:
     """Run synth -> ingest -> embed-headers -> pretrain -> probe -> explain on synthetic data,
-    then write the project's page (project/report/index.html), everything on one page."""
+    then write the project's page (project/page/index.html), everything on one page."""
     from citab_cli.core.data.project import ReportFiles
     from citab_cli.core.workflows import demo as core
 

@@ -43,9 +43,9 @@ def embed(
 ) -> None:
     """Write each subject's multimodal, tabular and image embeddings to a Parquet or CSV file."""
     from citab_cli.core.data.project import Project
-    from citab_cli.core.evaluation import embed as core
+    from citab_cli.core.evaluation import embedding_export as core
 
-    plan = core.plan_embed(
+    plan = core.plan_export(
         Project(project),
         ckpt,
         output,

@@ -25,7 +25,7 @@ def embed_headers(
     from citab_cli.core import headers
     from citab_cli.core.data.project import Project
 
-    result = headers.embed(
+    result = headers.encode_headers(
         Project(project), model, message=lambda msg: err_console.print(f"[dim]{msg}...[/]")
     )
     state = "model loaded" if result.model_loaded else "all cached, no model loaded"

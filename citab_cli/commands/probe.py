@@ -118,14 +118,14 @@ SHORT_TITLES = {
 
 def chance_of(report) -> float:
     """The balanced accuracy of one answer for everyone on a probe report's classes."""
-    from citab_cli.core.evaluation.report import chance_levels
+    from citab_cli.core.evaluation.evaluation_report import chance_levels
 
     return chance_levels(len(report.classes))["balanced_accuracy"]
 
 
 def score_cell(score: dict, chance: float) -> str:
     """'mean ± sd' of a balanced accuracy, marked ▼ (red) below chance."""
-    from citab_cli.core.evaluation.report import below_chance
+    from citab_cli.core.evaluation.evaluation_report import below_chance
 
     mark = " [red]▼[/]" if below_chance(score["mean"], chance) else ""
     return f"{score['mean']:.3f} ± {score['std']:.3f}{mark}"

@@ -9,7 +9,7 @@ from citab_cli.commands.options import ProjectOption
 
 
 def report(project: Path = ProjectOption) -> None:
-    """Write report/index.html: cohorts, QC, header matches, runs, evaluations and explanations."""
+    """Write page/index.html: cohorts, QC, header matches, runs, evaluations and explanations."""
     from citab_cli.core.data.project import Project
     from citab_cli.core.workflows.project_page import write_page
 

@@ -51,8 +51,8 @@ class Match:
 
 
 @dataclass(frozen=True)
-class EmbedResult:
-    """What `embed` did: the encoder, its cache, how many texts were new, and the column matches."""
+class HeaderEncoding:
+    """What `encode_headers` did: the encoder, its cache, how many texts were new, the matches."""
 
     encoder_id: str
     cache: Path
@@ -238,7 +238,7 @@ def ensure_embedded(
     missing = bool(missing_texts(project, cohorts, cache))
     if missing and embed_here:
         message(f"header embeddings missing for {encoder}: running embed-headers first")
-        embed(project)
+        encode_headers(project)
     wait()
     if not missing:
         return cache
@@ -287,11 +287,11 @@ def cache_matches(columns: list[ColumnText], cache: HeaderCache) -> list[Match]:
     return best_matches(texts, vectors)
 
 
-def embed(
+def encode_headers(
     project: Project,
     model: Path | None = None,
     message: Callable[[str], None] = lambda text: None,
-) -> EmbedResult:
+) -> HeaderEncoding:
     """Embed every header text of the project that the encoder's cache lacks."""
     settings = project.load_settings()
     if model is not None:
@@ -340,7 +340,7 @@ def embed(
                 }
             )
         )
-    return EmbedResult(
+    return HeaderEncoding(
         encoder,
         project.header_cache(encoder),
         len(wanted),

@@ -44,7 +44,7 @@ STATE_CHECKPOINT = "last.state.safetensors"
 ENVIRONMENT_FILE = "environment.json"
 CURVES_FILE = "curves.png"
 #: The project page `citab report` writes, in its own folder.
-PAGE_DIR = "report"
+PAGE_DIR = "page"
 PAGE_FILE = "index.html"
 TENSORBOARD_DIR = "tensorboard"
 #: A report's files (reports/<kind>-<run>-<cohort>-<time>/...).

@@ -12,7 +12,7 @@ import torch
 
 from citab_cli.core.data.project import Project, ReportFiles
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import features, linear, report, trees
+from citab_cli.core.evaluation import evaluation_report, features, linear, trees
 from citab_cli.core.evaluation.classifier import (
     BACKBONE_RATE,
     CLASSIFIER,
@@ -114,16 +114,16 @@ def finetune(
     y_test = layout.labels("test")
     runs.update(_table_baselines(data, layout, label_fraction, seeds))
     summary = {
-        kind: report.summarize(y_test, probabilities, resamples)
+        kind: evaluation_report.summarize(y_test, probabilities, resamples)
         for kind, probabilities in runs.items()
     }
     baselines = [k for k in BASELINE_KINDS if k in runs]
-    key = report.fraction_key(label_fraction)
+    key = evaluation_report.fraction_key(label_fraction)
     pairs = [("finetuned", baseline) for baseline in baselines]
-    comparisons = report.compare(
+    comparisons = evaluation_report.compare(
         y_test, {k: {key: v} for k, v in runs.items()}, pairs, key, resamples
     )
-    folder = report.report_folder(project, "finetune", loaded.run, cohort)
+    folder = evaluation_report.evaluation_folder(project, "finetune", loaded.run, cohort)
     document = _document(loaded, data, layout, strategy, label_fraction, seeds, budget)
     document.update(
         exclude_criteria=exclude_criteria,
@@ -131,24 +131,26 @@ def finetune(
         results=summary,
         comparisons=comparisons,
         validation_curves=curves,
-        created=report.created(),
+        created=evaluation_report.created(),
     )
 
     def extra(stage: Path) -> None:
-        report.classifier_figures(
+        evaluation_report.classifier_figures(
             stage,
             layout.classes,
             y_test,
             runs["finetuned"][0],
             f"fine-tuned ({strategy}), {label_fraction:.0%} of labels",
         )
-        report.curve_figure(
+        evaluation_report.curve_figure(
             stage / "validation_curve.png", curves, "validation balanced accuracy", TITLES
         )
-        report.forest_figure(stage / "paired_differences.png", {key: comparisons}, TITLES)
+        evaluation_report.forest_figure(
+            stage / "paired_differences.png", {key: comparisons}, TITLES
+        )
         _save_classifier(ReportFiles(stage).finetuned, kept, loaded, data, layout, document)
 
-    report.write_report(folder, document, _markdown(document), extra)
+    evaluation_report.write_evaluation_report(folder, document, _markdown(document), extra)
     model_file = ReportFiles(folder).finetuned
     result = FinetuneReport(cohort, folder, summary, model_file, comparisons, runs, y_test)
     result.classes, result.rows = list(layout.classes), layout.rows["test"]
@@ -296,7 +298,7 @@ def _save_classifier(
 
 def _markdown(document: dict) -> str:
     titles = {**TITLES, "finetuned": f"CITab fine-tuned ({document['strategy']})"}
-    criteria = report.criteria_sentence(
+    criteria = evaluation_report.criteria_sentence(
         document["exclude_criteria"], document.get("pretrained_without_criteria", False)
     )
     lines = [
@@ -307,17 +309,17 @@ def _markdown(document: dict) -> str:
         f"Strategy: {document['strategy']}; {document['label_fraction']:.0%} of the labelled "
         f"train subjects; {document['seeds']} seed(s); early stopping on validation balanced "
         f"accuracy (budget: {document['budget']}). {criteria}",
-        *report.gap_lines(document),
+        *evaluation_report.gap_lines(document),
         "",
     ]
     rows = [(titles[kind], results) for kind, results in document["results"].items()]
-    lines += report.metrics_table(rows, "model")
+    lines += evaluation_report.metrics_table(rows, "model")
     lines += [
         "",
         "Paired differences (same test subjects, same label subsets and seeds); 'better' needs "
         "the whole interval above 0:",
         "",
-        *report.comparison_table(document["comparisons"], titles),
+        *evaluation_report.comparison_table(document["comparisons"], titles),
         "",
         "![paired differences](paired_differences.png)",
         "![confusion matrix](confusion_matrix.png)",

@@ -23,7 +23,7 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.evaluation import metrics
 from citab_cli.core.evaluation.classifier import CLASSIFIER, classifier_from
 from citab_cli.core.evaluation.classifier import predict as classify
-from citab_cli.core.evaluation.embed import (
+from citab_cli.core.evaluation.embedding_export import (
     ID_COLUMNS,
     SPLITS,
     criteria_note,

@@ -16,7 +16,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import oracle, report
+from citab_cli.core.evaluation import evaluation_report, oracle
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
@@ -315,15 +315,17 @@ def _evaluate(
         summary = _summaries(runs, y_test, train, scoring, settings)
         pairs = comparison_pairs(runs)
         comparisons = {
-            key: with_shares(report.compare(y_test, runs, pairs, key, settings["resamples"]))
-            for key in (report.fraction_key(f) for f in settings["fractions"])
+            key: with_shares(
+                evaluation_report.compare(y_test, runs, pairs, key, settings["resamples"])
+            )
+            for key in (evaluation_report.fraction_key(f) for f in settings["fractions"])
         }
     document = _document(loaded, train, test, seen, settings, summary, comparisons, chosen, note)
     document["scored"] = {"design": scoring.design, "subjects": int(len(scoring.rows))}
     kind = "probe"
     transfer = train.cohort is not test.cohort
     name = f"{train.cohort.name}-on-{test.cohort.name}" if transfer else test.cohort.name
-    folder = report.report_folder(project, kind, loaded.run, name)
+    folder = evaluation_report.evaluation_folder(project, kind, loaded.run, name)
     with watch.part(PARTS["write"]):
         write(folder, document, markdown(document), runs, y_test)
     return ProbeReport(
@@ -348,8 +350,8 @@ def _summaries(
     for feature, per_fraction in runs.items():
         summary[feature] = {}
         for fraction in settings["fractions"]:
-            key = report.fraction_key(fraction)
-            entry = report.summarize(y_test, per_fraction[key], settings["resamples"])
+            key = evaluation_report.fraction_key(fraction)
+            entry = evaluation_report.summarize(y_test, per_fraction[key], settings["resamples"])
             n_train = scoring.training_size(train.labels.y, fraction)
             summary[feature][key] = {**entry, "n_train": n_train}
     return summary
@@ -386,5 +388,5 @@ def _document(loaded, train: Side, test: Side, seen, settings, summary, comparis
         "comparisons": comparisons,
         "chosen_c": chosen,
         "cross_validation_note": note,
-        "created": report.created(),
+        "created": evaluation_report.created(),
     }

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from citab_cli.core.evaluation import linear, report, trees
+from citab_cli.core.evaluation import evaluation_report, linear, trees
 from citab_cli.core.evaluation.features import METHODS, RANDOM_TWIN, TREE_FEATURES
 from citab_cli.core.evaluation.scoring import Scoring
 from citab_cli.core.hashing import arrays_sha256
@@ -116,7 +116,7 @@ def _fit_one(reader, x, y, x_test, scoring: Scoring, settings: dict, classes: in
     chosen: dict = {}
     folds: list[int] = []
     for (fraction, _), (scores, settings_chosen, folds_used) in zip(tasks, done, strict=True):
-        key = report.fraction_key(fraction)
+        key = evaluation_report.fraction_key(fraction)
         runs.setdefault(key, []).append(scores)
         chosen.setdefault(key, []).extend(settings_chosen)
         folds.extend(folds_used)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from citab_cli.core.evaluation import report, verdicts
+from citab_cli.core.evaluation import evaluation_report, verdicts
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 
 
@@ -14,30 +14,30 @@ def write(folder: Path, document: dict, text: str, runs: dict, y_test: np.ndarra
     """report.json, report.md, confusion matrix and ROC (CITab, most labels, seed 0), the
     label-fraction curve and the forest plot of paired differences, all or nothing."""
     fractions = document["label_fractions"]
-    most = report.fraction_key(max(fractions))
+    most = evaluation_report.fraction_key(max(fractions))
 
     def figures(stage: Path) -> None:
-        report.classifier_figures(
+        evaluation_report.classifier_figures(
             stage,
             document["classes"],
             y_test,
             runs["citab"][most][0],
             f"CITab probe, {max(fractions):.0%} of labels (seed 0)",
         )
-        report.label_fraction_figure(
+        evaluation_report.label_fraction_figure(
             stage / "label_fraction_curve.png",
             fractions,
             document["results"],
             document["classes"],
-            report.fraction_key,
+            evaluation_report.fraction_key,
             FEATURE_TITLES,
         )
         if compared(document):  # a probe of a run's own embeddings alone compares nothing
-            report.forest_figure(
+            evaluation_report.forest_figure(
                 stage / "paired_differences.png", document["comparisons"], FEATURE_TITLES
             )
 
-    report.write_report(folder, document, text, figures)
+    evaluation_report.write_evaluation_report(folder, document, text, figures)
 
 
 def compared(document: dict) -> bool:
@@ -55,7 +55,7 @@ def _header(document: dict) -> list[str]:
         )
     else:
         where = f"Cohort {document['cohort']}, {seen} in pretraining."
-    criteria = report.criteria_sentence(
+    criteria = evaluation_report.criteria_sentence(
         document["exclude_criteria"], document.get("pretrained_without_criteria", False)
     )
     counts = ", ".join(f"{k} {v}" for k, v in document["subjects"].items())
@@ -74,7 +74,7 @@ def _header(document: dict) -> list[str]:
             if document["cross_validation_note"]
             else []
         ),
-        *report.gap_lines(document),
+        *evaluation_report.gap_lines(document),
         "",
     ]
 
@@ -121,14 +121,14 @@ def markdown(document: dict) -> str:
     words."""
     lines = _header(document)
     for fraction in document["label_fractions"]:
-        key = report.fraction_key(fraction)
+        key = evaluation_report.fraction_key(fraction)
         rows = [
             (document["features"][feature], results[key])
             for feature, results in document["results"].items()
         ]
         lines += [f"## {fraction:.0%} of the labelled train subjects", ""]
-        chance = report.chance_levels(len(document["classes"]))
-        lines += report.metrics_table(rows, "features", chance)
+        chance = evaluation_report.chance_levels(len(document["classes"]))
+        lines += evaluation_report.metrics_table(rows, "features", chance)
         lines += ["", "▼: below chance (what one answer for everyone scores).", ""]
         if not document["comparisons"].get(key):
             continue
@@ -137,7 +137,9 @@ def markdown(document: dict) -> str:
             "'better' needs the whole interval above 0:",
             "",
         ]
-        lines += report.comparison_table(document["comparisons"][key], FEATURE_TITLES) + [""]
+        lines += evaluation_report.comparison_table(
+            document["comparisons"][key], FEATURE_TITLES
+        ) + [""]
         headline = verdicts.headline(document, key)
         if headline:
             lines += [f"**{headline}** {verdicts.multiplicity(document, key)}", ""]

@@ -4,7 +4,7 @@ chance? For the page, the report and the terminal."""
 
 from __future__ import annotations
 
-from citab_cli.core.evaluation.report import below_chance, chance_levels
+from citab_cli.core.evaluation.evaluation_report import below_chance, chance_levels
 
 #: The method a headline is about, and the baselines it is weighed against, in order.
 HEADLINE_METHOD = "citab"

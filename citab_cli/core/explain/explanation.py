@@ -12,7 +12,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation import evaluation_report
 from citab_cli.core.evaluation.classifier import CLASSIFIER, Classifier, classifier_from
 from citab_cli.core.evaluation.labels import label_layout
 from citab_cli.core.evaluation.linear import FALLBACK_C, MAX_ITERATIONS, choose_c, folds_for
@@ -182,9 +182,9 @@ def explain(
                 method = "|gradient x activation|" if "Grad-CAM" in entry["scan_note"] else method
             drawing.overlay(folder / entry["gradcam_png"], scan, cam, affine, title, method)
 
-    folder = report.report_folder(project, "explain", loaded.run, cohort)
+    folder = evaluation_report.evaluation_folder(project, "explain", loaded.run, cohort)
     with drawing.quiet():
-        report.write_report(folder, document, _markdown(document), pictures)
+        evaluation_report.write_evaluation_report(folder, document, _markdown(document), pictures)
     ranking = [(c["header"], c["mean_abs"]) for c in document["cohort_attributions"]["columns"]]
     return Explanation(folder, ranking)
 
@@ -222,7 +222,7 @@ def _document(loaded, data: CohortData, what, classes, settings: Settings, aggre
         "prototype_rows": gates["labels"] if gates else [],
         "prototypes": gates["top"] if gates else {},
         "routing_entropy": entropy,
-        "created": report.created(),
+        "created": evaluation_report.created(),
     }
 
 

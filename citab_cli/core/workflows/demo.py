@@ -32,7 +32,7 @@ class DemoResult:
     explanation: explain.Explanation
     fractions: tuple[float, ...]
     seeds: int = 3
-    page: Path | None = None  # report/index.html
+    page: Path | None = None  # page/index.html
     matching_auc: list[float] = field(default_factory=list)  # validation, epoch by epoch
 
 
@@ -56,7 +56,7 @@ def synthetic_project(
         ingest_execute.execute(plan, workers=workers)
     project = Project(root)
     message("embedding column headers")
-    headers.embed(project)
+    headers.encode_headers(project)
     return project
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from citab_cli.core.data.project import REPORT_DOCUMENT, Project
 from citab_cli.core.evaluation import verdicts
+from citab_cli.core.evaluation.evaluation_report import below_chance, chance_levels
 from citab_cli.core.evaluation.features import FEATURE_TITLES
 from citab_cli.core.evaluation.finetune import TITLES as FINETUNE_TITLES
 from citab_cli.core.evaluation.metrics import verdict_words
-from citab_cli.core.evaluation.report import below_chance, chance_levels
 from citab_cli.core.explain.markdown import routing_lines
 from citab_cli.core.workflows.page_data import Gallery
 

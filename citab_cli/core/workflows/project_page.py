@@ -12,7 +12,7 @@ from citab_cli import __version__
 from citab_cli.core import atomic
 from citab_cli.core.data.project import PAGE_FILE, Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation.report import created
+from citab_cli.core.evaluation.evaluation_report import created
 from citab_cli.core.workflows import page_data, page_reports
 
 #: The template of the page, in citab_cli/templates/.
@@ -72,7 +72,7 @@ def context(project: Project, gallery: page_data.Gallery) -> dict:
 
 
 def write_page(project: Project, message: Callable[[str], None] = lambda text: None) -> Path:
-    """Write report/index.html and its figures (replacing the folder atomically); its path."""
+    """Write page/index.html and its figures (replacing the folder atomically); its path."""
     if not project.exists():
         raise CitabError(f"{project.root} is not a citab project (no citab.yaml); pass --project")
     if not project.cohorts():

@@ -179,7 +179,7 @@ def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, h
     """Trainable fine-tuning against the same network from scratch with the same steps, at
     each of the study's label fractions, on the cohort's test split: (y, classes, rows, name ->
     fraction key -> probabilities per seed)."""
-    from citab_cli.core.evaluation.report import fraction_key
+    from citab_cli.core.evaluation.evaluation_report import fraction_key
 
     out: dict = {"finetuned": {}, "scratch": {}}
     for fraction in spec.label_fractions:

@@ -10,7 +10,7 @@ import numpy as np
 
 from citab_cli.core import figures
 from citab_cli.core.data.project import Project, StudyFiles
-from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation import evaluation_report
 from citab_cli.core.runtime.stopwatch import Stopwatch
 from citab_cli.core.workflows import study_tables as tables
 from citab_cli.core.workflows.study_plan import PlannedRun
@@ -58,7 +58,7 @@ def study_document(spec: StudySpec, runs: list[PlannedRun], folder: Path) -> dic
     for checkpoint in spec.checkpoints:
         for cohort in spec.scored:
             for fraction in spec.label_fractions:
-                key = report.fraction_key(fraction)
+                key = evaluation_report.fraction_key(fraction)
                 where = (folder, checkpoint, cohort, key)
                 rows = tables.test_split_rows(spec, runs, *where)
                 if rows:
@@ -84,7 +84,7 @@ def study_document(spec: StudySpec, runs: list[PlannedRun], folder: Path) -> dic
         "scored": sorted(p.name for p in StudyFiles(folder).scores.glob("*.npz")),
         "scopes": SCOPES,
         "tables": found,
-        "created": report.created(),
+        "created": evaluation_report.created(),
     }
 
 
@@ -108,7 +108,7 @@ def write_study_report(
     if not document["tables"]:
         return None
     document["time"] = {"total_seconds": round(watch.total, 1), "parts": watch.rows()}
-    target = report.report_folder(project, "study", spec.study, "all")
+    target = evaluation_report.evaluation_folder(project, "study", spec.study, "all")
 
     def extra(stage: Path) -> None:
         for table in document["tables"]:
@@ -116,13 +116,13 @@ def write_study_report(
         _curves(stage / "validation_curves.png", project, spec, runs)
 
     with watch.part(REPORT_PARTS[1]):
-        report.write_report(target, document, markdown(document), extra)
+        evaluation_report.write_evaluation_report(target, document, markdown(document), extra)
     return target
 
 
 def _forest(path: Path, table: dict) -> None:
     """The table's comparisons with their intervals, one panel per metric."""
-    key = report.fraction_key(table["fraction"])
+    key = evaluation_report.fraction_key(table["fraction"])
     comparisons = {
         key: [
             {
@@ -139,7 +139,7 @@ def _forest(path: Path, table: dict) -> None:
     titles = {e["comparison"]: e["comparison"] for e in table[METRICS[0]]}
     scope = table.get("scope", "test split")
     subjects = f"{table.get('subjects', 'the')} {'test' if scope == 'test split' else 'held-out'}"
-    report.forest_figure(path, comparisons, titles, "mde_holm", f"{subjects} subjects")
+    evaluation_report.forest_figure(path, comparisons, titles, "mde_holm", f"{subjects} subjects")
 
 
 def _curves(path: Path, project: Project, spec: StudySpec, runs: list[PlannedRun]) -> None:

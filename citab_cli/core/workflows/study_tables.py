@@ -248,7 +248,7 @@ def arm_summary(per_run: list[tuple[str, str, dict[int, Scores]]], rows, key: st
 
 def forest_name(table: dict) -> str:
     """The file name of a table's forest plot in the study's report folder."""
-    from citab_cli.core.evaluation.report import fraction_key
+    from citab_cli.core.evaluation.evaluation_report import fraction_key
 
     scope = "" if table.get("scope", "test split") == "test split" else "-held-out"
     fraction = fraction_key(table["fraction"])

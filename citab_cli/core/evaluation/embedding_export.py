@@ -20,7 +20,7 @@ from citab_cli import __version__
 from citab_cli.core.data.project import Project
 from citab_cli.core.data.subject_file import Column, file_format, subject_file
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import report
+from citab_cli.core.evaluation import evaluation_report
 from citab_cli.core.runtime.dataset import CohortData, Collator
 from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
 from citab_cli.core.runtime.embedding import EMBEDDINGS, cohort_items, embedding_batches
@@ -60,7 +60,7 @@ def provenance(loaded: LoadedCheckpoint, kind: str, device: torch.device) -> dic
     return {
         "kind": kind,
         "citab_version": __version__,
-        "created": report.created(),
+        "created": evaluation_report.created(),
         "checkpoint": str(loaded.path),
         "run": loaded.run,
         "step": loaded.document.get("step"),
@@ -75,7 +75,7 @@ def criteria_note(cohort: CohortData) -> list[str]:
 
 
 @dataclass
-class EmbedPlan:
+class ExportPlan:
     """What `write_embeddings` will do: checked before any file is opened."""
 
     loaded: LoadedCheckpoint
@@ -93,7 +93,7 @@ class EmbedPlan:
         return int(sum(len(r) for r in self.rows.values()))
 
 
-def plan_embed(
+def plan_export(
     project: Project,
     ckpt: str,
     output: Path,
@@ -102,7 +102,7 @@ def plan_embed(
     device: str = "auto",
     exclude_criteria: bool = False,
     message: Callable[[str], None] = lambda text: None,
-) -> EmbedPlan:
+) -> ExportPlan:
     """Check the checkpoint, cohorts, split and output file; nothing is written."""
     file_format(Path(output))
     if split not in SPLITS:
@@ -120,7 +120,7 @@ def plan_embed(
     if not any(len(r) for r in rows.values()):
         raise CitabError(f"no subject of {', '.join(rows)} is in the {split} split")
     target = pick_device(device)
-    return EmbedPlan(loaded, data, rows, Path(output), target, split, exclude_criteria, criteria)
+    return ExportPlan(loaded, data, rows, Path(output), target, split, exclude_criteria, criteria)
 
 
 def embedding_columns(dims: dict[str, int]) -> list[Column]:
@@ -133,7 +133,7 @@ def embedding_columns(dims: dict[str, int]) -> list[Column]:
     return columns
 
 
-def _metadata(plan: EmbedPlan, dims: dict[str, int]) -> dict:
+def _metadata(plan: ExportPlan, dims: dict[str, int]) -> dict:
     document = provenance(plan.loaded, "embeddings", plan.device)
     document.update(
         split=plan.split,
@@ -169,7 +169,7 @@ def _dims(model) -> dict[str, int]:
     }
 
 
-def write_embeddings(plan: EmbedPlan, advance: Callable[[int], None] = lambda n: None) -> dict:
+def write_embeddings(plan: ExportPlan, advance: Callable[[int], None] = lambda n: None) -> dict:
     """Embed every planned subject and write the file; returns its metadata. `advance` is
     told how many subjects each batch finished."""
     model = model_layout(plan.loaded.model(), plan.device)

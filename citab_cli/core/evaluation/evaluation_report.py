@@ -216,13 +216,13 @@ def created() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def report_folder(project: Project, kind: str, run: str, cohort: str) -> Path:
+def evaluation_folder(project: Project, kind: str, run: str, cohort: str) -> Path:
     """reports/<kind>-<run>-<cohort>-<UTC time>/"""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return project.reports_dir / f"{kind}-{run}-{cohort}-{stamp}"
 
 
-def write_report(
+def write_evaluation_report(
     folder: Path, report: dict, markdown: str, extra: Callable[[Path], None] | None = None
 ) -> None:
     """report.json, report.md and whatever `extra` writes (figures, models), all or nothing."""
