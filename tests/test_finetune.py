@@ -71,7 +71,7 @@ def test_never_trains_on_test_subjects(pretrained: Path, monkeypatch):  # noqa: 
 
     monkeypatch.setattr(core, "train_classifier", spy)
     _finetune(pretrained, label_fraction=0.5, seeds=2)
-    assert len(seen) == 4  # fine-tuned and scratch, two seeds
+    assert len(seen) == 6  # fine-tuned, scratch and DAFT-style fusion, two seeds
     for rows, train, test in seen:
         assert rows <= train and not rows & test
 
@@ -100,7 +100,7 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "validation_curves",
         "created",
     }
-    kinds = ("scratch", "raw_table", "raw_table_gbdt", "raw_image", "floor")
+    kinds = ("scratch", "daft", "raw_table", "raw_table_gbdt", "raw_image", "floor")
     assert set(document["results"]) == {"finetuned", *kinds}
     baselines = [(c["method"], c["baseline"]) for c in document["comparisons"]]
     assert baselines == [("finetuned", b) for b in kinds]
@@ -148,6 +148,7 @@ def test_cli_and_bad_input(pretrained: Path):  # noqa: F811
     )
     assert result.exit_code == 0, result.output
     assert "fine-tuned (frozen)" in result.output and "from scratch" in result.output
+    assert "DAFT-style" in result.output
     for bad in ("0", "2"):
         assert_user_error(
             run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from citab_cli.core.data.project import Project, StudyFiles
@@ -186,6 +187,7 @@ def test_every_regime_and_fine_tuning_reach_the_report(embedded: Path):
     assert "cross-cohort − single-cohort (same steps)" in rows
     assert "cross-cohort − adni left out of pretraining" in rows
     assert "fine-tuned (held out) − from scratch, same steps" in rows
+    assert "fine-tuned (held out) − supervised fusion from scratch (DAFT-style), same steps" in rows
     assert {a["regime"] for a in table["arms"]} == {
         "cross-cohort",
         "single-cohort",
@@ -200,3 +202,38 @@ def test_every_regime_and_fine_tuning_reach_the_report(embedded: Path):
     assert names[0] == "left out − raw table (logistic regression)"
     assert "like for like: left out image pooled − random weights image pooled" in names
     assert all("mde" in e and "mde_holm" in e for e in held["balanced_accuracy"])
+
+
+def test_a_one_sided_baseline_arm_is_also_compared_on_the_embedding_it_trains(tmp_path: Path):
+    """scarf trains the tabular CLS, simclr the pooled image: besides the multimodal row, each
+    gets a row against the reference's same embedding, paired by seed, on the same subjects."""
+    from citab_cli.core.workflows.study_scores import Scores
+    from citab_cli.core.workflows.study_tables import _arm_rows
+
+    arms = "arms:\n  reference: {}\n  scarf: {model: {loss: {objective: scarf}}}\n"
+    arms += "  simclr: {model: {loss: {objective: simclr}}}\n"
+    text = SMALL.replace(
+        "arms:\n  reference: {}\n  dense: {model: {tabular: {ffn: dense}}}\n", arms
+    )
+    spec = load_study(_study(tmp_path, text))
+    rng = np.random.default_rng(0)
+    y, rows = np.array([0, 1, 0, 1]), np.arange(4)
+
+    def scores(shift: float) -> Scores:
+        names = ("citab", "citab_tabular", "citab_image")
+        runs = {n: {"1": [rng.random((4, 2)) + shift]} for n in names}
+        return Scores(y, rows, runs)
+
+    ref, other = {0: scores(0.0), 1: scores(0.0)}, {0: scores(1.0), 1: scores(1.0)}
+    found = {arm: _arm_rows(spec, arm, ref, other, "1") for arm in ("scarf", "simclr")}
+    assert [r.label for r in found["scarf"]] == [
+        "reference − scarf", "reference tabular CLS − scarf tabular CLS"]  # fmt: skip
+    assert [r.label for r in found["simclr"]] == [
+        "reference − simclr", "reference image pooled − simclr image pooled"]  # fmt: skip
+    side = found["simclr"][1]
+    assert side.method[1] is ref[1].runs["citab_image"]["1"]
+    np.testing.assert_array_equal(side.baseline[0][0], other[0].runs["citab_image"]["1"][0])
+    plain = SMALL.replace("dense: {model: {tabular: {ffn: dense}}}", "dense: {}")
+    assert (
+        len(_arm_rows(load_study(_study(tmp_path, plain, "p.yaml")), "dense", ref, other, "1")) == 1
+    )

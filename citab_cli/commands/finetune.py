@@ -49,7 +49,8 @@ def finetune(
     device: Device = device_option("training"),
     project: Path = ProjectOption,
 ) -> None:
-    """Fine-tune for diagnosis, next to a from-scratch model with the same budget."""
+    """Fine-tune for diagnosis, next to the same network and a DAFT-style image-table fusion
+    network trained from scratch with the same budget."""
     from citab_cli.core.data.project import Project
     from citab_cli.core.evaluation import finetune as core
 
@@ -73,6 +74,7 @@ def finetune(
 
 def _show(report, cohort: str, seeds: int, strategy: str) -> None:
     from citab_cli.core.data.project import ReportFiles
+    from citab_cli.core.evaluation.finetune import TITLES
 
     table = Table(
         title=f"{cohort}: test metrics (mean ± sd over {seeds} seed(s))",
@@ -82,6 +84,7 @@ def _show(report, cohort: str, seeds: int, strategy: str) -> None:
     table.add_column("metric")
     table.add_column(f"fine-tuned ({strategy})", justify="right")
     table.add_column("from scratch, same budget", justify="right")
+    table.add_column("DAFT-style fusion, from scratch", justify="right")
     table.add_column("raw table", justify="right")
     labels = {
         "accuracy": "accuracy",
@@ -96,14 +99,14 @@ def _show(report, cohort: str, seeds: int, strategy: str) -> None:
             *(
                 f"{report.summary[kind][metric]['mean']:.3f} ± "
                 f"{report.summary[kind][metric]['std']:.3f}"
-                for kind in ("finetuned", "scratch", "raw_table")
+                for kind in ("finetuned", "scratch", "daft", "raw_table")
             ),
         )
     console.print(table)
     for entry in report.comparisons:
-        d = entry["balanced_accuracy"]
+        d, baseline = entry["balanced_accuracy"], TITLES.get(entry["baseline"], entry["baseline"])
         console.print(
-            f"  fine-tuned vs {entry['baseline'].replace('_', ' ')}: balanced accuracy "
+            f"  fine-tuned vs {baseline}: balanced accuracy "
             f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], {d['verdict']}"
         )
     console.print(f"  report: {ReportFiles(report.folder).markdown}")

@@ -1,5 +1,6 @@
 """`citab finetune`: a diagnosis head on the fusion embedding, frozen or trained end to end,
-next to the same architecture trained from scratch with the same budget."""
+next to the same architecture and a DAFT-style image-table fusion network (fusion.py), both
+trained from scratch with the same budget."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from citab_cli.core.data.project import Project, ReportFiles
 from citab_cli.core.errors import CitabError
@@ -22,6 +24,7 @@ from citab_cli.core.evaluation.classifier import (
     predict,
     train_classifier,
 )
+from citab_cli.core.evaluation.fusion import DaftClassifier
 from citab_cli.core.evaluation.labels import (
     LabelLayout,
     check_fractions,
@@ -37,18 +40,19 @@ from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint,
 __all__ = ["FinetuneReport", "Strategy", "finetune", "load_classifier", "train_classifier"]
 
 #: The models each fine-tuning run trains.
-KINDS = ("finetuned", "scratch")
+KINDS = ("finetuned", "scratch", "daft")
 #: How reports name the fine-tuned model and its baselines.
 TITLES = {
     "finetuned": "CITab fine-tuned",
     "scratch": "same architecture from scratch, same budget",
+    "daft": "supervised image-table fusion from scratch (DAFT-style), same budget",
     "raw_table": "raw table, logistic regression",
     "raw_table_gbdt": "raw table, gradient-boosted trees",
     "raw_image": "raw table + image block means, logistic regression",
     "floor": "age + sex (+ education) floor",
 }
 #: What fine-tuning is compared with, in report order.
-BASELINE_KINDS = ("scratch", "raw_table", "raw_table_gbdt", "raw_image", "floor")
+BASELINE_KINDS = ("scratch", "daft", "raw_table", "raw_table_gbdt", "raw_image", "floor")
 
 
 @dataclass
@@ -93,8 +97,8 @@ def finetune(
     message: Callable[[str], None] = lambda text: None,
     exclude_criteria: bool = False,
 ) -> FinetuneReport:
-    """Fine-tune a diagnosis head on one cohort next to a from-scratch baseline with the same
-    budget; write the report."""
+    """Fine-tune a diagnosis head on one cohort next to the same network and DAFT-style fusion,
+    both trained from scratch with the same budget, and the table baselines; write the report."""
     check_fractions((label_fraction,))
     if seeds < 1 or epochs < 1:
         raise CitabError("--seeds and --epochs must be at least 1")
@@ -171,6 +175,7 @@ def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds,
         "columns_seen": {
             "finetuned": data.columns,
             "scratch": data.columns,
+            "daft": data.columns,
             "raw_table": data.columns,
             "raw_table_gbdt": data.columns,
             "raw_image": data.columns,
@@ -240,8 +245,7 @@ def _train_all(
         for kind in KINDS:
             message(f"{kind}, seed {seed}: {len(subset)} labelled train subjects")
             torch.manual_seed(seed)
-            backbone = loaded.model() if kind == "finetuned" else build_model(loaded.config.model)
-            model = model_layout(Classifier(backbone, len(layout.classes)), device)
+            model = model_layout(_model(kind, loaded, collator, len(layout.classes)), device)
             trained = train_classifier(
                 model,
                 strategy if kind == "finetuned" else "trainable",
@@ -264,6 +268,16 @@ def _train_all(
                 kept = model
     assert kept is not None
     return runs, curves, kept
+
+
+def _model(kind: str, loaded: LoadedCheckpoint, collator: Collator, classes: int) -> nn.Module:
+    """The network of one kind, before training: the pretrained backbone with a head, the same
+    architecture with fresh weights, or DAFT-style fusion with fresh weights."""
+    if kind == "daft":
+        return DaftClassifier(loaded.config.model.image, collator.width, collator.max_levels,
+                              classes)  # fmt: skip
+    backbone = loaded.model() if kind == "finetuned" else build_model(loaded.config.model)
+    return Classifier(backbone, classes)
 
 
 def _save_classifier(

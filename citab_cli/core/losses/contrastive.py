@@ -1,4 +1,5 @@
-"""ITC: symmetric CLIP loss between image and table embeddings.
+"""ITC: symmetric CLIP loss between image and table embeddings; SimCLR's NT-Xent between two
+views of one modality (the image-only baseline).
 
 Under data parallelism, pass `gather`: it returns every rank's embeddings (with gradients for
 the local part) and where this rank's rows start, so negatives come from the whole global batch.
@@ -85,3 +86,42 @@ def itc_queue_loss(
         table_to_image = table @ all_image.T / temperature
     loss = (F.cross_entropy(image_to_table, targets) + F.cross_entropy(table_to_image, targets)) / 2
     return loss, image_to_table[:, offset : offset + b]
+
+
+def nt_xent_loss(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    temperature: float,
+    gather: Gather | None = None,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SimCLR's NT-Xent between two views of the same rows: first, second (B, P).
+
+    Each of the 2B embeddings has one positive, the other view of its row, and as negatives
+    every other embedding of the (gathered) batch, both views, itself excluded. With `groups`
+    (B,) cohort ids, only rows of the same cohort are negatives (as in `itc_loss`). The loss is
+    the mean cross-entropy over the 2B embeddings."""
+    first = F.normalize(first.float(), dim=-1)
+    second = F.normalize(second.float(), dim=-1)
+    b = first.shape[0]
+    if gather is None:
+        all_first, all_second, offset = first, second, 0
+    else:
+        all_first, offset = gather(first)
+        all_second, _ = gather(second)
+    n = all_first.shape[0]
+    candidates = torch.cat([all_first, all_second])  # (2N, P): views 1 then views 2
+    mine = torch.cat([first, second])  # (2B, P)
+    own = torch.cat([torch.arange(offset, offset + b), torch.arange(n + offset, n + offset + b)])
+    own = own.to(first.device)
+    positive = torch.cat([own[b:], own[:b]])  # the other view of the same row
+    with full_precision(mine):
+        logits = mine @ candidates.T / temperature  # (2B, 2N)
+    excluded = torch.zeros_like(logits, dtype=torch.bool)
+    excluded[torch.arange(2 * b, device=first.device), own] = True  # never itself
+    if groups is not None:
+        all_groups = groups if gather is None else gather(groups)[0]
+        both = torch.cat([all_groups, all_groups])
+        excluded |= torch.cat([groups, groups])[:, None] != both[None, :]
+    logits = logits.masked_fill(excluded, NOT_A_CANDIDATE)
+    return F.cross_entropy(logits, positive)

@@ -81,11 +81,12 @@ class FusionConfig(_Strict):
 class LossConfig(_Strict):
     """loss = (ITC + itm_weight * ITM) / 2 + mtr_weight * MTR."""
 
-    objective: Literal["citab", "scarf"] = Field(
+    objective: Literal["citab", "scarf", "simclr"] = Field(
         "citab",
         description="citab: image-table contrast, matching and masked reconstruction; scarf: "
         "tabular-only self-supervision by feature corruption (a baseline that never reads the "
-        "scan; its temperature is itc_temperature)",
+        "scan); simclr: image-only contrast of two augmentations of each scan (a baseline that "
+        "never reads the table); the baselines' temperature is itc_temperature",
     )
     scarf_corruption: float = Field(
         0.6,

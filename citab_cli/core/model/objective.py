@@ -6,7 +6,7 @@ import torch
 
 from citab_cli.core.layers.prototype_mixture import balance_penalty
 from citab_cli.core.layers.tabular_batch import TabularBatch
-from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss
+from citab_cli.core.losses.contrastive import Gather, itc_loss, itc_queue_loss, nt_xent_loss
 from citab_cli.core.losses.matching import hard_negatives, itm_loss, match_auc
 from citab_cli.core.losses.reconstruction import choose_cells, mtr_loss
 from citab_cli.core.model import scarf
@@ -23,6 +23,7 @@ def pretraining_loss(
     generator: torch.Generator | None = None,
     gather: Gather | None = None,
     momentum: MomentumEncoders | None = None,
+    views: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses for one batch: images (B, 1, D, H, W) already augmented; batch the raw rows.
 
@@ -30,10 +31,13 @@ def pretraining_loss(
     momentum: momentum encoders with their queue (training only; the queue is updated here).
     Returns {"loss", "itc", "itm", "mtr", "balance"} and, with ITM on, "itm_accuracy" and
     "itm_auc" against the negatives ITM trains with (scalars; "loss" is what to minimise).
+    views: with objective simclr, a second augmentation of the same scans (B, 1, D, H, W).
     """
     config = model.config.loss
     if config.objective == "scarf":
         return _scarf(model, batch, cohorts, generator, gather)
+    if config.objective == "simclr":
+        return _simclr(model, images, views, cohorts, gather)
     image = model.encode_image(images)
     table = model.encode_tabular(batch)
     image_features = model.image_projection(image.pooled)
@@ -89,6 +93,29 @@ def _scarf(
     zero = torch.zeros((), device=loss.device)
     return {"loss": loss, "itc": zero, "itm": zero, "mtr": zero, "balance": zero,
             "scarf": loss.detach()}  # fmt: skip
+
+
+def _simclr(
+    model: CITab,
+    images: torch.Tensor,
+    views: torch.Tensor | None,
+    cohorts: torch.Tensor | None,
+    gather: Gather | None,
+) -> dict[str, torch.Tensor]:
+    """The image-only baseline: two augmentations of each scan pulled together against the
+    other scans' (SimCLR's NT-Xent on the pooled image features through the image projection);
+    the table is not read, the image-table losses are zero."""
+    if views is None:
+        raise ValueError("objective simclr needs a second view of the scans")
+    config = model.config.loss
+    pooled = model.encode_image(torch.cat([images, views])).pooled  # one pass: BatchNorm sees both
+    features = model.image_projection(pooled)
+    b = images.shape[0]
+    groups = cohorts if config.itc_same_cohort else None
+    loss = nt_xent_loss(features[:b], features[b:], config.itc_temperature, gather, groups)
+    zero = torch.zeros((), device=loss.device)
+    return {"loss": loss, "itc": zero, "itm": zero, "mtr": zero, "balance": zero,
+            "simclr": loss.detach()}  # fmt: skip
 
 
 def _matching(
@@ -218,8 +245,9 @@ class PretrainingObjective(torch.nn.Module):
         cohorts: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         gather: Gather | None = None,
+        views: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The pretraining losses of one batch (see `pretraining_loss`)."""
         return pretraining_loss(
-            self.model, images, batch, cohorts, generator, gather, self.momentum
+            self.model, images, batch, cohorts, generator, gather, self.momentum, views
         )

@@ -40,11 +40,19 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def sample_parameters(config: AugmentConfig, seed: int, epoch: int, subjects: np.ndarray) -> dict:
-    """Per-sample augmentation parameters; subjects (B,) stable subject ids."""
+#: The stream of a second, independent augmentation of the same subject and epoch (SimCLR).
+SECOND_VIEW = 2
+
+
+def sample_parameters(
+    config: AugmentConfig, seed: int, epoch: int, subjects: np.ndarray, stream: int = 0
+) -> dict:
+    """Per-sample augmentation parameters; subjects (B,) stable subject ids; another `stream`
+    draws another augmentation of the same subjects (stream 0 is the usual one)."""
     thetas, flips, gammas, noise_seeds = [], [], [], []
     for subject in subjects:
-        rng = np.random.default_rng([seed, epoch, int(subject)])
+        key = [seed, epoch, int(subject)] + ([stream] if stream else [])
+        rng = np.random.default_rng(key)
         angles = np.radians(rng.uniform(-config.rotate_degrees, config.rotate_degrees, 3))
         zoom = rng.uniform(1 - config.scale, 1 + config.scale)
         shift = rng.uniform(-config.shift, config.shift, 3) * 2  # normalised coordinates span 2
@@ -91,3 +99,11 @@ def augment(images: torch.Tensor, params: dict, config: AugmentConfig) -> torch.
         )
         x = x + config.noise * noise
     return x.to(dtype)
+
+
+def second_view(
+    images: torch.Tensor, config: AugmentConfig, seed: int, epoch: int, subjects: np.ndarray
+) -> torch.Tensor:
+    """Another augmentation of the same scans, SimCLR's second view: its own draws from the
+    same seed, epoch and subjects."""
+    return augment(images, sample_parameters(config, seed, epoch, subjects, SECOND_VIEW), config)

@@ -21,7 +21,7 @@ from citab_cli.core.data.project import Project, RunFiles
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.model.objective import PretrainingObjective
-from citab_cli.core.runtime.augment import augment, sample_parameters
+from citab_cli.core.runtime.augment import augment, sample_parameters, second_view
 from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_match, load_cohort
 from citab_cli.core.runtime.device import autocast, image_layout, model_layout, to_device
 from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
@@ -152,7 +152,7 @@ def _parallel(
         find_unused_parameters=config.model.loss.mtr_weight == 0
         or config.model.loss.mtr_source == "cell"
         or config.model.loss.itm_weight == 0
-        or config.model.loss.objective == "scarf",  # the image side is not read
+        or config.model.loss.objective != "citab",  # a baseline reads one side only
     )
 
 
@@ -249,8 +249,7 @@ def _loop(
         for items, images, table in Prefetcher(batches, train_collator, pin=cuda):
             images = image_layout(images, target)
             table = table.to(target, non_blocking=True)
-            params = sample_parameters(train.augment, train.seed, epoch, subject_ids(items))
-            images = augment(images, params, train.augment)
+            images, views = augmented(images, config, epoch, subject_ids(items))
             cohort_ids = to_device(items[:, 0], target)
             rate = learning_rate(
                 progress.step, train.learning_rate, schedule.warmup_steps, schedule.total_steps
@@ -259,7 +258,7 @@ def _loop(
                 group["lr"] = rate
             generator = step_generator(train.seed, progress.step, target)
             with autocast(target):
-                losses = step_loss(images, table, cohort_ids, generator, gather)
+                losses = step_loss(images, table, cohort_ids, generator, gather, views)
             optimizer.zero_grad(set_to_none=True)
             # backward is queued before the one host sync of the step: the GPU keeps working
             # while the host waits. A non-finite loss gives gradients that are never applied.
@@ -297,6 +296,19 @@ def _loop(
     return False
 
 
+def augmented(
+    images: torch.Tensor, config: PretrainConfig, epoch: int, subjects
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's scans augmented for this epoch, and with objective simclr a second
+    augmentation of each (its own draws, from the same seed, epoch and subject)."""
+    train = config.train
+    views = None
+    if config.model.loss.objective == "simclr":
+        views = second_view(images, train.augment, train.seed, epoch, subjects)
+    params = sample_parameters(train.augment, train.seed, epoch, subjects)
+    return augment(images, params, train.augment), views
+
+
 def _skip_bad_step(progress: Progress, train: TrainConfig, writer: RunWriter) -> None:
     """A non-finite loss: skip the update; after `max_bad_steps` in a row, save and stop."""
     progress.skipped += 1
@@ -322,7 +334,7 @@ def _validate(
     epoch: int,
 ) -> None:
     """Score the epoch's model on the val split; keep it as best.safetensors if it is better."""
-    scores = validate(model, collator, cohorts, train.batch_size, target, train.seed)
+    scores = validate(model, collator, cohorts, train.batch_size, target, train.seed, train.augment)
     scores.update(step=progress.step, epoch=epoch)
     writer.log({"validation": scores})
     hooks.message(describe(scores))

@@ -13,11 +13,12 @@ import torch
 from citab_cli.core.losses.matching import match_auc
 from citab_cli.core.model.citab import CITab, TabularOutput
 from citab_cli.core.model.objective import pretraining_loss
+from citab_cli.core.runtime.augment import AugmentConfig, second_view
 from citab_cli.core.runtime.dataset import CohortData, Collator, subjects_in
 from citab_cli.core.runtime.device import autocast, image_layout
 from citab_cli.core.runtime.embedding import cohort_items, embed_subjects, encoded_batches
 from citab_cli.core.training.diagnostics import effective_rank
-from citab_cli.core.training.sampling import step_generator
+from citab_cli.core.training.sampling import step_generator, subject_ids
 
 #: The recall@k of image <-> table retrieval logged at each validation.
 RECALL_AT = (1, 5)
@@ -70,7 +71,7 @@ def recall_chance(groups: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
+def _losses(model, collator, val, batch_size, device, seed, augment) -> dict[str, float]:
     totals: dict[str, float] = {}
     batches = 0
     for start in range(0, len(val), batch_size):
@@ -78,6 +79,9 @@ def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
         if len(chunk) < 2:
             continue
         images = image_layout(torch.from_numpy(collator.images(chunk)), device)
+        views = None
+        if model.config.loss.objective == "simclr":  # the scan as it is, and augmented
+            views = second_view(images, augment, seed, 0, subject_ids(chunk))
         with autocast(device):
             losses = pretraining_loss(
                 model,
@@ -85,8 +89,9 @@ def _losses(model, collator, val, batch_size, device, seed) -> dict[str, float]:
                 collator.table(chunk).to(device),
                 torch.as_tensor(chunk[:, 0], device=device),
                 step_generator(seed, start, device),
+                views=views,
             )
-        for key in ("loss", "itc", "itm", "mtr", "itm_accuracy"):
+        for key in ("loss", "itc", "itm", "mtr", "itm_accuracy", "scarf", "simclr"):
             if key in losses:
                 totals[key] = totals.get(key, 0.0) + float(losses[key])
         batches += 1
@@ -183,6 +188,7 @@ def validate(
     batch_size: int,
     device: torch.device,
     seed: int,
+    augment: AugmentConfig | None = None,
 ) -> dict:
     """Validation scores (in the training precision). Label-free: val_loss (and its parts),
     val_itm_accuracy (on the negatives ITM trains with), val_itm_auc (see `matching_auc`),
@@ -191,7 +197,7 @@ def validate(
     val_probe_{multimodal,tabular,image} and val_probe_bacc (the multimodal one)."""
     model.eval()
     val = subjects_in(cohorts, {"val"})
-    scores = _losses(model, collator, val, batch_size, device, seed)
+    scores = _losses(model, collator, val, batch_size, device, seed, augment or AugmentConfig())
     if len(val) >= 2:
         ids = np.unique(val[:, 0])
         encoded = [encode_cohort(model, collator, val[val[:, 0] == c], batch_size, device)

@@ -176,12 +176,13 @@ def _score(project, spec: StudySpec, run, checkpoint: str, folder, device, hooks
 
 
 def _finetuned(project, spec: StudySpec, checkpoint: str, cohort: str, device, hooks):
-    """Trainable fine-tuning against the same network from scratch with the same steps, at
+    """Trainable fine-tuning against the same network from scratch and DAFT-style supervised
+    fusion from scratch, with the same steps, at
     each of the study's label fractions, on the cohort's test split: (y, classes, rows, name ->
     fraction key -> probabilities per seed)."""
     from citab_cli.core.evaluation.evaluation_report import fraction_key
 
-    out: dict = {"finetuned": {}, "scratch": {}}
+    out: dict = {"finetuned": {}, "scratch": {}, "daft": {}}
     for fraction in spec.label_fractions:
         report = finetune.finetune(
             project,

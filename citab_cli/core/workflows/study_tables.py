@@ -45,6 +45,18 @@ TWINS = (
     ("citab_tabular", "random_tabular", "tabular CLS"),
     ("citab_image", "random_image", "image pooled"),
 )
+#: What a one-sided baseline objective trains: its embedding is compared with the reference's
+#: same embedding too (objective -> (feature, in words)).
+BASELINE_SIDES = {
+    "scarf": ("citab_tabular", "tabular CLS"),
+    "simclr": ("citab_image", "image pooled"),
+}
+#: What fine-tuning is compared with in a study: the same network and DAFT-style supervised
+#: fusion, both from scratch.
+FINETUNE_BASELINES = (
+    ("scratch", "from scratch"),
+    ("daft", "supervised fusion from scratch (DAFT-style)"),
+)
 #: The control row of a synthetic cohort: the oracle against the raw table.
 ORACLE_ROW = "oracle (raw table + the scan's true severity) − raw table (logistic regression)"
 
@@ -123,16 +135,31 @@ def _oracle(scores: dict[int, Scores], key: str) -> list[Row]:
     return [Row(ORACLE_ROW, first.y, oracle, raw, family=False)]
 
 
-def _against(ref: dict[int, Scores], other: dict[int, Scores], key: str, label: str) -> list[Row]:
-    """The reference's multimodal probe against another run set's, paired by seed, on the
-    reference's subjects (the other's scores taken on them)."""
+def _against(ref: dict[int, Scores], other: dict[int, Scores], key: str, label: str,
+             feature: str = "citab") -> list[Row]:  # fmt: skip
+    """The reference's probe of `feature` (the multimodal embedding unless said) against
+    another run set's, paired by seed, on the reference's subjects (the other's scores taken on
+    them)."""
     common = sorted(set(ref) & set(other))
-    if not common:
+    if not common or feature not in ref[common[0]].runs:
         return []
     rows = ref[common[0]].rows
     aligned = {s: other[s].on(rows) for s in common}
-    method = _feature(ref, common, "citab", key)
-    return [Row(label, ref[common[0]].y, method, _feature(aligned, common, "citab", key))]
+    method = _feature(ref, common, feature, key)
+    return [Row(label, ref[common[0]].y, method, _feature(aligned, common, feature, key))]
+
+
+def _arm_rows(spec: StudySpec, arm: str, ref, other, key: str) -> list[Row]:
+    """The reference against another arm: multimodal probes, and for a one-sided baseline
+    objective the embedding it trains against the reference's same embedding."""
+    from citab_cli.core.workflows.study_plan import arm_config
+
+    rows = _against(ref, other, key, f"reference − {arm}")
+    side = BASELINE_SIDES.get(arm_config(spec, arm).model.loss.objective)
+    if side is not None:
+        feature, words = side
+        rows += _against(ref, other, key, f"reference {words} − {arm} {words}", feature)
+    return rows
 
 
 def same_network(spec: StudySpec, arm: str) -> bool:
@@ -154,7 +181,7 @@ def test_split_rows(
     for arm in spec.arms_in("cross-cohort"):
         if arm != spec.reference:
             other = scored(folder, runs, checkpoint, cohort, arm=arm, regime="cross-cohort")
-            rows += _against(ref, other, key, f"reference − {arm}")
+            rows += _arm_rows(spec, arm, ref, other, key)
             if same_network(spec, arm):  # the reference's twins are this arm's too
                 rows += _twins(other, ref, key, arm)
     if spec.reference in spec.arms_in("single-cohort"):
@@ -167,14 +194,16 @@ def test_split_rows(
                    regime="leave-one-out")  # fmt: skip
     if tuned:
         seeds = sorted(tuned)
-        rows.append(
-            Row(
-                "fine-tuned (held out) − from scratch, same steps",
-                tuned[seeds[0]].y,
-                _feature(tuned, seeds, "finetuned", key),
-                _feature(tuned, seeds, "scratch", key),
-            )
-        )
+        for baseline, words in FINETUNE_BASELINES:
+            if baseline in tuned[seeds[0]].runs:  # scores kept before DAFT was a baseline lack it
+                rows.append(
+                    Row(
+                        f"fine-tuned (held out) − {words}, same steps",
+                        tuned[seeds[0]].y,
+                        _feature(tuned, seeds, "finetuned", key),
+                        _feature(tuned, seeds, baseline, key),
+                    )
+                )
     return rows + _oracle(ref, key)
 
 
