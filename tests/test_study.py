@@ -237,3 +237,14 @@ def test_a_one_sided_baseline_arm_is_also_compared_on_the_embedding_it_trains(tm
     assert (
         len(_arm_rows(load_study(_study(tmp_path, plain, "p.yaml")), "dense", ref, other, "1")) == 1
     )
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("studies/*.yaml")))
+def test_every_shipped_study_file_loads_and_builds_every_arm(path: Path):
+    from citab_cli.core.workflows.study_plan import arm_config
+
+    spec = load_study(path)
+    objectives = {arm: arm_config(spec, arm).model.loss.objective for arm in spec.arms}
+    assert objectives[spec.reference] == "citab"
+    if path.stem in {"paper", "control", "control-large-test"}:  # the paper's baselines
+        assert {"scarf", "simclr"} <= set(objectives.values()), objectives
