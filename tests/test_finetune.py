@@ -100,7 +100,10 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "validation_curves",
         "created",
     }
-    kinds = ("scratch", "daft", "raw_table", "raw_table_gbdt", "raw_image", "floor")
+    from citab_cli.core.evaluation import catboost_trees
+
+    catboost = ("raw_table_catboost",) if catboost_trees.available() else ()  # the extra
+    kinds = ("scratch", "daft", "raw_table", "raw_table_gbdt", *catboost, "raw_image", "floor")
     assert set(document["results"]) == {"finetuned", *kinds}
     baselines = [(c["method"], c["baseline"]) for c in document["comparisons"]]
     assert baselines == [("finetuned", b) for b in kinds]

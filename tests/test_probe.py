@@ -123,15 +123,18 @@ def test_probe_report_layout_and_keys(pretrained: Path):
     }
     pairs = [(e["method"], e["baseline"]) for e in document["comparisons"]["1"]]
     # each method against its like-for-like random twin first, then the shared baselines
-    first = ["random_multimodal", "raw_table", "raw_table_gbdt", "raw_image", "floor"]
-    assert pairs[:5] == [("citab", baseline) for baseline in first]
+    from citab_cli.core.evaluation import catboost_trees
+
+    catboost = ["raw_table_catboost"] if catboost_trees.available() else []  # the extra
+    first = ["random_multimodal", "raw_table", "raw_table_gbdt", *catboost, "raw_image", "floor"]
+    assert pairs[: len(first)] == [("citab", baseline) for baseline in first]
     for twin in (("citab_image", "random_image"), ("citab_tabular", "random_tabular")):
         assert twin in pairs
     assert ("citab_raw", "random_raw") in pairs
     assert ("citab_image", "random_multimodal") not in pairs
     # the project came from citab synth: its oracle gives the gain available over the raw table
     assert pairs[-1] == ("oracle", "raw_table")
-    assert len(pairs) == len(core.METHODS) * 5 + 1
+    assert len(pairs) == len(core.METHODS) * len(first) + 1
     difference = document["comparisons"]["1"][0]["balanced_accuracy"]
     assert set(difference) == {"difference", "ci95", "verdict", "se", "mde", "n"}
     assert difference["n"] == document["subjects"]["test"] == document["scored"]["subjects"]

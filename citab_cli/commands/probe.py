@@ -110,6 +110,7 @@ SHORT_TITLES = {
     "random_raw": "random + raw table",
     "raw_table": "raw table, linear",
     "raw_table_gbdt": "raw table, trees",
+    "raw_table_catboost": "raw table, CatBoost",
     "raw_image": "raw table + blocks",
     "floor": "age+sex(+edu) floor",
     "oracle": "oracle: table+truth",

@@ -25,6 +25,7 @@ FEATURE_TITLES = {
     "random_raw": "random weights: multimodal + raw table",
     "raw_table": "raw table (standardised + missing indicators)",
     "raw_table_gbdt": "raw table, gradient-boosted trees",
+    "raw_table_catboost": "raw table, CatBoost",
     "raw_image": "raw table + image block means",
     "floor": "age + sex (+ education) floor",
     "oracle": "oracle: raw table + the scan's true severity (synthetic truth)",
@@ -41,19 +42,29 @@ RANDOM_TWIN = {
     "citab_raw": "random_raw",
 }
 #: Baselines every method is compared with: no pretrained model at all.
-SHARED_BASELINES = ("raw_table", "raw_table_gbdt", "raw_image", "floor")
+SHARED_BASELINES = ("raw_table", "raw_table_gbdt", "raw_table_catboost", "raw_image", "floor")
 BASELINES = (*RANDOM_TWIN.values(), *SHARED_BASELINES)
 #: The oracle of a synthetic cohort (evaluation/oracle.py): not a baseline, a reference for
 #: the gain a scan can add.
 ORACLE = "oracle"
-#: Feature sets read by gradient-boosted trees (the rest by the linear probe).
-TREE_FEATURES = ("raw_table_gbdt",)
+#: Feature sets read by boosted trees (the rest by the linear probe): scikit-learn's, and
+#: CatBoost's when the `baselines` extra is installed (evaluation/catboost_trees.py).
+TREE_FEATURES = ("raw_table_gbdt", "raw_table_catboost")
 #: Covariate roles of the floor, in feature order.
 FLOOR_ROLES = ("age", "sex", "education")
 #: Image block means: the stored volume cut into this many blocks along each axis.
 IMAGE_BLOCKS = 4
 #: Subjects read at a time for block means (bounds memory on large cohorts).
 IMAGE_CHUNK = 32
+
+
+def reader_of(feature: str):
+    """The module whose `fit_predict` reads a feature set: the linear probe, scikit-learn's
+    boosted trees or CatBoost."""
+    from citab_cli.core.evaluation import catboost_trees, linear, trees
+
+    readers = {"raw_table_gbdt": trees, "raw_table_catboost": catboost_trees}
+    return readers.get(feature, linear)
 
 
 def comparison_pairs(available) -> list[tuple[str, str]]:

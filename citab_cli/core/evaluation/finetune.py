@@ -14,7 +14,7 @@ from torch import nn
 
 from citab_cli.core.data.project import Project, ReportFiles
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import evaluation_report, features, linear, trees
+from citab_cli.core.evaluation import catboost_trees, evaluation_report, features
 from citab_cli.core.evaluation.classifier import (
     BACKBONE_RATE,
     CLASSIFIER,
@@ -48,11 +48,13 @@ TITLES = {
     "daft": "supervised image-table fusion from scratch (DAFT-style), same budget",
     "raw_table": "raw table, logistic regression",
     "raw_table_gbdt": "raw table, gradient-boosted trees",
+    "raw_table_catboost": "raw table, CatBoost",
     "raw_image": "raw table + image block means, logistic regression",
     "floor": "age + sex (+ education) floor",
 }
 #: What fine-tuning is compared with, in report order.
-BASELINE_KINDS = ("scratch", "daft", "raw_table", "raw_table_gbdt", "raw_image", "floor")
+BASELINE_KINDS = ("scratch", "daft", "raw_table", "raw_table_gbdt", "raw_table_catboost",
+                  "raw_image", "floor")  # fmt: skip
 
 
 @dataclass
@@ -178,6 +180,7 @@ def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds,
             "daft": data.columns,
             "raw_table": data.columns,
             "raw_table_gbdt": data.columns,
+            "raw_table_catboost": data.columns,
             "raw_image": data.columns,
             "floor": [c for c, role in zip(data.columns, data.covariates, strict=True) if role],
         },
@@ -203,6 +206,8 @@ def _table_baselines(
         "raw_table": features.table_features(data, raw),
         "raw_table_gbdt": features.table_features(data, raw, native_missing=True),
     }
+    if catboost_trees.available():
+        sets["raw_table_catboost"] = sets["raw_table_gbdt"]
     sets["raw_image"] = np.concatenate([sets["raw_table"], features.image_block_means(data)], 1)
     floor = features.layout([data], "role", features.FLOOR_ROLES)
     if floor.columns:
@@ -210,7 +215,7 @@ def _table_baselines(
     rows, y = layout.rows["train"], layout.y
     out: dict[str, list[np.ndarray]] = {}
     for name, x in sets.items():
-        reader = trees if name in features.TREE_FEATURES else linear
+        reader = features.reader_of(name)
         out[name] = []
         for seed in range(seeds):
             subset = rows[stratified_subset(y[rows], label_fraction, seed)]

@@ -16,7 +16,7 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import evaluation_report, oracle
+from citab_cli.core.evaluation import catboost_trees, evaluation_report, oracle
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
@@ -263,6 +263,8 @@ def _sides(
     seen = {"citab": with_scan, "citab_tabular": model_columns, "citab_image": scan}
     seen.update(random_multimodal=with_scan, random_tabular=model_columns, random_image=scan)
     seen["raw_table"] = seen["raw_table_gbdt"] = {"headers": raw.names()}
+    if catboost_trees.available():
+        seen["raw_table_catboost"] = seen["raw_table"]
     seen["raw_image"] = {"headers": raw.names(), "image_blocks": IMAGE_BLOCKS_SEEN}
     seen["citab_raw"] = seen["random_raw"] = {**with_scan, "raw_headers": raw.names()}
     if floor.columns:
@@ -280,6 +282,8 @@ def _table_sets(
     features = dict(embedded)
     features["raw_table"] = table_features(cohort, raw)
     features["raw_table_gbdt"] = table_features(cohort, raw, native_missing=True)
+    if catboost_trees.available():  # the `baselines` extra
+        features["raw_table_catboost"] = features["raw_table_gbdt"]
     features["raw_image"] = np.concatenate([features["raw_table"], image_block_means(cohort)], 1)
     features["citab_raw"] = np.concatenate([features["citab"], features["raw_table"]], 1)
     if "random_multimodal" in features:  # the random twin, when it was embedded

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from citab_cli.core.evaluation import evaluation_report, linear, trees
-from citab_cli.core.evaluation.features import METHODS, RANDOM_TWIN, TREE_FEATURES
+from citab_cli.core.evaluation import evaluation_report, trees
+from citab_cli.core.evaluation.features import METHODS, RANDOM_TWIN, TREE_FEATURES, reader_of
 from citab_cli.core.evaluation.scoring import Scoring
 from citab_cli.core.hashing import arrays_sha256
 from citab_cli.core.runtime.stopwatch import Stopwatch
@@ -21,7 +21,7 @@ PARTS = {
     "methods": "probes: fitting heads on the pretrained embeddings",
     "twins": "probes: fitting heads on the random twin's embeddings",
     "baselines": "probes: fitting the linear baselines (raw table, floor, oracle)",
-    "trees": "probes: fitting gradient-boosted trees",
+    "trees": "probes: fitting gradient-boosted trees (and CatBoost)",
     "bootstrap": "probes: bootstrapping intervals",
     "write": "probes: writing reports and figures",
 }
@@ -51,7 +51,7 @@ def fit_all(
         if settings.get("features") and feature not in settings["features"]:
             continue
         x, x_test = train.features[feature], test.features[feature][scoring.rows]
-        reader = trees if feature in TREE_FEATURES else linear
+        reader = reader_of(feature)
         with watch.part(fit_part(feature)):
             runs[feature], chosen_here, folds_here = _fitted(
                 reader, x, y, x_test, scoring, settings, classes

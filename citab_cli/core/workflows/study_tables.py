@@ -36,6 +36,7 @@ from citab_cli.core.workflows.study_spec import StudySpec
 MODEL_FREE = (
     ("raw_table", "raw table (logistic regression)"),
     ("raw_table_gbdt", "raw table (gradient-boosted trees)"),
+    ("raw_table_catboost", "raw table (CatBoost)"),
     ("raw_image", "raw table + image block means"),
     ("floor", "age + sex (+ education) floor"),
 )
