@@ -77,14 +77,15 @@ def _show(report, cohort: str, seeds: int, strategy: str) -> None:
     from citab_cli.core.evaluation.finetune import TITLES
 
     table = Table(
-        title=f"{cohort}: test metrics (mean ± sd over {seeds} seed(s))",
+        title=f"{cohort}: test metrics (mean ± sd over {seeds} seed(s)); the same network and "
+        "DAFT-style fusion trained from scratch with the same budget",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
     table.add_column("metric")
     table.add_column(f"fine-tuned ({strategy})", justify="right")
-    table.add_column("from scratch, same budget", justify="right")
-    table.add_column("DAFT-style fusion, from scratch", justify="right")
+    table.add_column("from scratch", justify="right")
+    table.add_column("DAFT-style fusion", justify="right")
     table.add_column("raw table", justify="right")
     labels = {
         "accuracy": "accuracy",
