@@ -61,6 +61,11 @@ def info(project: Path = ProjectOption) -> None:
                     f"see {c.montage}",
                     soft_wrap=True,
                 )
+            if c.without_scan:
+                console.print(
+                    f"  {c.name}: {c.without_scan} of {c.subjects} subjects have no scan "
+                    "(table-only; pretraining and evaluation read the others)"
+                )
             if c.warnings:
                 console.print(
                     f"  {c.name}: ingested {c.created[:10]} with {c.warnings} "

@@ -16,6 +16,12 @@ from citab_cli.commands.options import ProjectOption, default, parse_triple
 class OnMissingImage(str, Enum):
     error = "error"
     skip = "skip"
+    keep = "keep"
+
+
+class OnBadScan(str, Enum):
+    error = "error"
+    skip = "skip"
 
 
 class Pipeline(str, Enum):
@@ -42,8 +48,14 @@ PreprocessOption = typer.Option(
     "to MNI152); minimal for skull-stripped, registered scans. "
     + default("the schema's image: preprocess, else minimal"),
 )
-BadScanOption = typer.Option(
+MissingImageOption = typer.Option(
     OnMissingImage.error,
+    "--on-missing-image",
+    help="Rows without a scan: stop (error), leave them out (skip), or keep them as "
+    "table-only subjects (keep; docs/ingest.md says where they are used).",
+)
+BadScanOption = typer.Option(
+    OnBadScan.error,
     "--on-bad-scan",
     help="Stop at a scan the pipeline cannot use (no brain found, registration failed, "
     "unreadable), or skip its row and list it.",
@@ -177,11 +189,7 @@ def ingest(
         "to the CSV, then the shipped schemas/<cohort>.yaml].",
     ),
     workers: int = WorkersOption,
-    on_missing_image: OnMissingImage = typer.Option(
-        OnMissingImage.error,
-        "--on-missing-image",
-        help="Stop on rows without an image, or skip them.",
-    ),
+    on_missing_image: OnMissingImage = MissingImageOption,
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -192,7 +200,7 @@ def ingest(
     ),
     spacing: str = SpacingOption,
     preprocess: Pipeline = PreprocessOption,
-    on_bad_scan: OnMissingImage = BadScanOption,
+    on_bad_scan: OnBadScan = BadScanOption,
     split: str = SplitOption,
     split_seed: int = SplitSeedOption,
     splits_file: Path = SplitsFileOption,
@@ -223,7 +231,7 @@ def ingest(
     plan = _plan(csv_path, images, project, common, (session, acq, run))
     console.print(
         f"Cohort [bold]{plan.cohort}[/]: schema {plan.schema_path}, "
-        f"{len(plan.images)} image(s) under {plan.images_root}, preprocessing {plan.pipeline}"
+        f"{len(plan.scanned)} image(s) under {plan.images_root}, preprocessing {plan.pipeline}"
     )
     if plan.bids is not None:
         console.print(f"BIDS: {plan.bids['rules']}", soft_wrap=True)
@@ -239,7 +247,7 @@ def _execute(plan, workers: int, scheduler: str | None):
     """The plan carried out under a progress bar, with the time each step took per scan."""
     from citab_cli.core.data.ingest_execute import execute
 
-    with progress_bar(f"Preprocessing {plan.cohort}", len(plan.images)) as advance:
+    with progress_bar(f"Preprocessing {plan.cohort}", len(plan.scanned)) as advance:
         summary = execute(plan, workers, advance, scheduler)
     if summary.seconds:
         steps = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in summary.seconds.items())
@@ -290,7 +298,8 @@ def _fill(plan, shard_text: str | None, workers: int, scheduler: str | None) -> 
     from citab_cli.core.data import ingest_fill
 
     shard = ingest_fill.parse_shard(shard_text) if shard_text is not None else None
-    selected = ingest_fill.shard_indices(len(plan.images), shard)
+    scanned = plan.scanned
+    selected = [scanned[k] for k in ingest_fill.shard_indices(len(scanned), shard)]
     with progress_bar(f"Preprocessing {plan.cohort}", len(selected)) as advance:
         done = ingest_fill.fill(plan, selected, workers, scheduler, advance, shard)
     share = f"shard {shard[0]}/{shard[1]}: " if shard else ""
@@ -327,10 +336,13 @@ def _render(summary, settings) -> None:
     for label in labels:
         table.add_column(label, justify="right")
     table.add_column("total", justify="right")
+    if summary.without_scan:
+        table.add_column("without a scan", justify="right")
     for split, counts in summary.counts.items():
-        table.add_row(
-            split, *(str(counts.get(label, 0)) for label in labels), str(sum(counts.values()))
-        )
+        cells = [*(str(counts.get(label, 0)) for label in labels), str(sum(counts.values()))]
+        if summary.without_scan:
+            cells.append(str(summary.without_scan.get(split, 0)))
+        table.add_row(split, *cells)
     console.print(table)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
@@ -340,7 +352,10 @@ def _render(summary, settings) -> None:
         console.print("[bold]Dry run:[/] nothing was written.")
     else:
         grid = "x".join(str(s) for s in settings.image.shape)
-        console.print(
-            f"[green]Stored[/] {summary.kept} subjects ({grid} float16) in {summary.written}; "
-            f"QC montage {summary.written / QC_FILE}"
-        )
+        tables_only = sum(summary.without_scan.values())
+        scans = f"{summary.kept - tables_only} scans ({grid} float16)"
+        if tables_only:
+            scans += f" and {tables_only} without a scan"
+        montage = f"; QC montage {summary.written / QC_FILE}" if tables_only < summary.kept else ""
+        console.print(f"[green]Stored[/] {summary.kept} subjects, {scans}, in {summary.written}"
+                      f"{montage}")  # fmt: skip

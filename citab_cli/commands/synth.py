@@ -45,6 +45,12 @@ def synth(
         "docs/synthetic-data.md). With --image-signal 0 it is the negative control whose "
         "scans carry nothing. " + default("none: ordinary cohorts"),
     ),
+    tables_only: int = typer.Option(
+        0,
+        "--tables-only",
+        help="Also give each cohort N subjects with table rows and no scan, as registries have "
+        "(ingest them with --on-missing-image keep). " + default("0"),
+    ),
     raw_scans: bool = typer.Option(
         False,
         "--raw-scans",
@@ -57,7 +63,8 @@ def synth(
     from citab_cli.core import synth as core
 
     names = [c.strip().lower() for c in cohorts.split(",") if c.strip()]
-    core.check_request(out, names, subjects, shape, image_signal, wording.value, control)
+    core.check_request(out, names, subjects, shape, image_signal, wording.value, control,
+                       tables_only)  # fmt: skip
     total = sum(core.subjects_of(names, subjects, control).values())
     with progress_bar("Synthesising scans", total) as advance:
         result = core.generate(
@@ -71,7 +78,13 @@ def synth(
             raw_scans=raw_scans,
             wording=wording.value,
             control=control,
+            tables_only=tables_only,
         )
+    _show(result, tables_only)
+
+
+def _show(result, tables_only: int) -> None:
+    """The cohorts written, and the next command."""
     table = Table(title=f"Synthetic cohorts in {result.out}", title_justify="left")
     for column in ("cohort", "subjects", "labelled", "CSV rows", "CN/MCI/AD", "ceiling accuracy",
                    "files"):  # fmt: skip
@@ -88,6 +101,9 @@ def synth(
             f"{c.csv.name}, {c.images.name}/",
         )
     console.print(table)
+    if tables_only:
+        console.print(f"Each cohort's last {tables_only} subjects have table rows and no scan.")
     console.print(f"Truth (latent severity, ceiling accuracy): {result.truth}")
     first = result.cohorts[0]
-    console.print(f"Next: citab ingest {first.csv} --images {first.images} --project PROJECT")
+    keep = " --on-missing-image keep" if tables_only else ""
+    console.print(f"Next: citab ingest {first.csv} --images {first.images} --project PROJECT{keep}")

@@ -36,6 +36,7 @@ class IngestSummary:
     notes: list[str] = field(default_factory=list)  # about the project, not the cohort
     seconds: dict = field(default_factory=dict)  # mean seconds per scan of each step
     peak_mb: float = 0.0  # the largest peak memory of a process that ran a scan
+    without_scan: Counter = field(default_factory=Counter)  # split -> table-only subjects
 
 
 def plan(
@@ -126,7 +127,10 @@ def assemble(
     if not table.subjects:
         raise CitabError(f"{raw.path}: no rows left to ingest after validation; check the file")
     found, missing = find_images(table)
-    if missing:
+    if missing and on_missing_image == "keep":
+        warnings.append(f"{len(missing)} row(s) kept without a scan, as table-only subjects "
+                        "(--on-missing-image keep)")  # fmt: skip
+    elif missing:
         if on_missing_image == "error":
             raise CitabError(image_paths.describe_missing(missing, images_root, raw.path))
         keep = [i for i, path in enumerate(found) if path is not None]
@@ -135,7 +139,7 @@ def assemble(
         table = table.subset(keep)
         table.dropped["image not found"] += len(missing)
         warnings.append(f"{len(missing)} row(s) skipped: image not found (--on-missing-image skip)")
-    images = [path for path in found if path is not None]
+    images = found if on_missing_image == "keep" else [p for p in found if p is not None]
     fixed, source = None, {"fractions": planned.settings.split.model_dump(mode="json")}
     if splits_file is not None:
         fixed, notes = splits.read_split_file(splits_file, table.subjects)
@@ -167,6 +171,7 @@ def summarize(
     written: Path | None,
     table: ValidatedTable | None = None,
     warnings: list[str] | None = None,
+    images: list | None = None,
 ) -> IngestSummary:
     """The summary of a plan (or of what carrying it out kept: `table`, `warnings`): rows read,
     kept and dropped, subjects per split and label, warnings."""
@@ -185,6 +190,13 @@ def summarize(
         classes=[*classes, "unlabelled"] if unlabelled else classes,
         warnings=warnings if warnings is not None else plan.warnings,
         written=written,
+        without_scan=Counter(
+            split
+            for split, path in zip(
+                split_of, images if images is not None else plan.images, strict=True
+            )
+            if path is None
+        ),  # fmt: skip
     )
 
 

@@ -43,6 +43,8 @@ def _from_here(path: Path) -> str:
 
 def _resolution_warning(spacings: list, settings: ImageSettings) -> str | None:
     """A warning when the scans are much coarser than the grid they are stored on."""
+    if not spacings:  # every subject table-only
+        return None
     source = float(np.median([max(s) for s in spacings]))
     target = max(settings.spacing)
     if source <= 2 * target:
@@ -96,7 +98,8 @@ def execute(
                 atomic.write_bytes(
                     project.schema_path(plan.cohort), schema or plan.schema_path.read_bytes()
                 )
-    summary = summarize(plan, result.split_of, target, result.table, result.warnings)
+    summary = summarize(plan, result.split_of, target, result.table, result.warnings,
+                        result.images)  # fmt: skip
     summary.notes += result.notes
     summary.seconds, summary.peak_mb = result.seconds, result.peak_mb
     if removed:
@@ -115,11 +118,13 @@ def _preprocess(
     scheduler: str | None,
     advance: Callable[[], None] | None,
 ) -> list[Preprocessed]:
-    """Every scan through the pipeline into stage/images.npy, written scan by scan as each
-    finishes (never held in memory). A bad scan stops the ingest, or with --on-bad-scan skip
-    drops its row (the result's table and images shrink to match)."""
+    """Every scan through the pipeline into stage/images.npy (one volume per row with a scan,
+    in row order; table-only rows have none), written scan by scan as each finishes (never held
+    in memory). A bad scan stops the ingest, or with --on-bad-scan skip drops its row (the
+    result's table and images shrink to match). Returns the scanned rows' results."""
     job = scan_job(plan, store=scheduler is not None)
-    count = len(result.images)
+    scanned = result.scanned
+    count = len(scanned)
     store = np.lib.format.open_memmap(
         stage / IMAGES_FILE, mode="w+", dtype=np.float16, shape=(count, *plan.settings.image.shape)
     )
@@ -130,10 +135,12 @@ def _preprocess(
         done.volume = np.empty(0, np.float16)  # stored; not kept twice in memory
         results[index] = done
 
-    failures = preprocess_all(result.images, job, workers, keep, advance, scheduler)
+    paths = [result.images[i] for i in scanned]
+    failures = preprocess_all(paths, job, workers, keep, advance, scheduler) if count else {}
     store.flush()
     rows = zip(result.table.lines, result.table.subjects, strict=True)
     origins = [f"{plan.csv_path}: line {line} (subject {subject})" for line, subject in rows]
+    origins = [origins[i] for i in scanned]
     if failures and (plan.on_bad_scan == "error" or len(failures) == count):
         raise CitabError(pipelines.describe_failures(failures, origins))
     kept = [i for i in range(count) if i not in failures]
@@ -150,15 +157,19 @@ def _preprocess(
         for index in sorted(failures):
             result.warnings.append(f"scan skipped (--on-bad-scan skip): {origins[index]}: "
                                    f"{failures[index].split(': ', 1)[-1]}")  # fmt: skip
-        result.keep(kept)
+        bad = {scanned[i] for i in failures}
+        result.keep([i for i in range(len(result.images)) if i not in bad])
         result.table.dropped["bad scan"] += len(failures)
     return [results[i] for i in kept]  # type: ignore[misc]
 
 
 def _quality(plan: IngestPlan, result: IngestResult, stage: Path, done: list[Preprocessed]):
-    """Per-subject QC figures into the result, outliers as warnings, and qc.png."""
-    subjects = result.table.subjects
+    """Per-subject QC figures into the result, outliers as warnings, and qc.png: of the
+    subjects with a scan (a cohort without any has no montage)."""
+    subjects = [result.table.subjects[i] for i in result.scanned]
     figures = [d.qc for d in done]
+    if not done:
+        return
     result.qc = dict(zip(subjects, figures, strict=True))
     flagged = qc.outliers(subjects, figures)
     shown = _from_here(plan.project.cohort_file(plan.cohort, QC_FILE))
@@ -204,7 +215,8 @@ def _write_cohort(
         str(stage / TABULAR_FILE),
         metadata={"cohort": plan.cohort, "columns": json.dumps(result.table.columns)},
     )
-    result.digests = [d.sha256 for d in done]
+    digests = iter(d.sha256 for d in done)
+    result.digests = [next(digests) if path is not None else "" for path in result.images]
     (stage / SUBJECTS_FILE).write_text(manifest.subjects_csv(plan, result))
     (stage / MANIFEST_FILE).write_text(json.dumps(manifest.manifest(plan, result), indent=2))
     truth = manifest.synthetic_truth(plan.csv_path, result.table.subjects)

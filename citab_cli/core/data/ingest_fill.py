@@ -66,7 +66,7 @@ def fill(
     after every other scan is done."""
     job = scan_job(plan, store=True)
     paths = [plan.images[i] for i in selected]
-    summary = FillSummary(plan.cohort, shard, len(plan.images), len(paths),
+    summary = FillSummary(plan.cohort, shard, len(plan.scanned), len(paths),
                           cache=job.result_folder())  # fmt: skip
 
     def count(_: int, done: pipelines.Preprocessed) -> None:

@@ -13,10 +13,15 @@ from citab_cli.core.data.table import ValidatedTable
 from citab_cli.core.schema.cohort import CohortSchema
 from citab_cli.core.settings import ProjectSettings
 
-OnMissing = Literal["error", "skip"]
+OnMissing = Literal["error", "skip", "keep"]
 OnBadScan = Literal["error", "skip"]
 #: The pipeline of a cohort whose schema and command line name none.
 DEFAULT_PIPELINE = "minimal"
+
+
+def scanned_rows(images: list[Path | None]) -> list[int]:
+    """The rows of `images` that have a scan."""
+    return [i for i, path in enumerate(images) if path is not None]
 
 
 @dataclass
@@ -33,7 +38,8 @@ class IngestPlan:
     csv_sha256: str
     images_root: Path
     table: ValidatedTable
-    images: list[Path]
+    #: each row's scan; None: a table-only subject (--on-missing-image keep)
+    images: list[Path | None]
     pipeline: str = DEFAULT_PIPELINE
     on_bad_scan: OnBadScan = "error"
     warnings: list[str] = field(default_factory=list)
@@ -43,6 +49,11 @@ class IngestPlan:
     schema_text: str | None = None  # a schema drafted for this ingest, saved with the cohort
     bids: dict | None = None  # a BIDS dataset's rules, sessions, scans and their sidecars
 
+    @property
+    def scanned(self) -> list[int]:
+        """The rows with a scan (the others are table-only subjects)."""
+        return scanned_rows(self.images)
+
 
 @dataclass
 class IngestResult:
@@ -51,7 +62,7 @@ class IngestResult:
     warnings with those the scans added."""
 
     table: ValidatedTable
-    images: list[Path]
+    images: list[Path | None]
     fixed_splits: list[str] | None
     warnings: list[str]
     notes: list[str] = field(default_factory=list)
@@ -60,7 +71,12 @@ class IngestResult:
     qc_outliers: dict = field(default_factory=dict)  # subject -> figures it is an outlier on
     seconds: dict = field(default_factory=dict)  # mean seconds per scan of each step
     peak_mb: float = 0.0  # the largest peak resident memory of a process that ran a scan
-    digests: list[str] = field(default_factory=list)  # each stored scan's sha256
+    digests: list[str] = field(default_factory=list)  # each row's stored scan's sha256, or ""
+
+    @property
+    def scanned(self) -> list[int]:
+        """The rows with a scan (the others are table-only subjects)."""
+        return scanned_rows(self.images)
 
     def keep(self, rows: list[int]) -> None:
         """Only these rows (and their scans and fixed splits) from now on."""

@@ -91,6 +91,10 @@ def manifest(plan: IngestPlan, result: IngestResult) -> dict:
         "qc_outliers": result.qc_outliers,
         "subjects": len(table.subjects),
         "splits": dict(Counter(split_of)),
+        # subjects kept without a scan (--on-missing-image keep), per split
+        "without_scan": dict(
+            Counter(s for s, path in zip(split_of, result.images, strict=True) if path is None)
+        ),
         "split_source": plan.split_source,
         "classes": plan.schema.label.class_names if plan.schema.label else [],
         "label_counts": dict(Counter(label for label in table.labels if label is not None)),
@@ -108,7 +112,7 @@ def manifest(plan: IngestPlan, result: IngestResult) -> dict:
 
 def subjects_csv(plan: IngestPlan, result: IngestResult) -> str:
     """subjects.csv: per subject its row index, split, label, source image and the image's
-    sha256."""
+    sha256 (both blank for a subject without a scan)."""
     table, images = result.table, result.images
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -120,7 +124,7 @@ def subjects_csv(plan: IngestPlan, result: IngestResult) -> str:
                 subject,
                 result.split_of[i],
                 table.labels[i] or "",
-                images[i].relative_to(plan.images_root).as_posix(),
+                "" if images[i] is None else images[i].relative_to(plan.images_root).as_posix(),
                 result.digests[i],
             ]
         )

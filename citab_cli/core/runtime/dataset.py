@@ -44,6 +44,9 @@ class CohortData:
     covariates: list[str | None]  # (C) age / sex / education, or None
     #: (N,) row of `images` read as subject i's scan; None: its own (shuffled-pairs controls)
     image_rows: np.ndarray | None = None
+    #: Subjects the project keeps without a scan (ingest --on-missing-image keep), left out
+    #: here: pretraining and evaluation read subjects with a scan.
+    without_scan: int = 0
 
     @property
     def size(self) -> int:
@@ -144,14 +147,21 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
             f"{cache.encoder_id} cache; run `citab embed-headers`"
         ) from None
     z, missing, level = _normalise(values, columns)
+    scanned = np.array([bool(r["image"]) for r in rows], bool)
+    if not scanned.any():
+        raise CitabError(
+            f"cohort '{name}' has no subject with a scan (all {len(rows)} were ingested as "
+            "table-only subjects); leave it out of --cohorts"
+        )
+    rows = [r for r, has in zip(rows, scanned, strict=True) if has]
     return CohortData(
         name=name,
         subjects=[r["subject"] for r in rows],
         splits=np.array([r["split"] for r in rows]),
         labels=[r["label"] or None for r in rows],
-        z=z,
-        missing=missing,
-        level=level,
+        z=z[scanned],
+        missing=missing[scanned],
+        level=level[scanned],
         categorical=np.array([c["type"] == "categorical" for c in columns]),
         column_vectors=column_vectors.astype(np.float32),
         level_vectors=level_vectors,
@@ -164,7 +174,18 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
         level_names=[list(c.get("levels", [])) for c in columns],
         criterion=np.array([bool(c.get("criterion", False)) for c in columns], bool),
         covariates=[c.get("covariate") for c in columns],
+        without_scan=int((~scanned).sum()),
     )
+
+
+def without_scan_notes(cohorts: list[CohortData]) -> list[str]:
+    """One line per cohort that left subjects without a scan out."""
+    return [
+        f"cohort {c.name}: {c.without_scan} subject(s) without a scan left out (pretraining and "
+        "evaluation read subjects with a scan)"
+        for c in cohorts
+        if c.without_scan
+    ]
 
 
 def identity_vocabulary(cohorts: list[CohortData]) -> list[str]:

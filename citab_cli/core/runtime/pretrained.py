@@ -14,7 +14,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.runtime import checkpoint_file
-from citab_cli.core.runtime.dataset import CohortData, load_cohort
+from citab_cli.core.runtime.dataset import CohortData, load_cohort, without_scan_notes
 from citab_cli.core.runtime.run_config import PretrainConfig
 
 
@@ -131,7 +131,10 @@ def read_cohorts(
         if check_schema:
             check_cohort(loaded, project, name)
     cache = headers.ensure_embedded(project, names, message)
-    return [load_cohort(project, n, cache) for n in names]
+    cohorts = [load_cohort(project, n, cache) for n in names]
+    for line in without_scan_notes(cohorts):
+        message(line)
+    return cohorts
 
 
 def prepare_cohorts(

@@ -39,6 +39,7 @@ class SynthCohort:
     class_counts: dict[str, int]
     prevalence: tuple[float, ...] = ()
     labelled: int = 0  # subjects whose diagnosis the CSV gives
+    tables_only: int = 0  # subjects with table rows and no scan (the last ones)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ def check_request(
     image_signal: float = 1.0,
     wording: str = "shared",
     control: str | None = None,
+    tables_only: int = 0,
 ) -> None:
     """Refuse a synth request that cannot be met (unknown cohorts, sizes, an output that exists)."""
+    if tables_only < 0:
+        raise CitabError(f"--tables-only {tables_only} is negative; give 0 or more subjects")
     if control is not None:
         design = controls.design(control)
         absent = [c for c in (design.target, *design.sources) if c not in cohorts]
@@ -114,16 +118,19 @@ def generate(
     raw_scans: bool = False,
     wording: str = "shared",
     control: str | None = None,
+    tables_only: int = 0,
 ) -> SynthResult:
     """Write OUT/<cohort>.csv, OUT/<cohort>.yaml (its schema), OUT/<cohort>_mri/**.nii.gz and
     OUT/truth.{csv,json}. `wording` "independent" describes each cohort's columns in its own
     words (synth/wording.py); the values are the same as with "shared" but for NACC's education,
     recorded as a level. `control` "positive" writes a control with a known answer
     (synth/controls.py): large, mostly unlabelled source cohorts and a balanced target.
+    `tables_only` adds that many subjects to each cohort with table rows and no scan (their
+    truth's image is blank), as registries have.
 
     Deterministic: the same arguments give byte-identical files.
     """
-    check_request(out, cohorts, subjects, shape, image_signal, wording, control)
+    check_request(out, cohorts, subjects, shape, image_signal, wording, control, tables_only)
     design = controls.design(control) if control is not None else None
     grid = anatomy.Grid(shape)
     truth_rows: list[dict[str, str]] = []
@@ -131,9 +138,8 @@ def generate(
     with atomic.staged_directory(out) as stage:
         for name in cohorts:
             role = controls.Role.of(design, name, subjects)
-            cohort, truth = _write_cohort(
-                stage, out, name, grid, seed, advance, image_signal, raw_scans, wording, role
-            )
+            cohort, truth = _write_cohort(stage, out, name, grid, seed, advance, image_signal,
+                                          raw_scans, wording, role, tables_only)  # fmt: skip
             summary.append(cohort)
             truth_rows.extend(truth)
         (stage / "truth.csv").write_text(_csv_text(truth_rows))
@@ -142,6 +148,8 @@ def generate(
         document["raw_scans"] = raw_scans
         document["wording"] = wording
         document["control"] = controls.describe(design)
+        if tables_only:
+            document["tables_only"] = tables_only
         atomic.write_text(stage / "truth.json", json.dumps(document, indent=2) + "\n")
     return SynthResult(out=out, cohorts=summary, truth=out / "truth.json")
 
@@ -157,11 +165,14 @@ def _write_cohort(
     raw_scans: bool,
     wording: str,
     role: controls.Role,
+    tables_only: int = 0,
 ) -> tuple[SynthCohort, list[dict[str, str]]]:
-    """One cohort's CSV, scans and schema under `stage`; its summary and its truth rows."""
+    """One cohort's CSV, scans and schema under `stage`; its summary and its truth rows. The
+    last `tables_only` subjects have table rows and no scan."""
     spec = COHORTS[name]
     prevalence = role.prevalence or spec.prevalence
-    subjects = role.subjects
+    scanned = role.subjects
+    subjects = scanned + tables_only
     rng = np.random.default_rng([seed, _STREAM[name]])
     lat = latent.sample(rng, subjects, prevalence, spec.age_mean, spec.education_mean, image_signal)
     keeps = np.random.default_rng([seed, _STREAM[name], _LABEL_STREAM]).random(subjects)
@@ -175,10 +186,12 @@ def _write_cohort(
             for row in subject_rows:
                 row[spec.label_column] = ""
         rows.extend(subject_rows)
-        subject_rng = np.random.default_rng([seed, _STREAM[name], i, _SCAN_STREAM])
-        target = images / image_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        truth = _write_scan(target, grid, subject_rng, lat, i, spec.scanner, raw_scans)
+        truth = None
+        if i < scanned:
+            subject_rng = np.random.default_rng([seed, _STREAM[name], i, _SCAN_STREAM])
+            target = images / image_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            truth = _write_scan(target, grid, subject_rng, lat, i, spec.scanner, raw_scans)
         if truth is not None:
             mask_path = stage / f"{name}_truth" / f"{subject}_brainmask.nii.gz"
             mask_path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,11 +209,11 @@ def _write_cohort(
                 "education": f"{lat.education[i]:g}",
                 "apoe4": str(int(lat.apoe4[i])),
                 "labelled": "yes" if labelled else "no",
-                "image": f"{name}_mri/{image_path}",
+                "image": f"{name}_mri/{image_path}" if i < scanned else "",
                 **({"brain_mask": f"{name}_truth/{subject}_brainmask.nii.gz"} if raw_scans else {}),
             }
         )
-        if advance is not None:
+        if advance is not None and i < scanned:
             advance()
     if wording == "independent":
         reword_rows(name, rows)
@@ -217,6 +230,7 @@ def _write_cohort(
         class_counts={c: int(k) for c, k in zip(latent.CLASSES, counts, strict=True)},
         prevalence=tuple(prevalence),
         labelled=int((keeps < role.labelled).sum()),
+        tables_only=tables_only,
     )
     return cohort, truth_rows
 

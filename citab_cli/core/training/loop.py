@@ -22,7 +22,13 @@ from citab_cli.core.errors import CitabError
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.model.objective import PretrainingObjective
 from citab_cli.core.runtime.augment import augment, sample_parameters, second_view
-from citab_cli.core.runtime.dataset import CohortData, Collator, check_images_match, load_cohort
+from citab_cli.core.runtime.dataset import (
+    CohortData,
+    Collator,
+    check_images_match,
+    load_cohort,
+    without_scan_notes,
+)
 from citab_cli.core.runtime.device import autocast, image_layout, model_layout, to_device
 from citab_cli.core.runtime.distributed import SINGLE, Distributed, Gather
 from citab_cli.core.runtime.run_config import PretrainConfig, TrainConfig
@@ -172,6 +178,8 @@ def _pretrain(
     cohort_names = list(config.cohorts)
     cache = headers.ensure_embedded(project, cohort_names, hooks.message, dist.main, dist.barrier)
     cohorts = [load_cohort(project, name, cache) for name in cohort_names]
+    for line in without_scan_notes(cohorts) if dist.main else []:
+        hooks.message(line)
     if config.exclude_criteria:
         cohorts = [c.without_criteria() for c in cohorts]
     config = resolve_config(config, project, cache.dim, cohorts)

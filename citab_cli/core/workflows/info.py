@@ -25,6 +25,7 @@ class CohortInfo:
     pipeline: str = "minimal"
     qc_outliers: dict = field(default_factory=dict)  # subject -> QC figures it stands out on
     montage: Path | None = None  # qc.png
+    without_scan: int = 0  # subjects kept without a scan (table-only)
 
 
 @dataclass
@@ -67,6 +68,7 @@ def describe(project: Project) -> ProjectInfo:
                 pipeline=manifest.get("preprocessing", {}).get("pipeline", "minimal"),
                 qc_outliers=manifest.get("qc_outliers", {}),
                 montage=project.cohort_file(name, QC_FILE),
+                without_scan=sum(manifest.get("without_scan", {}).values()),
             )
         )
     return ProjectInfo(

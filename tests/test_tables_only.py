@@ -1,0 +1,133 @@
+"""Subjects with a table and no scan: `citab synth --tables-only`, `citab ingest
+--on-missing-image keep` (stored, counted per split, outside QC), and what reads the cohort
+afterwards (they are left out, and said to be)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from citab_cli.core.data.project import Project
+from citab_cli.core.errors import CitabError
+from tests.helpers import SHAPE, FakeEncoder, ingest, run, tiny
+
+EXTRA = 5
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Path:
+    """adni and aibl of 16 scanned subjects each, plus 5 table-only subjects each."""
+    out = tmp_path_factory.mktemp("registry") / "raw"
+    result = run("synth", out, "--cohorts", "adni,aibl", "--subjects", 16, "--shape", SHAPE,
+                 "--seed", 4, "--tables-only", EXTRA)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"last {EXTRA} subjects have table rows and no scan" in result.output
+    return out
+
+
+def _truth(raw: Path, cohort: str) -> list[dict]:
+    with open(raw / "truth.csv", newline="") as handle:
+        return [r for r in csv.DictReader(handle) if r["cohort"] == cohort]
+
+
+def test_synth_writes_table_rows_without_scans(registry: Path, tmp_path: Path):
+    truth = _truth(registry, "adni")
+    assert len(truth) == 16 + EXTRA
+    assert all(r["image"] for r in truth[:16]) and not any(r["image"] for r in truth[16:])
+    assert len(list((registry / "adni_mri").rglob("*.nii.gz"))) == 16
+    with open(registry / "adni.csv", newline="") as handle:
+        subjects = {row["PTID"] for row in csv.DictReader(handle)}
+    assert {r["subject"] for r in truth} == subjects  # every subject has table rows
+    assert json.loads((registry / "truth.json").read_text())["tables_only"] == EXTRA
+    plain = tmp_path / "plain"
+    assert run("synth", plain, "--cohorts", "adni", "--subjects", 16, "--shape", SHAPE,
+               "--seed", 4, "--tables-only", 0).exit_code == 0  # fmt: skip
+    assert "tables_only" not in json.loads((plain / "truth.json").read_text())
+    bad = run("synth", tmp_path / "bad", "--tables-only", -1)
+    assert bad.exit_code == 1 and "--tables-only -1 is negative" in bad.output
+
+
+def test_ingest_keeps_them_counts_them_and_leaves_them_out_of_qc(registry: Path, tmp_path: Path):
+    project = tmp_path / "p"
+    refused = ingest(registry, "adni", project, "--shape", SHAPE)
+    assert refused.exit_code == 1 and "not found" in refused.output
+    result = ingest(registry, "adni", project, "--shape", SHAPE, "--on-missing-image", "keep")
+    assert result.exit_code == 0, result.output
+    assert "without a scan" in result.output and f"{EXTRA} row(s) kept without a scan" in (
+        result.output.replace("\n", " ")
+    )
+    assert "16 scans" in result.output and f"and {EXTRA} without a scan" in result.output
+    folder = project / "cohorts" / "adni"
+    with open(folder / "subjects.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 + EXTRA
+    table_only = [r for r in rows if not r["image"]]
+    assert len(table_only) == EXTRA and all(not r["image_sha256"] for r in table_only)
+    assert np.load(folder / "images.npy", mmap_mode="r").shape == (16, *(SHAPE,) * 3)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert sum(manifest["without_scan"].values()) == EXTRA
+    by_split = {s: sum(1 for r in table_only if r["split"] == s) for s in ("train", "val", "test")}
+    assert {s: manifest["without_scan"].get(s, 0) for s in by_split} == by_split
+    assert len(manifest["qc"]) == 16 and not {r["subject"] for r in table_only} & set(
+        manifest["qc"]
+    )
+    assert manifest["subjects"] == 16 + EXTRA
+    info = run("info", "--project", project)
+    assert f"{EXTRA} of {16 + EXTRA} subjects have no scan" in info.output.replace("\n", " ")
+
+
+def test_a_cohort_without_any_scan_ingests_and_is_left_out_by_name(tmp_path: Path, monkeypatch):
+    from citab_cli.core import headers
+    from citab_cli.core.runtime.dataset import load_cohort
+    from citab_cli.core.training import loop
+
+    raw = tmp_path / "raw"
+    assert run("synth", raw, "--cohorts", "adni,aibl", "--subjects", 16, "--shape", SHAPE,
+               "--seed", 5).exit_code == 0  # fmt: skip
+    for scan in (raw / "aibl_mri").rglob("*.nii.gz"):
+        scan.unlink()  # a registry with tables only
+    project = tmp_path / "p"
+    assert ingest(raw, "adni", project, "--shape", SHAPE).exit_code == 0
+    result = ingest(raw, "aibl", project, "--shape", SHAPE, "--on-missing-image", "keep")
+    assert result.exit_code == 0, result.output
+    assert "QC montage" not in result.output and "0 scans" in result.output
+    assert not (project / "cohorts" / "aibl" / "qc.png").exists()
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    assert run("embed-headers", "--project", project).exit_code == 0
+    cache = headers.load_cache(Project(project), headers.encoder_id(None))
+    with pytest.raises(CitabError, match="cohort 'aibl' has no subject with a scan"):
+        load_cohort(Project(project), "aibl", cache)
+    seen = []
+    run_result = loop.pretrain(Project(project), tiny("adni", epochs=1), "scans",
+                               hooks=loop.Hooks(message=seen.append))  # fmt: skip
+    assert run_result.steps > 0 and not any("without a scan" in line for line in seen)
+
+
+def test_pretraining_and_probes_leave_table_only_subjects_out_and_say_so(
+    registry: Path, tmp_path: Path, monkeypatch
+):
+    from citab_cli.core import headers
+    from citab_cli.core.evaluation import probe
+    from citab_cli.core.training import loop
+
+    project = tmp_path / "p"
+    for cohort in ("adni", "aibl"):
+        result = ingest(registry, cohort, project, "--shape", SHAPE, "--on-missing-image", "keep",
+                        "--split", "0.4,0.2,0.4")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    seen: list[str] = []
+    loop.pretrain(Project(project), tiny("adni,aibl", epochs=1), "r",
+                  hooks=loop.Hooks(message=seen.append))  # fmt: skip
+    assert any(f"cohort adni: {EXTRA} subject(s) without a scan left out" in s for s in seen)
+    said: list[str] = []
+    (report,) = probe.probe(Project(project), "best.safetensors", ["adni"], fractions=(1.0,),
+                            seeds=1, resamples=20, message=said.append)  # fmt: skip
+    assert any("without a scan left out" in s for s in said)
+    with open(project / "cohorts" / "adni" / "subjects.csv", newline="") as handle:
+        scanned_test = [r for r in csv.DictReader(handle) if r["image"] and r["split"] == "test"]
+    assert len(report.y_test) == sum(1 for r in scanned_test if r["label"])
