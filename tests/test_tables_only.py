@@ -107,27 +107,122 @@ def test_a_cohort_without_any_scan_ingests_and_is_left_out_by_name(tmp_path: Pat
     assert run_result.steps > 0 and not any("without a scan" in line for line in seen)
 
 
-def test_pretraining_and_probes_leave_table_only_subjects_out_and_say_so(
-    registry: Path, tmp_path: Path, monkeypatch
-):
+def _registry_project(registry: Path, tmp_path: Path, monkeypatch) -> Path:
     from citab_cli.core import headers
-    from citab_cli.core.evaluation import probe
-    from citab_cli.core.training import loop
 
     project = tmp_path / "p"
     for cohort in ("adni", "aibl"):
         result = ingest(registry, cohort, project, "--shape", SHAPE, "--on-missing-image", "keep",
-                        "--split", "0.4,0.2,0.4")  # fmt: skip
+                        "--split", "0.5,0.1,0.4")  # fmt: skip
         assert result.exit_code == 0, result.output
     monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    return project
+
+
+def test_pretraining_adds_them_to_the_tabular_objectives_and_probes_leave_them_out(
+    registry: Path, tmp_path: Path, monkeypatch
+):
+    from citab_cli.core.evaluation import probe
+    from citab_cli.core.training import loop
+
+    project = _registry_project(registry, tmp_path, monkeypatch)
     seen: list[str] = []
-    loop.pretrain(Project(project), tiny("adni,aibl", epochs=1), "r",
-                  hooks=loop.Hooks(message=seen.append))  # fmt: skip
-    assert any(f"cohort adni: {EXTRA} subject(s) without a scan left out" in s for s in seen)
+    result = loop.pretrain(Project(project), tiny("adni,aibl", epochs=1), "r",
+                           hooks=loop.Hooks(message=seen.append))  # fmt: skip
+    assert result.steps > 0
+    assert any("subject(s) without a scan join the tabular objectives, 2 a batch beside its 4 "
+               "pairs" in s for s in seen), seen  # fmt: skip
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    assert all(np.isfinite(r["mtr"]) for r in records if "mtr" in r)
     said: list[str] = []
     (report,) = probe.probe(Project(project), "best.safetensors", ["adni"], fractions=(1.0,),
                             seeds=1, resamples=20, message=said.append)  # fmt: skip
-    assert any("without a scan left out" in s for s in said)
+    assert any(f"cohort adni: {EXTRA} subject(s) without a scan left out" in s for s in said)
     with open(project / "cohorts" / "adni" / "subjects.csv", newline="") as handle:
         scanned_test = [r for r in csv.DictReader(handle) if r["image"] and r["split"] == "test"]
     assert len(report.y_test) == sum(1 for r in scanned_test if r["label"])
+    # with train.table_only 0 they are left out of pretraining too, and it says so
+    seen.clear()
+    loop.pretrain(Project(project), tiny("adni,aibl", epochs=1, table_only=0.0), "without",
+                  hooks=loop.Hooks(message=seen.append))  # fmt: skip
+    assert any(f"cohort adni: {EXTRA} subject(s) without a scan left out" in s for s in seen)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_every_process_holds_its_pairs_first_then_subjects_without_a_scan(
+    registry: Path, tmp_path: Path, monkeypatch, world: int
+):
+    """Each process's batch is batch_size subjects with a scan, then its share of the subjects
+    without one: no process can hold a batch without pairs, so the gathered contrastive loss
+    always has its negatives; the draws are the same on every process and every run."""
+    from citab_cli.core import headers
+    from citab_cli.core.runtime.dataset import load_cohort
+    from citab_cli.core.runtime.distributed import Distributed
+    from citab_cli.core.training.sampling import make_schedule, table_only_items
+
+    project = _registry_project(registry, tmp_path, monkeypatch)
+    headers.encode_headers(Project(project))
+    cache = headers.load_cache(Project(project), headers.encoder_id(None))
+    cohorts = [load_cohort(Project(project), c, cache, table_only=True) for c in ("adni", "aibl")]
+    train = tiny("adni,aibl", batch_size=3, table_only=1.0).train
+    seen_extra = []
+    for rank in range(world):
+        dist = Distributed(rank, world, rank)
+        schedule = make_schedule(train, cohorts, dist)
+        assert schedule.extra == 3
+        again = list(make_schedule(train, cohorts, dist).batches(train, 0, 0, dist))
+        for items, same in zip(schedule.batches(train, 0, 0, dist), again, strict=True):
+            np.testing.assert_array_equal(items, same)
+            assert len(items) == 3 + 3
+            scanned = [cohorts[c].has_scan[r] for c, r in items]
+            assert all(scanned[:3]) and not any(scanned[3:])
+            assert all(cohorts[c].splits[r] == "train" for c, r in items)
+        seen_extra.append(next(iter(schedule.batches(train, 0, 0, dist)))[3:])
+    # the processes' shares are consecutive parts of one draw of the step
+    whole = table_only_items(schedule.table_only, 3 * world, train.seed, 0, Distributed(0, 1, 0))
+    np.testing.assert_array_equal(np.concatenate(seen_extra), whole)
+
+
+def test_a_subject_without_a_scan_never_reaches_an_image_loss():
+    """The batch's extra rows change MTR and nothing that reads a scan: ITC, ITM and their
+    scores equal those of the pairs alone."""
+    import torch
+
+    from citab_cli.core.model.citab import build_model
+    from citab_cli.core.model.config import preset
+    from citab_cli.core.model.objective import pretraining_loss
+    from tests.helpers import E, make_batch
+
+    config = preset("tiny").model_copy(update={"header_dim": E})
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    images = torch.randn(4, 1, *config.image.shape, generator=torch.Generator().manual_seed(1))
+    everyone = make_batch(b=6, c=5, seed=2)
+    pairs = everyone.select(torch.arange(4))
+    cohorts = torch.tensor([0, 0, 1, 1, 0, 1])
+
+    def losses(batch, groups):
+        return pretraining_loss(model, images, batch, groups, torch.Generator().manual_seed(3))
+
+    with_extra, alone = losses(everyone, cohorts), losses(pairs, cohorts[:4])
+    for key in ("itc", "itm", "itm_accuracy", "itm_auc"):
+        torch.testing.assert_close(with_extra[key], alone[key])
+    assert not torch.isclose(with_extra["mtr"], alone["mtr"])
+
+
+def test_two_processes_pretrain_with_subjects_without_a_scan(
+    registry: Path, tmp_path: Path, monkeypatch
+):
+    """torchrun, two processes on the CPU: each holds its pairs and its share of the subjects
+    without a scan; the gathered ITC and the run finish."""
+    from citab_cli.core.runtime import checkpoint_file
+    from tests.helpers import embedded_copy, torchrun
+
+    project = embedded_copy(_registry_project(registry, tmp_path, monkeypatch), tmp_path / "e")
+    done = torchrun("-m", "citab_cli", "pretrain", "--cohorts", "adni,aibl", "--preset", "tiny",
+                    "--epochs", "1", "--batch-size", "2", "--run-name", "ddp", "--device", "cpu",
+                    "--project", str(project))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "without a scan join the tabular objectives, 1 a batch beside its 2 pairs" in said
+    assert checkpoint_file.load(project / "runs/ddp/last.safetensors")[1]["step"] > 0

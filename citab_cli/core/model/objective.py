@@ -25,7 +25,9 @@ def pretraining_loss(
     momentum: MomentumEncoders | None = None,
     views: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Losses for one batch: images (B, 1, D, H, W) already augmented; batch the raw rows.
+    """Losses for one batch: images (P, 1, D, H, W) already augmented; batch the raw rows
+    (B >= P: its first P rows are the scans' subjects, the others subjects without a scan,
+    which join only the tabular objectives, MTR and the P-MoLin balance).
 
     cohorts (B,) cohort ids, used to keep ITC and ITM negatives within a cohort when configured;
     momentum: momentum encoders with their queue (training only; the queue is updated here).
@@ -39,7 +41,13 @@ def pretraining_loss(
     if config.objective == "simclr":
         return _simclr(model, images, views, cohorts, gather)
     image = model.encode_image(images)
-    table = model.encode_tabular(batch)
+    everyone = model.encode_tabular(batch)
+    pairs = images.shape[0]
+    table, pair_batch = everyone, batch
+    if pairs < batch.rows:  # ITC and ITM see the pairs alone
+        table = TabularOutput(everyone.tokens[:pairs], everyone.keep[:pairs], [])
+        pair_batch = batch.select(torch.arange(pairs, device=batch.values.device))
+        cohorts = None if cohorts is None else cohorts[:pairs]
     image_features = model.image_projection(image.pooled)
     table_features = model.tabular_projection(table.cls)
     if momentum is None:
@@ -48,7 +56,7 @@ def pretraining_loss(
             image_features, table_features, config.itc_temperature, gather, groups
         )
     else:
-        itc, logits = _queued_itc(momentum, model, images, batch, image_features,
+        itc, logits = _queued_itc(momentum, model, images, pair_batch, image_features,
                                   table_features, config.itc_temperature, gather)  # fmt: skip
 
     extra = {}
@@ -63,7 +71,7 @@ def pretraining_loss(
         loss = loss + config.mtr_weight * mtr
     balance = torch.zeros((), device=images.device)
     if model.config.tabular.prototype_balance > 0:
-        balance = torch.stack([balance_penalty(g, table.keep) for g in table.gates]).mean()
+        balance = torch.stack([balance_penalty(g, everyone.keep) for g in everyone.gates]).mean()
         loss = loss + model.config.tabular.prototype_balance * balance
     return {
         "loss": loss,
@@ -111,7 +119,7 @@ def _simclr(
     pooled = model.encode_image(torch.cat([images, views])).pooled  # one pass: BatchNorm sees both
     features = model.image_projection(pooled)
     b = images.shape[0]
-    groups = cohorts if config.itc_same_cohort else None
+    groups = cohorts[:b] if cohorts is not None and config.itc_same_cohort else None
     loss = nt_xent_loss(features[:b], features[b:], config.itc_temperature, gather, groups)
     zero = torch.zeros((), device=loss.device)
     return {"loss": loss, "itc": zero, "itm": zero, "mtr": zero, "balance": zero,

@@ -44,9 +44,41 @@ class CohortData:
     covariates: list[str | None]  # (C) age / sex / education, or None
     #: (N,) row of `images` read as subject i's scan; None: its own (shuffled-pairs controls)
     image_rows: np.ndarray | None = None
-    #: Subjects the project keeps without a scan (ingest --on-missing-image keep), left out
-    #: here: pretraining and evaluation read subjects with a scan.
+    #: Subjects the project keeps without a scan (ingest --on-missing-image keep) that were
+    #: left out of this cohort (`scanned_only`).
     without_scan: int = 0
+    #: (N,) row of `images` holding subject i's scan, -1 for a table-only subject; None: row i
+    #: (every subject has a scan)
+    scan_rows: np.ndarray | None = None
+
+    @property
+    def has_scan(self) -> np.ndarray:
+        """(N,) bool: the subject has a scan."""
+        if self.scan_rows is None:
+            return np.ones(self.size, bool)
+        return self.scan_rows >= 0
+
+    def subset(self, rows: np.ndarray) -> CohortData:
+        """The cohort with only the subjects `rows` (indices, in that order)."""
+        rows = np.asarray(rows, np.int64)
+        return replace(
+            self,
+            subjects=[self.subjects[i] for i in rows],
+            splits=self.splits[rows],
+            labels=[self.labels[i] for i in rows],
+            z=self.z[rows],
+            missing=self.missing[rows],
+            level=self.level[rows],
+            image_rows=None if self.image_rows is None else self.image_rows[rows],
+            scan_rows=None if self.scan_rows is None else self.scan_rows[rows],
+        )
+
+    def scanned_only(self) -> CohortData:
+        """The cohort without its table-only subjects (counted in `without_scan`)."""
+        if self.scan_rows is None:
+            return self
+        kept = self.subset(np.nonzero(self.has_scan)[0])
+        return replace(kept, without_scan=self.without_scan + self.size - kept.size)
 
     @property
     def size(self) -> int:
@@ -81,7 +113,12 @@ class CohortData:
 
     def scan(self, row: int) -> np.ndarray:
         """(D, H, W) the scan read with table row `row`."""
-        return self.images[row if self.image_rows is None else self.image_rows[row]]
+        if self.image_rows is not None:
+            return self.images[self.image_rows[row]]
+        index = row if self.scan_rows is None else int(self.scan_rows[row])
+        if index < 0:
+            raise ValueError(f"subject {self.subjects[row]} of {self.name} has no scan")
+        return self.images[index]
 
     def without_criteria(self) -> CohortData:
         """The cohort without the columns that define its label (schema `criterion: true`)."""
@@ -115,8 +152,12 @@ def _normalise(
     return z, missing, level
 
 
-def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> CohortData:
-    """Read a cohort from the project; its header texts must already be in `cache`."""
+def load_cohort(
+    project: Project, name: str, cache: headers.HeaderCache, table_only: bool = False
+) -> CohortData:
+    """Read a cohort from the project; its header texts must already be in `cache`. Subjects
+    without a scan are left out (and counted) unless `table_only`; a cohort without any scan
+    is refused then."""
     from safetensors.numpy import load_file
 
     manifest = project.manifest(name)
@@ -148,20 +189,19 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
         ) from None
     z, missing, level = _normalise(values, columns)
     scanned = np.array([bool(r["image"]) for r in rows], bool)
-    if not scanned.any():
+    if not scanned.any() and not table_only:
         raise CitabError(
             f"cohort '{name}' has no subject with a scan (all {len(rows)} were ingested as "
             "table-only subjects); leave it out of --cohorts"
         )
-    rows = [r for r, has in zip(rows, scanned, strict=True) if has]
-    return CohortData(
+    cohort = CohortData(
         name=name,
         subjects=[r["subject"] for r in rows],
         splits=np.array([r["split"] for r in rows]),
         labels=[r["label"] or None for r in rows],
-        z=z[scanned],
-        missing=missing[scanned],
-        level=level[scanned],
+        z=z,
+        missing=missing,
+        level=level,
         categorical=np.array([c["type"] == "categorical" for c in columns]),
         column_vectors=column_vectors.astype(np.float32),
         level_vectors=level_vectors,
@@ -174,8 +214,9 @@ def load_cohort(project: Project, name: str, cache: headers.HeaderCache) -> Coho
         level_names=[list(c.get("levels", [])) for c in columns],
         criterion=np.array([bool(c.get("criterion", False)) for c in columns], bool),
         covariates=[c.get("covariate") for c in columns],
-        without_scan=int((~scanned).sum()),
+        scan_rows=None if scanned.all() else np.where(scanned, np.cumsum(scanned) - 1, -1),
     )
+    return cohort if table_only else cohort.scanned_only()
 
 
 def without_scan_notes(cohorts: list[CohortData]) -> list[str]:
@@ -321,12 +362,23 @@ class _SlotIds:
         }
 
 
-def subjects_in(cohorts: list[CohortData], splits: set[str]) -> np.ndarray:
-    """(M, 2) [cohort, row] of every subject whose split is in `splits`."""
+def subjects_in(
+    cohorts: list[CohortData], splits: set[str], scans: bool | None = True
+) -> np.ndarray:
+    """(M, 2) [cohort, row] of every subject whose split is in `splits`: with a scan (`scans`
+    True, the default), without one (False) or either (None)."""
+
+    def chosen(c: CohortData, s: str) -> np.ndarray:
+        wanted = c.splits == s
+        if scans is not None:
+            wanted &= c.has_scan == scans
+        return np.nonzero(wanted)[0]
+
     parts = [
-        np.stack([np.full(int((c.splits == s).sum()), i), np.nonzero(c.splits == s)[0]], 1)
+        np.stack([np.full(len(rows), i), rows], 1)
         for i, c in enumerate(cohorts)
         for s in sorted(splits)
+        for rows in [chosen(c, s)]
     ]
     parts = [p for p in parts if len(p)]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 2), np.int64)

@@ -67,6 +67,14 @@ class TrainConfig(BaseModel):
         "pretraining subject of its cohort (a fixed derangement from the seed), so image-table "
         "objectives can learn nothing about the subject: a negative control",
     )
+    table_only: float = Field(
+        0.5,
+        ge=0,
+        le=4,
+        description="subjects without a scan (ingest --on-missing-image keep) added to each "
+        "batch, as a share of batch_size (rounded; per process): they join the tabular "
+        "objectives (MTR) only, the batch's pairs stay batch_size; 0 leaves them out",
+    )
     augment: AugmentConfig = AugmentConfig()
 
 

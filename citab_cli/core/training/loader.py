@@ -17,14 +17,22 @@ _DONE = object()
 
 
 class Prefetcher:
-    """Yields (items, images (B, 1, D, H, W) float32, table) for each item array of `batches`,
-    `depth` batches ahead, in order. Images are in pinned memory when `pin` is set."""
+    """Yields (items, images (P, 1, D, H, W) float32, table) for each item array of `batches`,
+    `depth` batches ahead, in order: the images of the first `pairs` items (all when None; the
+    others have no scan), the table of every item. Images are in pinned memory when `pin` is
+    set."""
 
     def __init__(
-        self, batches: Iterable[np.ndarray], collator: Collator, depth: int = 2, pin: bool = False
+        self,
+        batches: Iterable[np.ndarray],
+        collator: Collator,
+        depth: int = 2,
+        pin: bool = False,
+        pairs: int | None = None,
     ):
         self._batches = batches
         self._collator = collator
+        self._pairs = pairs
         self._pin = pin
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -43,7 +51,7 @@ class Prefetcher:
     def _fill(self) -> None:
         try:
             for items in self._batches:
-                images = torch.from_numpy(self._collator.images(items))
+                images = torch.from_numpy(self._collator.images(items[: self._pairs]))
                 table = self._collator.table(items)
                 if self._pin:  # page-locked: the copies to the GPU need not wait
                     images, table = images.pin_memory(), table.pin_memory()

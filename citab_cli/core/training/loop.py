@@ -177,7 +177,8 @@ def _pretrain(
     saved = SavedRun.open(project, files) if resume else None  # before any header is embedded
     cohort_names = list(config.cohorts)
     cache = headers.ensure_embedded(project, cohort_names, hooks.message, dist.main, dist.barrier)
-    cohorts = [load_cohort(project, name, cache) for name in cohort_names]
+    table_only = config.train.table_only > 0  # the subjects without a scan join MTR
+    cohorts = [load_cohort(project, name, cache, table_only) for name in cohort_names]
     for line in without_scan_notes(cohorts) if dist.main else []:
         hooks.message(line)
     if config.exclude_criteria:
@@ -185,6 +186,10 @@ def _pretrain(
     config = resolve_config(config, project, cache.dim, cohorts)
     check_images_match(cohorts, config.model.image.shape, project.settings_path)
     schedule = make_schedule(config.train, cohorts, dist)
+    if schedule.extra and dist.main:
+        hooks.message(f"{len(schedule.table_only)} pretraining subject(s) without a scan join "
+                      f"the tabular objectives, {schedule.extra} a batch beside its "
+                      f"{config.train.batch_size} pairs")  # fmt: skip
     target = torch.device(device)
     model, optimizer = _build(config, target)
     objective = PretrainingObjective(model).to(target)  # the momentum queue on the device too
@@ -254,10 +259,11 @@ def _loop(
     while progress.step < schedule.total_steps:
         epoch, offset = divmod(progress.step, schedule.steps_per_epoch)
         batches = schedule.batches(train, epoch, offset, dist)
-        for items, images, table in Prefetcher(batches, train_collator, pin=cuda):
+        pairs = train.batch_size  # then the subjects without a scan, if any
+        for items, images, table in Prefetcher(batches, train_collator, pin=cuda, pairs=pairs):
             images = image_layout(images, target)
             table = table.to(target, non_blocking=True)
-            images, views = augmented(images, config, epoch, subject_ids(items))
+            images, views = augmented(images, config, epoch, subject_ids(items[:pairs]))
             cohort_ids = to_device(items[:, 0], target)
             rate = learning_rate(
                 progress.step, train.learning_rate, schedule.warmup_steps, schedule.total_steps

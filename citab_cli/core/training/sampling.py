@@ -23,6 +23,8 @@ SUBJECT_STRIDE = 1_000_000
 EPOCH_ORDER_STREAM = 7
 #: Stream id of the derangement of shuffled image-table pairs.
 SHUFFLE_STREAM = 11
+#: Stream id of the subjects without a scan a step adds to its batch.
+TABLE_ONLY_STREAM = 13
 #: A step's generator is seeded with seed * STEP_SEED_STRIDE + step (a prime, so distinct
 #: (seed, step) pairs of any realistic run never collide).
 STEP_SEED_STRIDE = 1_000_003
@@ -107,10 +109,15 @@ class Schedule:
     total_steps: int
     warmup_steps: int
     validate_every: int  # optimiser steps between validations
+    #: (K, 2) [cohort, row] of the pretraining subjects without a scan, and how many of them
+    #: each process adds to each batch after its pairs (0: none)
+    table_only: np.ndarray | None = None
+    extra: int = 0
 
     def batches(self, train: TrainConfig, epoch: int, offset: int, dist: Distributed):
-        """This process's (B, 2) items for each remaining step of `epoch` (the last epoch of a
-        run counted in steps ends where the run does)."""
+        """This process's items for each remaining step of `epoch` (the last epoch of a run
+        counted in steps ends where the run does): its batch_size pairs, then `extra` subjects
+        without a scan (`table_only_items`)."""
         if train.batches == "cohort":
             order = cohort_batches(
                 self.items, self.sizes, self.per_step, train.seed, epoch, train.balance_cohorts
@@ -120,7 +127,13 @@ class Schedule:
         mine = slice(dist.rank * train.batch_size, (dist.rank + 1) * train.batch_size)
         end = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         for index in range(offset, end):
-            yield order[index * self.per_step : (index + 1) * self.per_step][mine]
+            pairs = order[index * self.per_step : (index + 1) * self.per_step][mine]
+            if not self.extra:
+                yield pairs
+                continue
+            step = epoch * self.steps_per_epoch + index
+            extra = table_only_items(self.table_only, self.extra, train.seed, step, dist)
+            yield np.concatenate([pairs, extra])
 
     def validates_after(self, step: int) -> bool:
         """Whether the model is validated once `step` optimiser steps are done."""
@@ -136,7 +149,10 @@ def make_schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distribut
     processes."""
     from citab_cli.core.runtime.dataset import subjects_in
 
-    items = subjects_in(cohorts, {"train", "val"} if train.include_val else {"train"})
+    splits = {"train", "val"} if train.include_val else {"train"}
+    items = subjects_in(cohorts, splits)
+    pool = subjects_in(cohorts, splits, scans=False)
+    extra = int(round(train.table_only * train.batch_size)) if len(pool) else 0
     per_step = train.batch_size * dist.world
     steps_per_epoch = len(items) // per_step
     if steps_per_epoch == 0:
@@ -155,7 +171,21 @@ def make_schedule(train: TrainConfig, cohorts: list[CohortData], dist: Distribut
         total_steps=train.steps or steps_per_epoch * train.epochs,
         warmup_steps=warmup,
         validate_every=train.validate_every_steps or train.validate_every * steps_per_epoch,
+        table_only=pool if extra else None,
+        extra=extra,
     )
+
+
+def table_only_items(
+    pool: np.ndarray, count: int, seed: int, step: int, dist: Distributed
+) -> np.ndarray:
+    """This process's `count` subjects without a scan for step `step`, deterministic in (seed,
+    step): every process draws the same world * count from `pool` (without replacement while
+    the pool is large enough) and takes its share."""
+    rng = np.random.default_rng([seed, step, TABLE_ONLY_STREAM])
+    wanted = count * dist.world
+    drawn = pool[rng.choice(len(pool), size=wanted, replace=len(pool) < wanted)]
+    return drawn[dist.rank * count : (dist.rank + 1) * count]
 
 
 def shuffled_pairs(cohorts: list[CohortData], train: TrainConfig) -> list[CohortData]:
@@ -166,11 +196,12 @@ def shuffled_pairs(cohorts: list[CohortData], train: TrainConfig) -> list[Cohort
     splits = ["train", "val"] if train.include_val else ["train"]
     out = []
     for index, cohort in enumerate(cohorts):
-        rows = np.nonzero(np.isin(cohort.splits, splits))[0]
+        rows = np.nonzero(np.isin(cohort.splits, splits) & cohort.has_scan)[0]
         rng = np.random.default_rng([train.seed, index, SHUFFLE_STREAM])
         cycle = rows[rng.permutation(len(rows))]
-        image_rows = np.arange(cohort.size)
+        own = np.arange(cohort.size) if cohort.scan_rows is None else cohort.scan_rows
+        image_rows = own.copy()  # -1 stays -1: a table-only subject has no scan to swap
         if len(cycle) > 1:
-            image_rows[cycle] = np.roll(cycle, -1)  # each row takes the next one's scan
+            image_rows[cycle] = own[np.roll(cycle, -1)]  # each row takes the next one's scan
         out.append(cohort.with_image_rows(image_rows))
     return out

@@ -247,7 +247,7 @@ def _probe_cohort(model, collator, cohort, ci, batch_size, device, scores) -> No
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    labelled = np.array([label is not None for label in cohort.labels])
+    labelled = np.array([label is not None for label in cohort.labels]) & cohort.has_scan
     rows = {s: np.nonzero(labelled & (cohort.splits == s))[0] for s in ("train", "val")}
     labels = np.array([label or "" for label in cohort.labels])
     if len(rows["val"]) == 0 or len(set(labels[rows["train"]])) < 2:
