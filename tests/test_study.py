@@ -143,6 +143,10 @@ def test_a_study_runs_reports_and_a_rerun_redoes_nothing(embedded: Path, monkeyp
     assert rows[0] == "reference − raw table (logistic regression)"
     assert "like for like: reference image pooled − random weights image pooled" in rows
     assert all(e["seeds"] == 1 for e in document["tables"][0]["balanced_accuracy"])
+    from citab_cli.core.workflows.study_power import family_size
+
+    family = [e for e in document["tables"][0]["balanced_accuracy"] if e["family"]]
+    assert len(family) == family_size(spec)  # the dry run's power figure used the same family
     text = (result.report / "report.md").read_text()
     assert "family of" in text and "Holm" in text
     assert (result.folder / "scores" / "one-reference-cross-s0--best--adni.npz").is_file()

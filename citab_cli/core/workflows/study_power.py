@@ -51,16 +51,21 @@ def subjects_needed(effect: float, disagreement: float = DISAGREEMENT) -> int:
 
 
 def family_size(spec: StudySpec) -> int:
-    """Comparisons in a study's test-split table: four model-free baselines, three random
-    twins, every other cross-cohort arm (with its three twins when it builds the reference's
-    network), and the other regimes the reference runs in."""
-    from citab_cli.core.workflows.study_tables import same_network
+    """Comparisons in a study's test-split table: the model-free baselines (CatBoost's when it
+    is installed), three random twins, every other cross-cohort arm (with the embedding it
+    trains when that is not the multimodal one, and its three twins when it builds the
+    reference's network), the other regimes the reference runs in, and fine-tuning against
+    its two from-scratch baselines."""
+    from citab_cli.core.evaluation import catboost_trees
+    from citab_cli.core.workflows.study_tables import arm_side, same_network
 
     others = [a for a in spec.arms_in("cross-cohort") if a != spec.reference]
-    rows = 4 + 3 + len(others) + 3 * sum(same_network(spec, a) for a in others)
+    rows = 4 + catboost_trees.available() + 3 + len(others)
+    rows += sum(arm_side(spec, a) is not None for a in others)
+    rows += 3 * sum(same_network(spec, a) for a in others)
     rows += spec.reference in spec.arms_in("single-cohort")
     rows += spec.reference in spec.arms_in("leave-one-out")
-    rows += spec.finetune and spec.reference in spec.arms_in("leave-one-out")
+    rows += 2 * (spec.finetune and spec.reference in spec.arms_in("leave-one-out"))
     return rows
 
 
@@ -83,11 +88,12 @@ def power_rows(spec: StudySpec, project: Project) -> list[dict]:
 
 
 def class_counts(project: Project, cohort: str, splits: tuple[str, ...]) -> list[int]:
-    """Labelled subjects of each class (in the cohort's class order) in `splits`."""
+    """Labelled subjects with a scan (the ones a probe scores) of each class, in the cohort's
+    class order, in `splits`."""
     classes = list(project.manifest(cohort)["classes"])
     counts = dict.fromkeys(classes, 0)
     with open(project.cohort_file(cohort, SUBJECTS_FILE), newline="") as handle:
         for row in csv.DictReader(handle):
-            if row["split"] in splits and row["label"] in counts:
+            if row["split"] in splits and row["label"] in counts and row["image"]:
                 counts[row["label"]] += 1
     return [counts[c] for c in classes]

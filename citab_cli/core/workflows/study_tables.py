@@ -150,13 +150,26 @@ def _against(ref: dict[int, Scores], other: dict[int, Scores], key: str, label: 
     return [Row(label, ref[common[0]].y, method, _feature(aligned, common, feature, key))]
 
 
-def _arm_rows(spec: StudySpec, arm: str, ref, other, key: str) -> list[Row]:
-    """The reference against another arm: multimodal probes, and for a one-sided baseline
-    objective the embedding it trains against the reference's same embedding."""
+def arm_side(spec: StudySpec, arm: str) -> tuple[str, str] | None:
+    """The embedding an arm is also compared on besides the multimodal one, (feature, in
+    words): the one a baseline objective trains, or the tabular CLS for an arm that differs in
+    the subjects without a scan it pretrains on (they reach the tabular side alone)."""
     from citab_cli.core.workflows.study_plan import arm_config
 
+    config, reference = arm_config(spec, arm), arm_config(spec, spec.reference)
+    side = BASELINE_SIDES.get(config.model.loss.objective)
+    if side is None and config.train.table_only != reference.train.table_only:
+        side = BASELINE_SIDES["scarf"]
+    return side
+
+
+def _arm_rows(spec: StudySpec, arm: str, ref, other, key: str) -> list[Row]:
+    """The reference against another arm: multimodal probes, and for a one-sided baseline
+    objective the embedding it trains against the reference's same embedding (the tabular CLS
+    too for an arm that differs in the subjects without a scan it pretrains on)."""
+
     rows = _against(ref, other, key, f"reference − {arm}")
-    side = BASELINE_SIDES.get(arm_config(spec, arm).model.loss.objective)
+    side = arm_side(spec, arm)
     if side is not None:
         feature, words = side
         rows += _against(ref, other, key, f"reference {words} − {arm} {words}", feature)
