@@ -51,11 +51,12 @@ def test_embeddings_are_what_the_probe_fits_on(pretrained: Path, tmp_path: Path)
     result = run("embed", "--ckpt", "best.safetensors", "-o", out, "--project", pretrained)
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
-    assert list(frame.columns[:4]) == ["cohort", "subject", "split", "label"]
+    assert list(frame.columns[:5]) == ["cohort", "subject", "split", "label", "has_scan"]
+    assert frame["has_scan"].all()
     widths = {p: sum(c.startswith(p + "_") for c in frame.columns) for p in
               ("multimodal", "tabular_cls", "image_pooled")}  # fmt: skip
     assert widths["multimodal"] == widths["tabular_cls"] > 0 and widths["image_pooled"] > 0
-    assert len(frame.columns) == 4 + sum(widths.values())
+    assert len(frame.columns) == 5 + sum(widths.values())
     assert sorted(frame["cohort"].unique()) == ["adni", "aibl", "nacc"]
     for cohort in ("adni", "nacc"):
         expected, subjects = _probe_features(pretrained, cohort)
@@ -161,7 +162,7 @@ def test_predict_on_a_new_unlabelled_cohort(
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, dtype={"subject": str, "label": str})
     assert list(frame.columns) == [
-        "cohort", "subject", "split", "label", "used_in_training",
+        "cohort", "subject", "split", "label", "has_scan", "used_in_training",
         "p_CN", "p_MCI", "p_AD", "predicted",
     ]  # fmt: skip
     assert len(frame) == len(read_rows(root / "cohorts/memclinic/subjects.csv"))

@@ -226,3 +226,76 @@ def test_two_processes_pretrain_with_subjects_without_a_scan(
     said = " ".join((done.stdout + done.stderr).split())
     assert "without a scan join the tabular objectives, 1 a batch beside its 2 pairs" in said
     assert checkpoint_file.load(project / "runs/ddp/last.safetensors")[1]["step"] > 0
+
+
+@pytest.fixture(scope="module")
+def registry_pretrained(registry: Path, tmp_path_factory) -> Path:
+    """The registry's cohorts ingested with their subjects without a scan, pretrained 1 epoch."""
+    from citab_cli.core.training import loop
+    from tests.helpers import embedded_copy
+
+    source = tmp_path_factory.mktemp("registry_project") / "p"
+    for cohort in ("adni", "aibl"):
+        result = ingest(registry, cohort, source, "--shape", SHAPE, "--on-missing-image", "keep",
+                        "--split", "0.5,0.1,0.4")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    project = embedded_copy(source, source.parent / "e")
+    loop.pretrain(Project(project), tiny("adni,aibl", epochs=1), "r")
+    return project
+
+
+def test_embed_writes_every_subject_with_nan_where_a_scan_is_read(
+    registry_pretrained: Path, tmp_path: Path
+):
+    import pandas as pd
+    import torch
+
+    from citab_cli.core.runtime.dataset import Collator
+    from citab_cli.core.runtime.embedding import cohort_items, embed_subjects
+    from citab_cli.core.runtime.pretrained import load_checkpoint, read_cohorts
+
+    out = tmp_path / "e.csv"
+    result = run("embed", "--ckpt", "best.safetensors", "-o", out, "--cohorts", "adni",
+                 "--project", registry_pretrained)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"{EXTRA} subject(s) without a scan: tabular CLS only" in " ".join(result.output.split())
+    frame = pd.read_csv(out)
+    assert len(frame) == 16 + EXTRA and (~frame["has_scan"]).sum() == EXTRA
+    without = frame[~frame["has_scan"]]
+    tabular = [c for c in frame.columns if c.startswith("tabular_cls_")]
+    scanned_cells = [c for c in frame.columns if c.startswith(("multimodal_", "image_pooled_"))]
+    assert without[scanned_cells].isna().all().all() and without[tabular].notna().all().all()
+    assert frame[frame["has_scan"]][scanned_cells].notna().all().all()
+    # a batch that mixes subjects with and without a scan embeds the scanned ones as alone
+    project = Project(registry_pretrained)
+    loaded = load_checkpoint(project, "best.safetensors")
+    (every,) = read_cohorts(project, loaded, ["adni"], lambda t: None, table_only=True)
+    (scanned,) = read_cohorts(project, loaded, ["adni"], lambda t: None)
+    model, cpu = loaded.model(), torch.device("cpu")
+    mixed = embed_subjects(model, Collator.for_model([every], loaded.config.model),
+                           cohort_items(np.arange(every.size)), 4, cpu)  # fmt: skip
+    alone = embed_subjects(model, Collator.for_model([scanned], loaded.config.model),
+                           cohort_items(np.arange(scanned.size)), 4, cpu)  # fmt: skip
+    for key in ("multimodal", "tabular", "image"):
+        np.testing.assert_allclose(mixed[key][every.has_scan], alone[key], rtol=1e-5, atol=1e-5)
+
+
+def test_predict_writes_a_row_for_every_subject_and_predicts_those_with_a_scan(
+    registry_pretrained: Path, tmp_path: Path
+):
+    import pandas as pd
+
+    from citab_cli.core.evaluation import finetune
+
+    report = finetune.finetune(Project(registry_pretrained), "best.safetensors", "adni",
+                               epochs=1, resamples=20)  # fmt: skip
+    out = tmp_path / "p.csv"
+    result = run("predict", "--ckpt", report.model_file, "--cohort", "adni", "-o", out,
+                 "--project", registry_pretrained)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"{EXTRA} subject(s) without a scan: no prediction" in " ".join(result.output.split())
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert len(frame) == 16 + EXTRA
+    without = frame[frame["has_scan"].astype(str) == "False"]
+    assert len(without) == EXTRA and (without["predicted"] == "").all()
+    assert (frame[frame["has_scan"].astype(str) == "True"]["predicted"] != "").all()

@@ -62,7 +62,11 @@ def embed(
         f"{entry['columns']} ({entry['dimensions']})" for entry in metadata["embeddings"].values()
     )
     console.print(f"Wrote {plan.total} subjects ({counts}) to [bold]{plan.output}[/]")
-    console.print(f"  columns: cohort, subject, split, label, {widths}")
+    console.print(f"  columns: cohort, subject, split, label, has_scan, {widths}")
+    without = sum(entry["without_scan"] for entry in metadata["cohorts"].values())
+    if without:
+        console.print(f"  {without} subject(s) without a scan: tabular CLS only (the multimodal "
+                      "and image columns are empty)")  # fmt: skip
     if exclude_criteria:
         entries = metadata["cohorts"].values()
         left = sorted({c for e in entries for c in e["criterion_columns_left_out"]})

@@ -49,6 +49,9 @@ def predict(
         f"Wrote predictions for {plan.total} subjects of {cohort} "
         f"({', '.join(plan.classes)}) to [bold]{plan.output}[/]"
     )
+    if metadata["without_scan"]:
+        console.print(f"  {metadata['without_scan']} subject(s) without a scan: no prediction "
+                      "(the classifier reads the multimodal embedding); empty cells")  # fmt: skip
     _summary(metadata)
 
 

@@ -139,7 +139,7 @@ def train_classifier(
         score = (
             metrics.balanced_accuracy(val_y, predict(model, collator, val_rows, batch, device))
             if len(val_rows)
-            else -float(loss)
+            else -float(loss.detach())
         )
         best.curve.append(score)
         if score > best_score:

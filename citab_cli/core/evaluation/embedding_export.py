@@ -30,6 +30,7 @@ from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint,
 SPLITS = ("all", "train", "val", "test")
 #: The columns that name each row, before any number.
 ID_COLUMNS = [Column(name, "string") for name in ("cohort", "subject", "split", "label")]
+ID_COLUMNS.append(Column("has_scan", "bool"))  # False: the embeddings that read a scan are NaN
 #: Column-name prefix of each embedding, and what it is.
 EMBEDDING_COLUMNS = {
     "multimodal": ("multimodal", "CITab multimodal embedding (the fusion transformer's CLS)"),
@@ -52,6 +53,7 @@ def id_batch(cohort: CohortData, rows: np.ndarray) -> dict[str, list]:
         "subject": [cohort.subjects[r] for r in rows],
         "split": [str(cohort.splits[r]) for r in rows],
         "label": [cohort.labels[r] for r in rows],
+        "has_scan": [bool(cohort.has_scan[r]) for r in rows],
     }
 
 
@@ -111,7 +113,7 @@ def plan_export(
     names = cohorts or project.cohorts()
     if not names:
         raise CitabError(f"{project.root} has no ingested cohort; run `citab ingest` first")
-    data = read_cohorts(project, loaded, list(dict.fromkeys(names)), message)
+    data = read_cohorts(project, loaded, list(dict.fromkeys(names)), message, table_only=True)
     exclude_criteria = loaded.without_criteria(exclude_criteria)
     criteria = {c.name: criteria_note(c) if exclude_criteria else [] for c in data}
     if exclude_criteria:
@@ -141,6 +143,7 @@ def _metadata(plan: ExportPlan, dims: dict[str, int]) -> dict:
         cohorts={
             c.name: {
                 "subjects": int(len(plan.rows[c.name])),
+                "without_scan": int((~c.has_scan[plan.rows[c.name]]).sum()),
                 "seen_in_pretraining": plan.loaded.seen(c.name),
                 "columns_read": c.columns,
                 "criterion_columns_left_out": plan.criteria[c.name],

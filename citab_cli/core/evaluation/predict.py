@@ -105,7 +105,7 @@ def plan_predict(
     if split not in SPLITS:
         raise CitabError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     loaded = load_checkpoint(project, ckpt, kinds=(CLASSIFIER,))
-    (data,) = read_cohorts(project, loaded, [cohort], message)
+    (data,) = read_cohorts(project, loaded, [cohort], message, table_only=True)
     criteria: list[str] = []
     if loaded.without_criteria(False):
         criteria = criteria_note(data)
@@ -129,9 +129,11 @@ def fitted(plan: PredictPlan, rows: np.ndarray) -> np.ndarray:
 
 
 def summary(plan: PredictPlan, probabilities: np.ndarray, used: np.ndarray) -> dict | None:
-    """Metrics over the labelled subjects the classifier never learned from (None if none)."""
+    """Metrics over the labelled subjects with a scan the classifier never learned from (None
+    if none)."""
     labels = [plan.cohort.labels[r] for r in plan.rows]
     scored = np.array([lab is not None for lab in labels]) & ~used
+    scored &= plan.cohort.has_scan[plan.rows]
     if not scored.any():
         return None
     y = np.array([plan.classes.index(lab) for lab, s in zip(labels, scored, strict=True) if s])
@@ -173,14 +175,16 @@ def write_predictions(plan: PredictPlan, advance: Callable[[int], None] = lambda
     )
     # Probabilities first (scans streamed batch by batch; N x K numbers stay in memory), so
     # the file's metadata carries the summary; then the rows, written in batches.
-    probabilities = np.zeros((plan.total, len(plan.classes)), np.float32)
+    # A subject without a scan has no multimodal embedding: no probabilities, no prediction.
+    probabilities = np.full((plan.total, len(plan.classes)), np.nan, np.float32)
+    scanned = np.nonzero(plan.cohort.has_scan[plan.rows])[0]
+    metadata["without_scan"] = int(plan.total - len(scanned))
     batch_size = plan.loaded.config.train.batch_size
-    for start in range(0, plan.total, batch_size):
-        chunk = plan.rows[start : start + batch_size]
-        probabilities[start : start + len(chunk)] = classify(
-            model, collator, chunk, batch_size, plan.device
-        )
-        advance(len(chunk))
+    for start in range(0, len(scanned), batch_size):
+        where = scanned[start : start + batch_size]
+        probabilities[where] = classify(model, collator, plan.rows[where], batch_size, plan.device)
+        advance(len(where))
+    advance(plan.total - len(scanned))
     used = fitted(plan, plan.rows)
     metadata["summary"] = summary(plan, probabilities, used)
     with subject_file(plan.output, _columns(plan.classes), metadata) as writer:
@@ -190,6 +194,8 @@ def write_predictions(plan: PredictPlan, advance: Callable[[int], None] = lambda
             batch = id_batch(plan.cohort, plan.rows[part])
             batch["used_in_training"] = used[part]
             batch.update({f"p_{c}": p[:, k] for k, c in enumerate(plan.classes)})
-            batch["predicted"] = [plan.classes[k] for k in p.argmax(1)]
+            batch["predicted"] = [
+                "" if np.isnan(row).any() else plan.classes[int(row.argmax())] for row in p
+            ]
             writer.write(batch)
     return metadata

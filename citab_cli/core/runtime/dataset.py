@@ -252,6 +252,7 @@ class Collator:
         """vocabulary: with a learned column identity, the model's entries; batches then carry
         each slot's ids (position in the vocabulary + 1; 0 for an entry it lacks)."""
         self.cohorts = cohorts
+        self._has_scan: list[np.ndarray] | None = None  # per cohort, when first asked
         self.categorical_as_levels = categorical_as_levels
         self.width = max(c.z.shape[1] for c in cohorts)
         self.max_levels = max(c.level_vectors.shape[1] for c in cohorts)
@@ -274,6 +275,12 @@ class Collator:
         """items (B, 2) [cohort, row] -> (B, 1, D, H, W) float16, as stored (`image_layout`
         widens them to float32 on the device)."""
         return np.stack([self.cohorts[c].scan(r) for c, r in items]).astype(np.float16)[:, None]
+
+    def scanned(self, items: np.ndarray) -> np.ndarray:
+        """items (B, 2) [cohort, row] -> (B,) bool: the subject has a scan."""
+        if self._has_scan is None:
+            self._has_scan = [c.has_scan for c in self.cohorts]
+        return np.array([self._has_scan[c][r] for c, r in items], bool)
 
     def table(self, items: np.ndarray):
         """items (B, 2) [cohort, row] -> TabularBatch (on the CPU)."""

@@ -41,19 +41,43 @@ def embedding_batches(
     model: CITab, collator: Collator, items: np.ndarray, batch_size: int, device: torch.device
 ) -> Iterator[dict[str, np.ndarray]]:
     """Frozen embeddings of `items` (M, 2), batch by batch, in order: multimodal CLS (B, D),
-    tabular CLS (B, D) and pooled image (B, C_img), as float32 numpy arrays. The model is in
+    tabular CLS (B, D) and pooled image (B, C_img), as float32 numpy arrays. A subject without
+    a scan has its tabular CLS and NaN for the two embeddings that read a scan. The model is in
     evaluation mode while the batches are drawn. On CUDA the forward pass runs as in training
     (bf16 autocast, channels-last)."""
     was_training = model.training
     model.eval()
     try:
-        for image, table in encoded_batches(model, collator, items, batch_size, device):
-            with autocast(device):
-                out = {"multimodal": model.fuse(table, image), "tabular": table.cls,
-                       "image": image.pooled}  # fmt: skip
-            yield {key: out[key].float().cpu().numpy() for key in EMBEDDINGS}
+        if collator.scanned(items).all():
+            for image, table in encoded_batches(model, collator, items, batch_size, device):
+                with autocast(device):
+                    out = {"multimodal": model.fuse(table, image), "tabular": table.cls,
+                           "image": image.pooled}  # fmt: skip
+                yield {key: out[key].float().cpu().numpy() for key in EMBEDDINGS}
+        else:
+            for start in range(0, len(items), batch_size):
+                yield _partly_scanned(model, collator, items[start : start + batch_size], device)
     finally:
         model.train(was_training)
+
+
+def _partly_scanned(model: CITab, collator: Collator, chunk: np.ndarray, device) -> dict:
+    """The embeddings of a batch some of whose subjects have no scan (NaN where one is read)."""
+    has = collator.scanned(chunk)
+    with autocast(device):
+        table = model.encode_tabular(collator.table(chunk).to(device))
+    out = {"tabular": table.cls.float().cpu().numpy()}
+    out["multimodal"] = np.full((len(chunk), model.config.tabular.dim), np.nan, np.float32)
+    out["image"] = np.full((len(chunk), model.image.out_channels), np.nan, np.float32)
+    if has.any():
+        images = image_layout(torch.from_numpy(collator.images(chunk[has])), device)
+        index = torch.as_tensor(np.nonzero(has)[0], device=table.tokens.device)
+        scanned = TabularOutput(table.tokens[index], table.keep[index], [])
+        with autocast(device):
+            image = model.encode_image(images)
+            out["multimodal"][has] = model.fuse(scanned, image).float().cpu().numpy()
+            out["image"][has] = image.pooled.float().cpu().numpy()
+    return out
 
 
 def embed_subjects(

@@ -118,9 +118,11 @@ def read_cohorts(
     names: list[str],
     message: Callable[[str], None],
     check_schema: bool = True,
+    table_only: bool = False,
 ) -> list[CohortData]:
     """The named cohorts with their header vectors, labelled or not; with `check_schema`, a
-    cohort the checkpoint saw must still have the schema it saw."""
+    cohort the checkpoint saw must still have the schema it saw; with `table_only` their
+    subjects without a scan too (else they are left out, and said to be)."""
     known = project.cohorts()
     for name in names:
         if name not in known:
@@ -131,7 +133,7 @@ def read_cohorts(
         if check_schema:
             check_cohort(loaded, project, name)
     cache = headers.ensure_embedded(project, names, message)
-    cohorts = [load_cohort(project, n, cache) for n in names]
+    cohorts = [load_cohort(project, n, cache, table_only) for n in names]
     for line in without_scan_notes(cohorts):
         message(line)
     return cohorts
