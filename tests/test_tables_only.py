@@ -15,7 +15,7 @@ from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
 from tests.helpers import SHAPE, FakeEncoder, ingest, run, tiny
 
-EXTRA = 5
+EXTRA = 12
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +101,30 @@ def test_a_cohort_without_any_scan_ingests_and_is_left_out_by_name(tmp_path: Pat
     cache = headers.load_cache(Project(project), headers.encoder_id(None))
     with pytest.raises(CitabError, match="cohort 'aibl' has no subject with a scan"):
         load_cohort(Project(project), "aibl", cache)
-    seen = []
-    run_result = loop.pretrain(Project(project), tiny("adni", epochs=1), "scans",
+    seen: list[str] = []
+    run_result = loop.pretrain(Project(project), tiny("adni,aibl", epochs=1), "both",
                                hooks=loop.Hooks(message=seen.append))  # fmt: skip
-    assert run_result.steps > 0 and not any("without a scan" in line for line in seen)
+    assert run_result.steps > 0  # aibl's tables joined masked-cell reconstruction
+    assert any("without a scan join the tabular objectives" in line for line in seen)
+    refused = run("probe", "--ckpt", "best.safetensors", "--cohorts", "aibl", "--project",
+                  project)  # fmt: skip
+    assert refused.exit_code == 1 and "cohort 'aibl' has no subject with a scan" in refused.output
+    probed = run("probe", "--ckpt", "best.safetensors", "--cohorts", "aibl", "--subjects",
+                 "without-scan", "--label-fractions", "1", "--seeds", "1", "--resamples", "20",
+                 "--project", project)  # fmt: skip
+    assert probed.exit_code == 0, probed.output
+    report = sorted((project / "reports").glob("probe-both-aibl-*"))[-1]
+    document = json.loads((report / "report.json").read_text())
+    assert set(document["results"]) <= {
+        "citab_tabular",
+        "random_tabular",
+        "raw_table",
+        "raw_table_gbdt",
+        "raw_table_catboost",
+        "floor",
+    }
+    assert "citab_tabular" in document["results"] and document["scored"]["scans"] == "without-scan"
+    assert "kept without a scan" in (report / "report.md").read_text()
 
 
 def _registry_project(registry: Path, tmp_path: Path, monkeypatch) -> Path:
@@ -299,3 +319,26 @@ def test_predict_writes_a_row_for_every_subject_and_predicts_those_with_a_scan(
     without = frame[frame["has_scan"].astype(str) == "False"]
     assert len(without) == EXTRA and (without["predicted"] == "").all()
     assert (frame[frame["has_scan"].astype(str) == "True"]["predicted"] != "").all()
+
+
+def test_a_probe_scores_subjects_with_and_without_a_scan_on_what_reads_the_table(
+    registry_pretrained: Path,
+):
+    from citab_cli.core.evaluation import probe
+
+    light = {"fractions": (1.0,), "seeds": 1, "resamples": 20}
+    project = Project(registry_pretrained)
+    (scanned,) = probe.probe(project, "best.safetensors", ["adni"], **light)
+    (both,) = probe.probe(project, "best.safetensors", ["adni"], subjects="all", **light)
+    (without,) = probe.probe(project, "best.safetensors", ["adni"], subjects="without-scan",
+                             **light)  # fmt: skip
+    with open(registry_pretrained / "cohorts" / "adni" / "subjects.csv", newline="") as handle:
+        test = [r for r in csv.DictReader(handle) if r["split"] == "test" and r["label"]]
+    assert len(scanned.y_test) == sum(1 for r in test if r["image"])
+    assert len(both.y_test) == len(test)
+    assert len(without.y_test) == sum(1 for r in test if not r["image"])
+    assert "citab" in scanned.summary and "raw_image" in scanned.summary
+    assert set(both.summary) == set(without.summary) and "citab" not in both.summary
+    assert {"citab_tabular", "random_tabular", "raw_table"} <= set(both.summary)
+    with pytest.raises(CitabError, match="--subjects sometimes: choose one of"):
+        probe.probe(project, "best.safetensors", ["adni"], subjects="sometimes", **light)

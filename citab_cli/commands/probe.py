@@ -23,6 +23,15 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+SubjectsOption = typer.Option(
+    "with-scan",
+    "--subjects",
+    help="Which subjects to score: with-scan (every feature set), without-scan (subjects kept "
+    "without a scan, on the feature sets that read only the table: tabular CLS, raw table, "
+    "floor), or all (both, on those feature sets). " + default("with-scan"),
+)
+
+
 def probe(
     ckpt: str = typer.Option(
         ..., "--ckpt", help="Checkpoint path, or a file name in the newest run (best.safetensors)."
@@ -70,6 +79,7 @@ def probe(
     resamples: int = typer.Option(
         10_000, "--resamples", help="Bootstrap resamples of every interval. " + default("10000")
     ),
+    subjects: str = SubjectsOption,
     device: Device = device_option("the embedding"),
     project: Path = ProjectOption,
 ) -> None:
@@ -92,6 +102,7 @@ def probe(
         test_on=names(test_on),
         cross_fit=cross_fit,
         batchnorm=batchnorm,
+        subjects=subjects,
     )
     for report in reports:
         _show(report, fractions, seeds, SHORT_TITLES)

@@ -16,25 +16,21 @@ import torch
 
 from citab_cli.core.data.project import Project
 from citab_cli.core.errors import CitabError
-from citab_cli.core.evaluation import catboost_trees, evaluation_report, oracle
+from citab_cli.core.evaluation import evaluation_report, oracle, probe_sides
 from citab_cli.core.evaluation.features import (
     BASELINES,
     FEATURE_TITLES,
     FEATURES,
-    FLOOR_ROLES,
-    IMAGE_BLOCKS,
     METHODS,
     comparison_pairs,
-    image_block_means,
-    layout,
     raw_table_features,
-    table_features,
     with_shares,
 )
-from citab_cli.core.evaluation.labels import LabelLayout, check_fractions, label_layout
+from citab_cli.core.evaluation.labels import check_fractions
 from citab_cli.core.evaluation.linear import describe_folds
 from citab_cli.core.evaluation.probe_fits import PARTS, FitCache, fit_all
 from citab_cli.core.evaluation.probe_report import markdown, write
+from citab_cli.core.evaluation.probe_sides import Side
 from citab_cli.core.evaluation.scoring import Scoring
 from citab_cli.core.model.citab import CITab, build_model
 from citab_cli.core.runtime.dataset import CohortData, Collator
@@ -64,10 +60,12 @@ EMBEDDED_AS = {
     "citab": ("citab", "citab_tabular", "citab_image"),
     "random": ("random_multimodal", "random_tabular", "random_image"),
 }
-#: What an embedding that reads the scan saw of it.
-SCAN_SEEN = "the stored scan (image-encoder features; no table column)"
-#: Blocks per axis of the image block means, as the report records them.
-IMAGE_BLOCKS_SEEN = f"{IMAGE_BLOCKS}x{IMAGE_BLOCKS}x{IMAGE_BLOCKS}"
+#: Which subjects a probe scores: those with a scan (every feature set), those kept without
+#: one (ingest --on-missing-image keep), or both; the last two read the table alone.
+SUBJECTS = ("with-scan", "without-scan", "all")
+#: The feature sets that read no scan: what a probe of subjects without one fits.
+TABLE_FEATURES = ("citab_tabular", "random_tabular", "raw_table", "raw_table_gbdt",
+                  "raw_table_catboost", "floor")  # fmt: skip
 
 
 @dataclass
@@ -85,15 +83,6 @@ class ProbeReport:
     classes: list[str] = field(default_factory=list)
     rows: np.ndarray | None = None  # (N,) cohort row of each scored subject
     design: str = "test split"  # or "cross-fitted over all N labelled subjects (k folds)"
-
-
-@dataclass(frozen=True)
-class Side:
-    """One cohort as the training or the test side of an evaluation."""
-
-    cohort: CohortData
-    labels: LabelLayout
-    features: dict[str, np.ndarray]  # feature set -> (N, F), row i = subject i
 
 
 def probe(
@@ -114,6 +103,7 @@ def probe(
     stopwatch: Stopwatch | None = None,
     fits: FitCache | None = None,
     workers: int = 1,
+    subjects: str = "with-scan",
 ) -> list[ProbeReport]:
     """One report per evaluation: each cohort on itself, or `train_on` on itself and on each
     of `test_on`. `features` limits the feature sets fitted (default: every one; a study asks
@@ -123,8 +113,10 @@ def probe(
     `batchnorm` (BATCHNORM) sets both networks' BatchNorm statistics before embedding.
     `stopwatch` is given the seconds of each part (PARTS); `fits` reuses heads fitted before
     on the same features, labels and subjects (a study's baselines, once per cohort);
-    `workers` > 1 fits a feature set's label subsets and probe seeds in that many processes."""
+    `workers` > 1 fits a feature set's label subsets and probe seeds in that many processes.
+    `subjects` (SUBJECTS): who is scored (`_features_for`)."""
     _check_arguments(fractions, seeds, batchnorm, features, train_on, test_on)
+    features = _features_for(subjects, features)
     watch = stopwatch if stopwatch is not None else Stopwatch()
     with watch.part(PARTS["load"]):
         loaded = load_checkpoint(project, ckpt)
@@ -132,7 +124,7 @@ def probe(
             names = list(dict.fromkeys([train_on, *(test_on or [])]))
         else:
             names = cohorts or list(loaded.config.cohorts) or project.cohorts()
-        data = prepare_cohorts(project, loaded, names, message, "probe")
+        data = _scored_cohorts(project, loaded, names, message, subjects)
     if loaded.without_criteria(exclude_criteria):
         data = [c.without_criteria() for c in data]
     if cross_fit:
@@ -162,6 +154,7 @@ def probe(
         "batchnorm": batchnorm,
         "fits": fits,
         "workers": workers,
+        "subjects": subjects,
     }
     reports = []
     for train, test in pairs:
@@ -169,9 +162,31 @@ def probe(
         message(f"probing {what}")
         with watch.part(PARTS["features"]):
             latents = [oracle.scan_latent(project, c) for c in (train, test)]
-            sides = _sides(train, test, embedded, message, latents, not cross_fit)
+            sides = probe_sides.sides(train, test, embedded, message, latents, not cross_fit)
         reports.append(_evaluate(project, loaded, sides, settings, message, watch))
     return reports
+
+
+def _features_for(subjects: str, features: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The feature sets to fit for `subjects`: those that read no scan, for subjects without
+    one."""
+    if subjects not in SUBJECTS:
+        raise CitabError(f"--subjects {subjects}: choose one of {', '.join(SUBJECTS)}")
+    if subjects == "with-scan":
+        return features
+    return tuple(f for f in (features or FEATURES) if f in TABLE_FEATURES)
+
+
+def _scored_cohorts(project: Project, loaded, names, message, subjects: str) -> list[CohortData]:
+    """The cohorts to probe, with the subjects `subjects` asks for."""
+    data = prepare_cohorts(project, loaded, names, message, "probe", subjects != "with-scan")
+    if subjects == "without-scan":
+        for cohort in data:
+            if cohort.has_scan.all():
+                raise CitabError(f"cohort '{cohort.name}' has no subject without a scan; probe "
+                                 "it with --subjects with-scan")  # fmt: skip
+        data = [c.subset(np.nonzero(~c.has_scan)[0]) for c in data]
+    return data
 
 
 def _check_arguments(fractions, seeds: int, batchnorm: str, features, train_on, test_on) -> None:
@@ -205,7 +220,7 @@ def _embeddings(
     every = np.nonzero(np.array([label is not None for label in cohort.labels]))[0]
     collator = Collator.for_model([cohort], loaded.config.model)
     batch = loaded.config.train.batch_size
-    calibration = cohort_items(np.nonzero(cohort.splits == "train")[0])
+    calibration = cohort_items(np.nonzero((cohort.splits == "train") & cohort.has_scan)[0])
     sets = {}
     for name, network in networks.items():
         if batchnorm == "cohort":
@@ -219,82 +234,6 @@ def _embeddings(
         full[every] = x
         out[name] = full
     return out
-
-
-def _sides(
-    train: CohortData,
-    test: CohortData,
-    embedded: dict[str, dict[str, np.ndarray]],
-    message: Callable[[str], None],
-    latents: list[np.ndarray | None] = (None, None),
-    test_split: bool = True,
-) -> tuple[Side, Side, dict]:
-    """Both sides' feature sets (the raw table and the floor laid out by meaning, so a head
-    fitted on one cohort reads another), and which columns each feature set saw."""
-    train_labels = label_layout(train, "probe", test_split)
-    test_labels = train_labels if test is train else label_layout(test, "probe")
-    if train_labels.classes != test_labels.classes:
-        raise CitabError(
-            f"cohorts '{train.name}' ({'/'.join(train_labels.classes)}) and '{test.name}' "
-            f"({'/'.join(test_labels.classes)}) do not share one class set; map their labels "
-            "to the same classes"
-        )
-    for line in train_labels.describe_gaps(train.name):
-        message(line)
-    raw = layout([train, test], "text")
-    floor = layout([train, test], "role", FLOOR_ROLES)
-    if not floor.columns:
-        message(
-            f"no age/sex/education columns marked (covariate:) in both {train.name} and "
-            f"{test.name}: the report has no demographic floor"
-        )
-    # the oracle reads both sides' synthetic truth, when both have one
-    truth = latents if all(latent is not None for latent in latents) else (None, None)
-    sides = [
-        Side(cohort, labels, _table_sets(cohort, embedded[cohort.name], raw, floor, latent))
-        for cohort, labels, latent in (
-            (train, train_labels, truth[0]),
-            (test, test_labels, truth[1]),
-        )
-    ]
-    model_columns = {"train": train.columns, "test": test.columns}
-    scan = {"image": SCAN_SEEN}
-    with_scan = {**model_columns, **scan}
-    seen = {"citab": with_scan, "citab_tabular": model_columns, "citab_image": scan}
-    seen.update(random_multimodal=with_scan, random_tabular=model_columns, random_image=scan)
-    seen["raw_table"] = seen["raw_table_gbdt"] = {"headers": raw.names()}
-    if catboost_trees.available():
-        seen["raw_table_catboost"] = seen["raw_table"]
-    seen["raw_image"] = {"headers": raw.names(), "image_blocks": IMAGE_BLOCKS_SEEN}
-    seen["citab_raw"] = seen["random_raw"] = {**with_scan, "raw_headers": raw.names()}
-    if floor.columns:
-        seen["floor"] = {"roles": floor.names()}
-    if truth[0] is not None:
-        seen["oracle"] = {"headers": raw.names(), "truth": oracle.ORACLE_LATENT}
-    return sides[0], sides[1], seen
-
-
-def _table_sets(
-    cohort: CohortData, embedded: dict, raw, floor, latent: np.ndarray | None
-) -> dict[str, np.ndarray]:
-    """Every feature set of one cohort, in report order: its embeddings, and the baselines
-    that read the raw table (and the scan's block means) laid out by meaning."""
-    features = dict(embedded)
-    features["raw_table"] = table_features(cohort, raw)
-    features["raw_table_gbdt"] = table_features(cohort, raw, native_missing=True)
-    if catboost_trees.available():  # the `baselines` extra
-        features["raw_table_catboost"] = features["raw_table_gbdt"]
-    features["raw_image"] = np.concatenate([features["raw_table"], image_block_means(cohort)], 1)
-    features["citab_raw"] = np.concatenate([features["citab"], features["raw_table"]], 1)
-    if "random_multimodal" in features:  # the random twin, when it was embedded
-        features["random_raw"] = np.concatenate(
-            [features["random_multimodal"], features["raw_table"]], 1
-        )
-    if floor.columns:
-        features["floor"] = table_features(cohort, floor)
-    if latent is not None:
-        features["oracle"] = oracle.oracle_features(features["raw_table"], latent)
-    return {k: features[k] for k in FEATURES if k in features}
 
 
 def _evaluate(
@@ -325,7 +264,8 @@ def _evaluate(
             for key in (evaluation_report.fraction_key(f) for f in settings["fractions"])
         }
     document = _document(loaded, train, test, seen, settings, summary, comparisons, chosen, note)
-    document["scored"] = {"design": scoring.design, "subjects": int(len(scoring.rows))}
+    document["scored"] = {"design": scoring.design, "subjects": int(len(scoring.rows)),
+                          "scans": settings["subjects"]}  # fmt: skip
     kind = "probe"
     transfer = train.cohort is not test.cohort
     name = f"{train.cohort.name}-on-{test.cohort.name}" if transfer else test.cohort.name

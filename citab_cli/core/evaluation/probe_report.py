@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from citab_cli.core.evaluation import evaluation_report, verdicts
-from citab_cli.core.evaluation.features import FEATURE_TITLES
+from citab_cli.core.evaluation.features import FEATURE_TITLES, METHODS
 
 
 def write(folder: Path, document: dict, text: str, runs: dict, y_test: np.ndarray) -> None:
@@ -16,14 +16,17 @@ def write(folder: Path, document: dict, text: str, runs: dict, y_test: np.ndarra
     fractions = document["label_fractions"]
     most = evaluation_report.fraction_key(max(fractions))
 
+    shown = next((m for m in METHODS if m in runs), None)  # the tabular CLS without scans
+
     def figures(stage: Path) -> None:
-        evaluation_report.classifier_figures(
-            stage,
-            document["classes"],
-            y_test,
-            runs["citab"][most][0],
-            f"CITab probe, {max(fractions):.0%} of labels (seed 0)",
-        )
+        if shown is not None:
+            evaluation_report.classifier_figures(
+                stage,
+                document["classes"],
+                y_test,
+                runs[shown][most][0],
+                f"{FEATURE_TITLES[shown]} probe, {max(fractions):.0%} of labels (seed 0)",
+            )
         evaluation_report.label_fraction_figure(
             stage / "label_fraction_curve.png",
             fractions,
@@ -79,13 +82,22 @@ def _header(document: dict) -> list[str]:
     ]
 
 
+#: Whose subjects a probe scored, in words (evaluation.probe.SUBJECTS).
+SCANS_WORDS = {
+    "with-scan": "",
+    "without-scan": " kept without a scan (the feature sets that read only the table)",
+    "all": " with and without a scan (the feature sets that read only the table)",
+}
+
+
 def _scored(document: dict) -> str:
     scored = document.get("scored", {"design": "test split"})
+    whose = SCANS_WORDS[scored.get("scans", "with-scan")]
     if scored["design"] == "test split":
-        return "the test subjects"
+        return f"the test subjects{whose}"
     return (
-        f"every labelled subject once, {scored['design']}: each fold's heads learn from the other "
-        "folds only, the label fraction drawn inside them"
+        f"every labelled subject{whose} once, {scored['design']}: each fold's heads learn from "
+        "the other folds only, the label fraction drawn inside them"
     )
 
 

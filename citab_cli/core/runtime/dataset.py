@@ -30,9 +30,8 @@ class CohortData:
     level: np.ndarray  # (N, C) int64 level index of categorical cells, -1 elsewhere
     categorical: np.ndarray  # (C,) bool
     column_vectors: np.ndarray  # (C, E) header embedding of each column
-    level_vectors: (
-        np.ndarray
-    )  # (C, L, E) embedding of each level text (zeros past a column's levels)
+    #: (C, L, E) embedding of each level text (zeros past a column's levels)
+    level_vectors: np.ndarray
     level_count: np.ndarray  # (C,) levels per column (0 for numeric)
     images: np.ndarray  # (N, D, H, W) float16 memory map
     schema_fingerprint: str
@@ -44,8 +43,7 @@ class CohortData:
     covariates: list[str | None]  # (C) age / sex / education, or None
     #: (N,) row of `images` read as subject i's scan; None: its own (shuffled-pairs controls)
     image_rows: np.ndarray | None = None
-    #: Subjects the project keeps without a scan (ingest --on-missing-image keep) that were
-    #: left out of this cohort (`scanned_only`).
+    #: Subjects kept without a scan (ingest) that `scanned_only` left out of this cohort.
     without_scan: int = 0
     #: (N,) row of `images` holding subject i's scan, -1 for a table-only subject; None: row i
     #: (every subject has a scan)

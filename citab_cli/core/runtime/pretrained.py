@@ -145,10 +145,12 @@ def prepare_cohorts(
     names: list[str],
     message: Callable[[str], None],
     task: str,
+    table_only: bool = False,
 ) -> list[CohortData]:
-    """The named cohorts, checked against the checkpoint, with their header vectors; each must
-    have labelled subjects, and all one class set."""
-    data = read_cohorts(project, loaded, names, message)
+    """The named cohorts, checked against the checkpoint, with their header vectors (with
+    `table_only`, their subjects without a scan too); each must have labelled subjects, and
+    all one class set."""
+    data = read_cohorts(project, loaded, names, message, table_only=table_only)
     for cohort in data:
         if not any(cohort.labels):
             raise CitabError(
