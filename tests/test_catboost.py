@@ -52,8 +52,10 @@ def test_a_probe_uses_catboost_only_when_it_is_installed(pretrained, monkeypatch
     from citab_cli.core.evaluation import probe
 
     light = {"fractions": (1.0,), "seeds": 1, "resamples": 20}
+    light["features"] = ("raw_table", "raw_table_catboost")  # no network beyond the model
     with_it = probe.probe(Project(pretrained), "best.safetensors", ["adni"], **light)[0]
-    assert "raw_table_catboost" in with_it.summary
+    assert set(with_it.summary) == {"raw_table", "raw_table_catboost"}
     monkeypatch.setattr(catboost_trees, "available", lambda: False)
+    light["features"] = ("raw_table",)
     without = probe.probe(Project(pretrained), "best.safetensors", ["adni"], **light)[0]
     assert "raw_table_catboost" not in without.summary

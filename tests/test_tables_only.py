@@ -327,6 +327,7 @@ def test_a_probe_scores_subjects_with_and_without_a_scan_on_what_reads_the_table
     from citab_cli.core.evaluation import probe
 
     light = {"fractions": (1.0,), "seeds": 1, "resamples": 20}
+    light["features"] = ("citab", "citab_tabular", "random_tabular", "raw_table", "raw_image")
     project = Project(registry_pretrained)
     (scanned,) = probe.probe(project, "best.safetensors", ["adni"], **light)
     (both,) = probe.probe(project, "best.safetensors", ["adni"], subjects="all", **light)
