@@ -225,6 +225,7 @@ def test_a_run_counted_in_steps_stops_validates_and_warms_up_where_told():
     class Cohort:
         size = 40
         splits = np.array(["train"] * 40)
+        has_scan = np.ones(40, bool)
 
     config = tiny("adni", batch_size=4, steps=23, warmup_steps=5, validate_every_steps=7)
     schedule = make_schedule(config.train, [Cohort()], SINGLE)

@@ -66,6 +66,7 @@ def test_every_rank_of_one_step_reads_the_same_cohort():
     class Cohort:
         def __init__(self, n):
             self.size, self.splits = n, np.array(["train"] * n)
+            self.has_scan = np.ones(n, bool)
 
     config = tiny("adni", batch_size=4, epochs=1).train.model_copy(update={"batches": "cohort"})
     cohorts = [Cohort(n) for n in SIZES]

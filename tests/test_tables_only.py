@@ -230,6 +230,8 @@ def test_a_subject_without_a_scan_never_reaches_an_image_loss():
     assert not torch.isclose(with_extra["mtr"], alone["mtr"])
 
 
+@pytest.mark.slow  # covered in the default suite by the two-rank schedule test above, the image
+# losses test, and test_pretrain.py's two-process run
 def test_two_processes_pretrain_with_subjects_without_a_scan(
     registry: Path, tmp_path: Path, monkeypatch
 ):
