@@ -84,9 +84,11 @@ def embedded(project: Path, monkeypatch) -> Path:
     return project
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pretrained(tmp_path_factory, ingested_dir: Path) -> Path:
-    """A project copy with a one-epoch tiny run (header vectors from the stand-in encoder)."""
+    """A project copy with a one-epoch tiny run (header vectors from the stand-in encoder),
+    shared by the whole session: tests add reports to it, never runs or cohorts (those that
+    change it take `pretrained_copy`)."""
     from citab_cli.core.data.project import Project
     from citab_cli.core.training import loop as pretraining
 
