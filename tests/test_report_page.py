@@ -31,6 +31,7 @@ def probed(pretrained: Path, tmp_path_factory) -> Path:
     """The pretrained project with one quick probe report."""
     root = tmp_path_factory.mktemp("page") / "project"
     shutil.copytree(pretrained, root)
+    shutil.rmtree(root / "reports", ignore_errors=True)  # what other tests added to the session's
     probe_core.probe(Project(root), "best.safetensors", ["adni"], (1.0,), seeds=1, resamples=20)
     return root
 
