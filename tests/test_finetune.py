@@ -99,7 +99,9 @@ def test_report_and_saved_model(pretrained: Path):  # noqa: F811
         "comparisons",
         "validation_curves",
         "created",
+        "without_scan",
     }
+    assert document["without_scan"] is None  # every subject has a scan
     from citab_cli.core.evaluation import catboost_trees
 
     catboost = ("raw_table_catboost",) if catboost_trees.available() else ()  # the extra

@@ -311,6 +311,18 @@ def test_predict_writes_a_row_for_every_subject_and_predicts_those_with_a_scan(
 
     report = finetune.finetune(Project(registry_pretrained), "best.safetensors", "adni",
                                epochs=1, resamples=20)  # fmt: skip
+    # the classifier scores no subject without a scan; the table baselines score them
+    section = json.loads((report.folder / "report.json").read_text())["without_scan"]
+    with open(registry_pretrained / "cohorts" / "adni" / "subjects.csv", newline="") as handle:
+        test = [r for r in csv.DictReader(handle) if r["split"] == "test" and r["label"]]
+    groups = section["groups"]
+    assert section["without_scan"] == EXTRA
+    assert groups["without a scan"]["subjects"] == sum(1 for r in test if not r["image"])
+    assert groups["with and without a scan"]["subjects"] == len(test)
+    assert "finetuned" not in groups["without a scan"]["results"]
+    assert {"raw_table", "raw_table_gbdt"} <= set(groups["without a scan"]["results"])
+    assert len(report.y_test) == sum(1 for r in test if r["image"])
+    assert "## Subjects without a scan" in (report.folder / "report.md").read_text()
     out = tmp_path / "p.csv"
     result = run("predict", "--ckpt", report.model_file, "--cohort", "adni", "-o", out,
                  "--project", registry_pretrained)  # fmt: skip

@@ -24,6 +24,7 @@ from citab_cli.core.evaluation.classifier import (
     predict,
     train_classifier,
 )
+from citab_cli.core.evaluation.finetune_tables import markdown_lines, without_scan_section
 from citab_cli.core.evaluation.fusion import DaftClassifier
 from citab_cli.core.evaluation.labels import (
     LabelLayout,
@@ -35,7 +36,12 @@ from citab_cli.core.model.citab import build_model
 from citab_cli.core.runtime import checkpoint_file
 from citab_cli.core.runtime.dataset import CohortData, Collator
 from citab_cli.core.runtime.device import describe_device, model_layout, pick_device
-from citab_cli.core.runtime.pretrained import LoadedCheckpoint, load_checkpoint, prepare_cohorts
+from citab_cli.core.runtime.pretrained import (
+    LoadedCheckpoint,
+    load_checkpoint,
+    prepare_cohorts,
+    read_cohorts,
+)
 
 __all__ = ["FinetuneReport", "Strategy", "finetune", "load_classifier", "train_classifier"]
 
@@ -138,6 +144,7 @@ def finetune(
         comparisons=comparisons,
         validation_curves=curves,
         created=evaluation_report.created(),
+        without_scan=_without_scan(project, loaded, data, layout, label_fraction, seeds, resamples),
     )
 
     def extra(stage: Path) -> None:
@@ -161,6 +168,16 @@ def finetune(
     result = FinetuneReport(cohort, folder, summary, model_file, comparisons, runs, y_test)
     result.classes, result.rows = list(layout.classes), layout.rows["test"]
     return result
+
+
+def _without_scan(project, loaded, data, layout, label_fraction, seeds, resamples) -> dict | None:
+    """The table baselines on the cohort's test subjects without a scan (finetune_tables)."""
+    if not data.without_scan:
+        return None
+    (full,) = read_cohorts(project, loaded, [data.name], lambda text: None, table_only=True)
+    if len(full.columns) != len(data.columns):  # the fine-tuning left the criteria out
+        full = full.without_criteria()
+    return without_scan_section(full, layout, label_fraction, seeds, resamples, _table_baselines)
 
 
 def _document(loaded, data: CohortData, layout, strategy, label_fraction, seeds, budget) -> dict:
@@ -200,7 +217,8 @@ def _table_baselines(
     data: CohortData, layout: LabelLayout, label_fraction: float, seeds: int
 ) -> dict[str, list[np.ndarray]]:
     """The raw-table and floor logistic regressions on each seed's label subset, scored on the
-    test subjects: what fine-tuning must beat."""
+    test subjects: what fine-tuning must beat (with the scans' block means when every subject
+    has a scan)."""
     raw = features.layout([data], "text")
     sets = {
         "raw_table": features.table_features(data, raw),
@@ -208,7 +226,9 @@ def _table_baselines(
     }
     if catboost_trees.available():
         sets["raw_table_catboost"] = sets["raw_table_gbdt"]
-    sets["raw_image"] = np.concatenate([sets["raw_table"], features.image_block_means(data)], 1)
+    if data.has_scan.all():  # the block means read a scan (not for subjects without one)
+        blocks = features.image_block_means(data)
+        sets["raw_image"] = np.concatenate([sets["raw_table"], blocks], 1)
     floor = features.layout([data], "role", features.FLOOR_ROLES)
     if floor.columns:
         sets["floor"] = features.table_features(data, floor)
@@ -345,5 +365,6 @@ def _markdown(document: dict) -> str:
         "![ROC curves](roc.png)",
         "![validation curves](validation_curve.png)",
         "",
+        *markdown_lines(document.get("without_scan"), titles),
     ]
     return "\n".join(lines)
