@@ -218,7 +218,7 @@ def array_project(root: Path, shape: tuple[int, int, int], subjects: int, seed: 
         labels = [("CN", "MCI", "AD")[i % 3] for i in range(subjects)]
         rows = ["index,subject,split,label,image,image_sha256"]
         rows += [
-            f"{i},{name}{i},{split},{label},,"
+            f"{i},{name}{i},{split},{label},{name}{i}.npy,random"  # every subject has a scan
             for i, (split, label) in enumerate(zip(splits, labels, strict=True))
         ]
         (folder / SUBJECTS_FILE).write_text("\n".join(rows) + "\n")
