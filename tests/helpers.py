@@ -162,15 +162,30 @@ def assert_user_error(result, *fragments: str) -> str:
     return message
 
 
-def tiny(cohorts: str = COHORTS, **train):
-    """The tiny preset on `cohorts`, shortened for tests; `train` overrides TrainConfig keys."""
+def tiny(cohorts: str = COHORTS, objective: str | None = None, **train):
+    """The tiny preset on `cohorts`, shortened for tests; `train` overrides TrainConfig keys,
+    `objective` the loss's objective."""
     from citab_cli.core.runtime.run_config import pretrain_preset
 
     config = pretrain_preset("tiny")
     settings = {"epochs": 2, "batch_size": 4, "checkpoint_every": 3, "log_every": 2, **train}
+    model = config.model if objective is None else tiny_model(objective, config.model.header_dim)
     return config.model_copy(
-        update={"cohorts": cohorts.split(","), "train": config.train.model_copy(update=settings)}
+        update={
+            "cohorts": cohorts.split(","),
+            "train": config.train.model_copy(update=settings),
+            "model": model,
+        }  # fmt: skip
     )
+
+
+def tiny_model(objective: str = "citab", header_dim: int = E):
+    """The tiny preset's network with `objective` and `header_dim`-wide header vectors."""
+    from citab_cli.core.model.config import preset
+
+    config = preset("tiny")
+    loss = config.loss.model_copy(update={"objective": objective})
+    return config.model_copy(update={"header_dim": header_dim, "loss": loss})
 
 
 def make_batch(b: int = 3, c: int = 5, seed: int = 0, levels: int = 3):

@@ -14,7 +14,7 @@ from citab_cli.core.model.citab import build_model
 from citab_cli.core.model.config import ModelConfig, preset
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.model.scarf import corrupt, donors
-from tests.helpers import E, make_batch
+from tests.helpers import make_batch, tiny_model
 
 
 def test_donors_come_from_the_same_cohort_and_never_the_row_itself():
@@ -72,15 +72,8 @@ def test_scarf_loss_equals_a_hand_written_reference():
     assert itc_loss(anchor, view, t)[0].item() == pytest.approx(expected, rel=1e-5)
 
 
-def _scarf_config() -> ModelConfig:
-    config = preset("tiny")
-    return config.model_copy(
-        update={"header_dim": E, "loss": config.loss.model_copy(update={"objective": "scarf"})}
-    )
-
-
 def test_a_scarf_step_trains_the_table_and_never_reads_the_scan():
-    config = _scarf_config()
+    config = tiny_model("scarf")
     torch.manual_seed(0)
     model = build_model(config)
     images = torch.full((4, 1, *config.image.shape), float("nan"))  # never read
@@ -95,7 +88,7 @@ def test_a_scarf_step_trains_the_table_and_never_reads_the_scan():
 
 
 def test_the_objective_round_trips_through_yaml():
-    config = _scarf_config()
+    config = tiny_model("scarf")
     again = ModelConfig.model_validate(
         yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json")))
     )
@@ -109,8 +102,6 @@ def test_a_run_pretrains_with_the_scarf_objective(embedded):
     from citab_cli.core.training import loop
     from tests.helpers import tiny
 
-    config = tiny(epochs=1)
-    loss = config.model.loss.model_copy(update={"objective": "scarf"})
-    config = config.model_copy(update={"model": config.model.model_copy(update={"loss": loss})})
+    config = tiny(epochs=1, objective="scarf")
     result = loop.pretrain(Project(embedded), config, "scarf")
     assert result.steps > 0 and (result.run_dir / "best.safetensors").is_file()

@@ -13,10 +13,9 @@ import torch
 
 from citab_cli.core.losses.contrastive import nt_xent_loss
 from citab_cli.core.model.citab import build_model
-from citab_cli.core.model.config import ModelConfig, preset
 from citab_cli.core.model.objective import pretraining_loss
 from citab_cli.core.runtime.augment import AugmentConfig, augment, sample_parameters, second_view
-from tests.helpers import E, make_batch
+from tests.helpers import make_batch, tiny_model
 
 
 def _reference(first: list[list[float]], second: list[list[float]], t: float, groups=None):
@@ -102,15 +101,8 @@ def test_the_second_view_is_another_augmentation_drawn_the_same_way_every_time()
     )
 
 
-def _simclr_config() -> ModelConfig:
-    config = preset("tiny")
-    return config.model_copy(
-        update={"header_dim": E, "loss": config.loss.model_copy(update={"objective": "simclr"})}
-    )
-
-
 def test_a_simclr_step_trains_the_image_side_and_never_reads_the_table():
-    config = _simclr_config()
+    config = tiny_model("simclr")
     torch.manual_seed(0)
     model = build_model(config)
     g = torch.Generator().manual_seed(0)
@@ -139,9 +131,7 @@ def test_a_run_pretrains_with_the_simclr_objective(embedded):
     from citab_cli.core.training import loop
     from tests.helpers import tiny
 
-    config = tiny(epochs=1)
-    loss = config.model.loss.model_copy(update={"objective": "simclr"})
-    config = config.model_copy(update={"model": config.model.model_copy(update={"loss": loss})})
+    config = tiny(epochs=1, objective="simclr")
     result = loop.pretrain(Project(embedded), config, "simclr")
     assert result.steps > 0 and (result.run_dir / "best.safetensors").is_file()
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]

@@ -127,16 +127,20 @@ def test_a_cohort_without_any_scan_ingests_and_is_left_out_by_name(tmp_path: Pat
     assert "kept without a scan" in (report / "report.md").read_text()
 
 
-def _registry_project(registry: Path, tmp_path: Path, monkeypatch) -> Path:
-    from citab_cli.core import headers
-
-    project = tmp_path / "p"
+def _ingest_registry(registry: Path, project: Path) -> Path:
+    """The registry's cohorts ingested with their subjects without a scan."""
     for cohort in ("adni", "aibl"):
         result = ingest(registry, cohort, project, "--shape", SHAPE, "--on-missing-image", "keep",
                         "--split", "0.5,0.1,0.4")  # fmt: skip
         assert result.exit_code == 0, result.output
-    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
     return project
+
+
+def _registry_project(registry: Path, tmp_path: Path, monkeypatch) -> Path:
+    from citab_cli.core import headers
+
+    monkeypatch.setattr(headers, "load_encoder", lambda model: FakeEncoder())
+    return _ingest_registry(registry, tmp_path / "p")
 
 
 def test_pretraining_adds_them_to_the_tabular_objectives_and_probes_leave_them_out(
@@ -209,11 +213,10 @@ def test_a_subject_without_a_scan_never_reaches_an_image_loss():
     import torch
 
     from citab_cli.core.model.citab import build_model
-    from citab_cli.core.model.config import preset
     from citab_cli.core.model.objective import pretraining_loss
-    from tests.helpers import E, make_batch
+    from tests.helpers import make_batch, tiny_model
 
-    config = preset("tiny").model_copy(update={"header_dim": E})
+    config = tiny_model()
     torch.manual_seed(0)
     model = build_model(config).eval()
     images = torch.randn(4, 1, *config.image.shape, generator=torch.Generator().manual_seed(1))
@@ -256,11 +259,7 @@ def registry_pretrained(registry: Path, tmp_path_factory) -> Path:
     from citab_cli.core.training import loop
     from tests.helpers import embedded_copy
 
-    source = tmp_path_factory.mktemp("registry_project") / "p"
-    for cohort in ("adni", "aibl"):
-        result = ingest(registry, cohort, source, "--shape", SHAPE, "--on-missing-image", "keep",
-                        "--split", "0.5,0.1,0.4")  # fmt: skip
-        assert result.exit_code == 0, result.output
+    source = _ingest_registry(registry, tmp_path_factory.mktemp("registry_project") / "p")
     project = embedded_copy(source, source.parent / "e")
     loop.pretrain(Project(project), tiny("adni,aibl", epochs=1), "r")
     return project

@@ -48,12 +48,13 @@ def select_rows(cohort: CohortData, split: str) -> np.ndarray:
 
 def id_batch(cohort: CohortData, rows: np.ndarray) -> dict[str, list]:
     """The identifying columns of `rows` of `cohort`."""
+    has_scan = cohort.has_scan
     return {
         "cohort": [cohort.name] * len(rows),
         "subject": [cohort.subjects[r] for r in rows],
         "split": [str(cohort.splits[r]) for r in rows],
         "label": [cohort.labels[r] for r in rows],
-        "has_scan": [bool(cohort.has_scan[r]) for r in rows],
+        "has_scan": [bool(has_scan[r]) for r in rows],
     }
 
 

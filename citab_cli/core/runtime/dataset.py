@@ -250,7 +250,6 @@ class Collator:
         """vocabulary: with a learned column identity, the model's entries; batches then carry
         each slot's ids (position in the vocabulary + 1; 0 for an entry it lacks)."""
         self.cohorts = cohorts
-        self._has_scan: list[np.ndarray] | None = None  # per cohort, when first asked
         self.categorical_as_levels = categorical_as_levels
         self.width = max(c.z.shape[1] for c in cohorts)
         self.max_levels = max(c.level_vectors.shape[1] for c in cohorts)
@@ -276,9 +275,8 @@ class Collator:
 
     def scanned(self, items: np.ndarray) -> np.ndarray:
         """items (B, 2) [cohort, row] -> (B,) bool: the subject has a scan."""
-        if self._has_scan is None:
-            self._has_scan = [c.has_scan for c in self.cohorts]
-        return np.array([self._has_scan[c][r] for c, r in items], bool)
+        rows = [self.cohorts[c].scan_rows for c in items[:, 0]]
+        return np.array([s is None or s[r] >= 0 for s, r in zip(rows, items[:, 1], strict=True)])
 
     def table(self, items: np.ndarray):
         """items (B, 2) [cohort, row] -> TabularBatch (on the CPU)."""
