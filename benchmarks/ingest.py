@@ -138,7 +138,7 @@ def _t1_linear(args) -> dict:
     """Seconds per scan of each t1-linear step, on the CPU and (if present) on CUDA."""
     import torch
 
-    from citab_cli.core.scans import t1_linear
+    from citab_cli.core.scans import brain_extraction, t1_linear
     from citab_cli.core.scans.preprocess import load_volume
 
     settings = mni_settings(args.target)
@@ -151,7 +151,7 @@ def _t1_linear(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_heads(Path(tmp), args.volumes, args.raw_size)
         for device in devices:
-            t1_linear._extractor.cache_clear()
+            brain_extraction.extractor.cache_clear()
             original = torch.cuda.is_available
             torch.cuda.is_available = lambda device=device: device == "cuda"  # type: ignore
             try:

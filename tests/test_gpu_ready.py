@@ -86,13 +86,20 @@ def test_logits_are_float32_inside_bf16_autocast(monkeypatch):
     assert scores.dtype == torch.float32
 
 
+def _scan():
+    import nibabel as nib
+    import numpy as np
+
+    return nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+
+
 class _Failing:
     """A stand-in brain extractor that raises `error`."""
 
     def __init__(self, error: Exception):
         self.error = error
 
-    def run(self, image):
+    def mask(self, volume):
         raise self.error
 
 
@@ -113,7 +120,7 @@ def test_a_gpu_failure_in_brain_extraction_stops_ingest_instead_of_skipping(
 
     monkeypatch.setattr(t1_linear, "_extractor", lambda cuda: _Failing(error))
     with pytest.raises(t1_linear.DeviceFailure, match="failed on the GPU") as caught:
-        t1_linear._brain_mask(object(), Path("scan.nii.gz"))
+        t1_linear._brain_mask(_scan(), Path("scan.nii.gz"))
     assert "fewer --workers" in str(caught.value) and isinstance(caught.value, CitabError)
 
     def preprocess(path, job):
@@ -131,7 +138,7 @@ def test_a_scan_without_a_brain_is_still_a_bad_scan(monkeypatch):
 
     monkeypatch.setattr(t1_linear, "_extractor", lambda cuda: _Failing(ValueError("empty mask")))
     with pytest.raises(t1_linear.CitabError, match="found no brain") as caught:
-        t1_linear._brain_mask(object(), Path("scan.nii.gz"))
+        t1_linear._brain_mask(_scan(), Path("scan.nii.gz"))
     assert not isinstance(caught.value, t1_linear.DeviceFailure)
 
 

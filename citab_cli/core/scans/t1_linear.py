@@ -18,11 +18,13 @@ from citab_cli.core.scans.preprocess import Volume
 from citab_cli.core.settings import ImageSettings
 
 #: Bump when the pipeline changes what it writes: cached results of older versions are redone.
-VERSION = "t1-linear-3"
+VERSION = "t1-linear-4"
 STEPS = [
     "reorient to RAS (nibabel as_closest_canonical)",
-    "brain extraction (deepbet 1.0, its CNN weights from its wheel)",
-    "N4 bias-field correction inside the brain mask (ANTsPy)",
+    "brain extraction (deepbet 1.0's networks and the weights from its wheel, run by citab: "
+    "the same mask, in less time)",
+    "N4 bias-field correction inside the brain mask (ANTsPy; shrink 4, three fitting levels of "
+    "25 iterations)",
     "affine registration of the brain, cropped to its bounding box, to the MNI152 template "
     "shipped in nilearn (ANTsPy; levels at 12, 8 and 4 mm, none at the template's 2 mm)",
     "brain image and mask resampled onto the project grid, a box in MNI space (linear; mask "
@@ -37,6 +39,11 @@ REGISTRATION_SEED = 1
 #: "Affine" schedule without its last level: 10 iterations at 2 mm that cost as much as the three
 #: coarser levels together and moved the brain by 0.1-0.2 mm; benchmarks/ingest_scale.py).
 AFFINE_ITERATIONS = (2100, 1200, 1200, 0)
+#: N4's fitting levels and iterations at each: three levels of 25 (a final B-spline mesh of 4
+#: elements an axis) instead of ANTsPy's four of 50. On synthetic heads with a known bias field,
+#: 12 of 12 came out closer to the true field than with the default (median residual log-field
+#: 0.041 against 0.068) in less than half the time (docs/performance.md).
+N4_ITERATIONS = (25, 25, 25)
 #: Voxels kept around the brain mask's bounding box when the brain is cropped for registration
 #: (the neck and the empty field of view cost time and carry nothing once the brain is masked).
 CROP_MARGIN = 4
@@ -93,19 +100,15 @@ def extraction_device(worker: int, gpus: int) -> int | None:
     return worker if worker < gpus else None
 
 
-@lru_cache(maxsize=1)
 def _extractor(cuda: bool):
-    import warnings
+    from citab_cli.core.scans.brain_extraction import extractor
 
-    from deepbet import BrainExtraction
-
-    with warnings.catch_warnings():  # its TorchScript loading warns about torch's own future
-        warnings.simplefilter("ignore")
-        return BrainExtraction(no_gpu=not cuda)
+    return extractor("cuda" if cuda else "cpu")
 
 
 def _brain_mask(image, path: Path) -> np.ndarray:
-    """deepbet's brain mask of a RAS image, or a CitabError naming the file."""
+    """deepbet's brain mask of a RAS image (bool, its voxel grid), or a CitabError naming the
+    file."""
     import torch
 
     cuda = torch.cuda.is_available() if _USE_GPU is None else _USE_GPU
@@ -113,7 +116,7 @@ def _brain_mask(image, path: Path) -> np.ndarray:
     try:
         if not cuda:  # the same mask whatever the process's thread count
             torch.set_num_threads(1)
-        _, mask, _ = _extractor(cuda).run(image)
+        mask = _extractor(cuda).mask(image.get_fdata(dtype=np.float32))
     except (AssertionError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         if isinstance(exc, torch.cuda.OutOfMemoryError) or any(
@@ -129,7 +132,7 @@ def _brain_mask(image, path: Path) -> np.ndarray:
         ) from None
     finally:
         torch.set_num_threads(threads)
-    return np.asarray(mask.dataobj) > 0
+    return mask
 
 
 def _deterministic_ants():
@@ -192,9 +195,10 @@ def _mni_2mm():
 
 
 def n4(image, mask):
-    """N4 bias-field correction inside the brain mask (ANTsPy's defaults: shrink 4, four
-    fitting levels of 50 iterations)."""
-    return _deterministic_ants().n4_bias_field_correction(image, mask=mask)
+    """N4 bias-field correction inside the brain mask: shrink 4, N4_ITERATIONS."""
+    convergence = {"iters": list(N4_ITERATIONS), "tol": 1e-7}
+    return _deterministic_ants().n4_bias_field_correction(image, mask=mask,
+                                                          convergence=convergence)  # fmt: skip
 
 
 def crop_to_brain(image, mask: np.ndarray):
