@@ -35,10 +35,12 @@ STEPS = [
 #: ANTs' registration seed: its sampling of voxels is random, and a seed of 0 means "from the
 #: clock" to ANTs, so the seed is 1.
 REGISTRATION_SEED = 1
-#: Affine registration's iterations at shrink factors 6, 4, 2 and 1 of the 2 mm template (ANTsPy's
-#: "Affine" schedule without its last level: 10 iterations at 2 mm that cost as much as the three
-#: coarser levels together and moved the brain by 0.1-0.2 mm; benchmarks/ingest_scale.py).
-AFFINE_ITERATIONS = (2100, 1200, 1200, 0)
+#: Affine registration's levels: iterations, shrink factors of the 2 mm template and smoothing
+#: sigmas (voxels). ANTsPy's "Affine" schedule without its last level, at full resolution: it
+#: costs as much as the three coarser levels together and moves the brain by 0.1-0.2 mm. (Asking
+#: that level for 0 iterations still runs one, and its set-up, so the level is left out.)
+AFFINE_LEVELS = {"aff_iterations": (2100, 1200, 1200), "aff_shrink_factors": (6, 4, 2),
+                 "aff_smoothing_sigmas": (3, 2, 1)}  # fmt: skip
 #: N4's fitting levels and iterations at each: three levels of 25 (a final B-spline mesh of 4
 #: elements an axis) instead of ANTsPy's four of 50. On synthetic heads with a known bias field,
 #: 12 of 12 came out closer to the true field than with the default (median residual log-field
@@ -217,7 +219,7 @@ def register(brain):
     forward transforms, moving to template."""
     ants = _deterministic_ants()
     result = ants.registration(fixed=_mni_2mm(), moving=brain, type_of_transform="Affine",
-                               aff_iterations=AFFINE_ITERATIONS)  # fmt: skip
+                               **AFFINE_LEVELS)  # fmt: skip
     return result["fwdtransforms"]
 
 
