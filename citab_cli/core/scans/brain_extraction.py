@@ -148,13 +148,14 @@ def _nearest_exact(size: int, out: int, device) -> np.ndarray:
 
 
 class BrainExtractor:
-    """deepbet's brain extraction of a RAS array (its `threshold` 0.5, no dilation)."""
+    """deepbet's brain extraction of a RAS array (its `threshold` 0.5, no dilation); `shapes`
+    are the two networks' input shapes, deepbet's unless a test asks for smaller ones."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", shapes: tuple = (SMALL_SHAPE, SHAPE)):
         import torch
         from deepbet.utils import DATA_PATH
 
-        self.device = torch.device(device)
+        self.device, (self.small_shape, self.shape) = torch.device(device), shapes
         self.box_net, self.net = (
             LinkNet(torch.jit.load(f"{DATA_PATH}/models/{name}.pt", map_location=self.device))
             for name in ("bbox_model", "model")
@@ -168,11 +169,11 @@ class BrainExtractor:
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(volume, np.float32)).to(self.device)
             x = torch.nan_to_num(x)
-            small = _resampled(x, SMALL_SHAPE)
+            small = _resampled(x, self.small_shape)
             low, high = torch.quantile(small, torch.tensor(WINDOW, device=self.device))
-            found = self._probability(self.box_net, _normalised(small, low, high), SMALL_SHAPE)
+            found = self._probability(self.box_net, _normalised(small, low, high), small.shape)
             box = _bounding_box(_largest_component(found > 0.5), x.shape)
-            inside = _normalised(_resampled(x[box], SHAPE), low, high)
+            inside = _normalised(_resampled(x[box], self.shape), low, high)
             crop = tuple(s.stop - s.start for s in box)
             brain = self._probability(self.net, inside, crop) > 0.5
         mask = np.zeros(tuple(x.shape), bool)
