@@ -76,3 +76,16 @@ def test_a_volume_without_foreground_is_refused(networks):
     _, ours = networks
     with pytest.raises(ValueError, match="no brain|bounding box"):
         ours.mask(np.zeros((40, 40, 40), np.float32))
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_mask_is_the_cpus_but_at_the_edge(networks, tmp_path: Path):
+    """The same forward pass on CUDA (cuDNN's convolutions sum in their own order): the mask
+    agrees with the CPU's but for a few voxels at the brain's edge."""
+    _, ours = networks
+    path, _ = raw_subject(tmp_path, 3, size=64)
+    volume = nib.as_closest_canonical(nib.load(path)).get_fdata(dtype=np.float32)
+    on_gpu = BrainExtractor("cuda", shapes=SHAPES).mask(volume)
+    on_cpu = ours.mask(volume)
+    dice = 2 * (on_gpu & on_cpu).sum() / (on_gpu.sum() + on_cpu.sum())
+    assert dice > 0.99
