@@ -2,19 +2,21 @@
 
 deepbet (Fisch et al. 2024) finds the brain in two passes: a network at 128³ over the whole scan
 finds the brain's bounding box, and a second one at 256³ over that box, grown by 10% on each side,
-segments it. citab runs the same networks, the same steps and the same arithmetic, in three
-ways that cost less on a CPU and give the same mask:
+segments it. citab runs the same networks and the same steps, with the same arithmetic but for
+the order of one sum in the last layer, in three ways that cost less on a CPU and give the same
+mask:
 
 - the max-pooling of the first stage runs through oneDNN (a maximum is exact whatever computes it);
 - the last layer, a 2×2×2 transposed convolution to twice the resolution, and its softmax are
   computed only at the voxels the mask is read from (deepbet resamples the 256³ output back to
-  the scan's voxels by nearest neighbour, so about one output voxel in sixteen is ever read on a
-  1 mm scan, one in fifty at 2 mm);
+  the scan's voxels in the box by nearest neighbour: about one output voxel in three is read on
+  a 1 mm scan, one in sixteen at 2 mm);
 - the intensity window (the 0.5 and 99.5 percentiles) is found in one sort instead of two, and
   the image is normalised in place.
 
 `tests/test_brain_extraction.py` checks the network against deepbet's own TorchScript module and
-the mask against deepbet's `BrainExtraction.run` (docs/performance.md: how much time it saves).
+the mask against deepbet's own steps; benchmarks/brain_extraction.py times both on whole heads
+and counts the voxels where the masks differ (docs/performance.md).
 """
 
 from __future__ import annotations
