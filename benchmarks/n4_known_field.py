@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -47,13 +46,13 @@ def _head(size: int, seed: int, cohort: str, bias: float | None):
 
 
 def _ants(folder: Path, name: str, data: np.ndarray, affine: np.ndarray):
+    """An ANTs image of the scan as the pipeline reads it (RAS)."""
     import nibabel as nib
 
-    from citab_cli.core.scans.t1_linear import _deterministic_ants
+    from citab_cli.core.scans.t1_linear import _ants_image
 
     image = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, np.float32), affine))
-    nib.save(image, folder / f"{name}.nii")
-    return _deterministic_ants().image_read(str(folder / f"{name}.nii"))
+    return _ants_image(folder, name, np.asarray(image.dataobj), image.affine)
 
 
 def one_head(size: int, seed: int, cohort: str, folder: Path) -> dict:
@@ -103,7 +102,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 4, 5])
     parser.add_argument("--cohorts", nargs="+", default=["adni", "nacc", "aibl"])
     args = parser.parse_args(argv)
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     rows = []
     with tempfile.TemporaryDirectory(prefix="citab-n4-") as tmp:
         for cohort in args.cohorts:

@@ -25,9 +25,10 @@ def networks():
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # deepbet's TorchScript loading warns about torch's future
         warnings.simplefilter("ignore")
-        yield BrainExtraction(no_gpu=True), BrainExtractor(shapes=SHAPES)
+        theirs = BrainExtraction(no_gpu=True)
+    yield theirs, BrainExtractor(shapes=SHAPES)
     torch.set_num_threads(threads)
 
 

@@ -154,14 +154,18 @@ class BrainExtractor:
     are the two networks' input shapes, deepbet's unless a test asks for smaller ones."""
 
     def __init__(self, device: str = "cpu", shapes: tuple = (SMALL_SHAPE, SHAPE)):
+        import warnings
+
         import torch
         from deepbet.utils import DATA_PATH
 
         self.device, (self.small_shape, self.shape) = torch.device(device), shapes
-        self.box_net, self.net = (
-            LinkNet(torch.jit.load(f"{DATA_PATH}/models/{name}.pt", map_location=self.device))
-            for name in ("bbox_model", "model")
-        )
+        with warnings.catch_warnings():  # TorchScript loading warns about torch's own future
+            warnings.simplefilter("ignore")
+            self.box_net, self.net = (
+                LinkNet(torch.jit.load(f"{DATA_PATH}/models/{n}.pt", map_location=self.device))
+                for n in ("bbox_model", "model")
+            )
 
     def mask(self, volume: np.ndarray) -> np.ndarray:
         """The brain mask (bool) of a 3D array in RAS voxel order."""
